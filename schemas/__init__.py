@@ -1,0 +1,1 @@
+"""Event and catalog record shapes: the only place they are defined."""

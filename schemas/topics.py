@@ -1,0 +1,91 @@
+"""Kafka topic names, partitioning and priority classes: the public event interface.
+
+Defined once here; infra/ creates the topics from ``TOPICS`` and agents import the names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Priority(str, Enum):
+    """Super-resolution priority classes, highest first (SPEC 3)."""
+
+    INTERACTIVE = "interactive"  # a pathologist's viewer is waiting
+    DISTRIBUTION = "distribution"  # pre-computation for assigned terminals / daily diagnosis
+    BACKGROUND = "background"  # export, whole-slide generation, research
+
+    @property
+    def rank(self) -> int:
+        return PRIORITY_ORDER.index(self)
+
+
+PRIORITY_ORDER: tuple[Priority, ...] = (Priority.INTERACTIVE, Priority.DISTRIBUTION, Priority.BACKGROUND)
+
+# Partitions of ``upscale.requested`` per priority class. Several partitions per class let
+# several GPU workers in one consumer group share a class.
+PARTITIONS_PER_PRIORITY = 2
+
+
+def priority_partitions(priority: Priority) -> tuple[int, ...]:
+    """Partition numbers of ``upscale.requested`` that carry ``priority``."""
+    start = priority.rank * PARTITIONS_PER_PRIORITY
+    return tuple(range(start, start + PARTITIONS_PER_PRIORITY))
+
+
+def priority_of_partition(partition: int) -> Priority:
+    if not 0 <= partition < len(PRIORITY_ORDER) * PARTITIONS_PER_PRIORITY:
+        raise ValueError(f"partition {partition} of upscale.requested has no priority class")
+    return PRIORITY_ORDER[partition // PARTITIONS_PER_PRIORITY]
+
+
+class Topic(str, Enum):
+    SLIDE_SCANNED = "slide.scanned"
+    SLIDE_QC_PASSED = "slide.qc_passed"
+    SLIDE_QC_FAILED = "slide.qc_failed"
+    SLIDE_STORED = "slide.stored"
+    UPSCALE_REQUESTED = "upscale.requested"
+    UPSCALE_DONE = "upscale.done"
+    UPSCALE_FAILED = "upscale.failed"
+    PATIENT_ADMITTED = "patient.admitted"
+    PATIENT_DISCHARGED = "patient.discharged"
+    TIER_MOVED = "tier.moved"
+    DISTRIBUTION_ASSIGNED = "distribution.assigned"
+    DEAD_LETTER = "slidestream.dead_letter"
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+# Event topics keep 7 days (a week of replay after an outage); the dead-letter topic keeps
+# 30 days so an operator can inspect and replay rejected events.
+_EVENTS = {"retention.ms": str(7 * DAY_MS)}
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(Topic.SLIDE_SCANNED.value, 4, _EVENTS, "scanner uploaded a slide to the ingest bucket"),
+    TopicSpec(Topic.SLIDE_QC_PASSED.value, 4, _EVENTS, "slide passed QC; LR object ready for storage"),
+    TopicSpec(Topic.SLIDE_QC_FAILED.value, 2, _EVENTS, "slide failed QC, with a reason per check"),
+    TopicSpec(Topic.SLIDE_STORED.value, 4, _EVENTS, "LR slide saved in the recent tier and mirror"),
+    TopicSpec(
+        Topic.UPSCALE_REQUESTED.value,
+        len(PRIORITY_ORDER) * PARTITIONS_PER_PRIORITY,
+        _EVENTS,
+        "super-resolution work; partitions grouped by priority class",
+    ),
+    TopicSpec(Topic.UPSCALE_DONE.value, 4, {"retention.ms": str(DAY_MS)}, "HR tiles written to hr-cache"),
+    TopicSpec(Topic.UPSCALE_FAILED.value, 2, _EVENTS, "super-resolution request rejected or failed"),
+    TopicSpec(Topic.PATIENT_ADMITTED.value, 2, _EVENTS, "HIS: patient admitted (ADT^A01)"),
+    TopicSpec(Topic.PATIENT_DISCHARGED.value, 2, _EVENTS, "HIS: patient discharged (ADT^A03)"),
+    TopicSpec(Topic.TIER_MOVED.value, 2, _EVENTS, "an image moved between storage tiers"),
+    TopicSpec(Topic.DISTRIBUTION_ASSIGNED.value, 2, _EVENTS, "HR images assigned to a diagnosis terminal"),
+    TopicSpec(Topic.DEAD_LETTER.value, 1, {"retention.ms": str(30 * DAY_MS)}, "events that failed validation"),
+)

@@ -1,0 +1,127 @@
+"""Runtime configuration, read once from the environment (prefix ``SLIDESTREAM_``) or ``.env``.
+
+Nested groups use a double underscore: ``SLIDESTREAM_KAFKA__PORT=19092``.
+Unknown keys and invalid values are rejected at start-up with the offending name,
+so a typo in a hospital's deployment file fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Group):
+    host: str = LOOPBACK
+    port: int = Field(19092, ge=1, le=65535)
+    controller_port: int = Field(19093, ge=1, le=65535)
+    heap_mb: int = Field(512, ge=256)
+    version: str = "4.1.1"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class TierEndpoint(_Group):
+    """Where one storage tier lives; empty fields fall back to the default MinIO endpoint."""
+
+    bucket: str
+    endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+    secure: bool = False
+
+
+def _tier(bucket: str) -> TierEndpoint:
+    return TierEndpoint(bucket=bucket)
+
+
+class StorageSettings(_Group):
+    host: str = LOOPBACK
+    port: int = Field(19000, ge=1, le=65535)
+    console_port: int = Field(19001, ge=1, le=65535)
+    access_key: str = Field("slidestream", min_length=3)
+    secret_key: SecretStr = Field(SecretStr("slidestream-dev-secret"), min_length=8)
+    secure: bool = False
+    region: str = "us-east-1"
+    ingest: TierEndpoint = _tier("slidestream-ingest")
+    recent: TierEndpoint = _tier("slidestream-recent")
+    mid: TierEndpoint = _tier("slidestream-mid")
+    long: TierEndpoint = _tier("slidestream-long")
+    hr_cache: TierEndpoint = _tier("slidestream-hr-cache")
+    mirror: TierEndpoint = _tier("slidestream-mirror")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def tiers(self) -> dict[str, TierEndpoint]:
+        return {
+            "ingest": self.ingest,
+            "recent": self.recent,
+            "mid": self.mid,
+            "long": self.long,
+            "hr_cache": self.hr_cache,
+            "mirror": self.mirror,
+        }
+
+
+class MongoSettings(_Group):
+    host: str = LOOPBACK
+    port: int = Field(27117, ge=1, le=65535)
+    database: str = "slidestream"
+    url: str | None = Field(None, description="full MongoDB URL; overrides host/port (production)")
+
+    @property
+    def uri(self) -> str:
+        return self.url or f"mongodb://{self.host}:{self.port}/"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLIDESTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    # Where infra/ keeps server data and logs, and where built servers are cached.
+    state_dir: Path = Path("var")
+    build_cache: Path = Path.home() / ".cache" / "slidestream"
+    shared_data: Path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+    kafka: KafkaSettings = KafkaSettings()
+    storage: StorageSettings = StorageSettings()
+    mongo: MongoSettings = MongoSettings()
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    # Faust application id (consumer group prefix); several workers with one id share work.
+    app_id: str = Field("slidestream", pattern=r"^[a-z][a-z0-9_.-]{1,63}$")
+    # LR storage target magnification; scans above it are downsampled (SPEC 1).
+    lr_magnification: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "Settings":
+        ports = [self.kafka.port, self.kafka.controller_port, self.storage.port,
+                 self.storage.console_port, self.mongo.port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"service ports must be distinct, got {ports}")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
