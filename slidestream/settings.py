@@ -26,7 +26,7 @@ class KafkaSettings(_Group):
     port: int = Field(19092, ge=1, le=65535)
     controller_port: int = Field(19093, ge=1, le=65535)
     heap_mb: int = Field(512, ge=256)
-    version: str = "4.1.1"
+    version: str = "4.3.1"
 
     @property
     def bootstrap(self) -> str:
