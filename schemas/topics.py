@@ -89,3 +89,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.DISTRIBUTION_ASSIGNED.value, 2, _EVENTS, "HR images assigned to a diagnosis terminal"),
     TopicSpec(Topic.DEAD_LETTER.value, 1, {"retention.ms": str(30 * DAY_MS)}, "events that failed validation"),
 )
+
+# Operational topics: a probe answered by every worker (liveness check and latency bench).
+PROBE_TOPIC = "slidestream.probe"
+PROBE_REPLY_TOPIC = "slidestream.probe_reply"
+TOPICS = TOPICS + (
+    TopicSpec(PROBE_TOPIC, 1, {"retention.ms": str(3600 * 1000)}, "liveness probe to the agents"),
+    TopicSpec(PROBE_REPLY_TOPIC, 1, {"retention.ms": str(3600 * 1000)}, "probe answers from the agents"),
+)
