@@ -1,0 +1,4 @@
+from agents.main import app
+
+if __name__ == "__main__":
+    app.main()

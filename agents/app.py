@@ -1,0 +1,36 @@
+"""The Faust application: one app, several thin agents, each registered by its own module."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+import faust
+
+from slidestream.settings import Settings, get_settings
+
+# Each module exposes ``register(app, settings)`` and owns one concern.
+DEFAULT_AGENT_MODULES: tuple[str, ...] = (
+    "agents.probe",
+)
+
+
+def create_app(settings: Settings | None = None,
+               agent_modules: Iterable[str] = DEFAULT_AGENT_MODULES) -> faust.App:
+    settings = settings or get_settings()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_replication_factor=1,
+        topic_allow_declare=False,  # topics are created with their partitioning by infra.bootstrap
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+    )
+    for name in agent_modules:
+        importlib.import_module(name).register(app, settings)
+    return app

@@ -1,0 +1,85 @@
+"""Bytes in, validated events out: the one path every agent uses to read and write Kafka.
+
+Agents subscribe with the raw codec so that a payload that is not even JSON still reaches
+us (instead of crashing Faust's deserializer) and can be dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+import structlog
+from pydantic import BaseModel
+
+from schemas.topics import Topic
+
+log = structlog.get_logger(__name__)
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic handle that hands agents undecoded bytes."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def encode(event: BaseModel) -> bytes:
+    return event.model_dump_json().encode("utf-8")
+
+
+async def publish(app: faust.App, topic: str, event: BaseModel, *, key: str | None = None,
+                  partition: int | None = None) -> None:
+    """Send one event and wait for the broker's acknowledgement (at-least-once)."""
+    fut = await app.send(
+        raw_topic(app, topic),
+        key=key.encode("utf-8") if key is not None else None,
+        value=encode(event),
+        partition=partition,
+    )
+    await fut
+
+
+def _payload_text(value: bytes | None) -> tuple[str, str]:
+    if value is None:
+        return "", "utf-8"
+    try:
+        return value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode("ascii"), "base64"
+
+
+def dead_letter_event(message: Any, reason: str) -> BaseModel:
+    from schemas.events import DeadLetter
+
+    payload, encoding = _payload_text(message.value)
+    key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
+    return DeadLetter(
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=key,
+        payload=payload,
+        payload_encoding=encoding,
+        error=reason,
+        received_at=datetime.now(timezone.utc),
+    )
+
+
+async def dead_letter(app: faust.App, message: Any, reason: str) -> None:
+    """Park a message we cannot process, with the reason; the agent then moves on."""
+    await publish(app, Topic.DEAD_LETTER.value, dead_letter_event(message, reason), key=message.topic)
+    # Only the reason and coordinates are logged: the payload may hold identity data.
+    log.warning("event.dead_lettered", topic=message.topic, partition=message.partition,
+                offset=message.offset, reason=reason)
+
+
+async def decode(app: faust.App, message: Any) -> BaseModel | None:
+    """The validated event of ``message``, or None after dead-lettering it."""
+    from schemas.registry import EventValidationError, parse_event
+
+    try:
+        return parse_event(message.topic, message.value)
+    except EventValidationError as exc:
+        await dead_letter(app, message, str(exc))
+        return None

@@ -1,0 +1,29 @@
+"""Answers probes so operators (and the bench) can see the agents are alive end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import faust
+from pydantic import ValidationError
+
+from agents.messaging import dead_letter, publish, raw_topic
+from schemas.probe import Probe, ProbeReply
+from schemas.topics import PROBE_REPLY_TOPIC, PROBE_TOPIC
+from slidestream.settings import Settings
+
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    @app.agent(raw_topic(app, PROBE_TOPIC), name="probe")
+    async def answer_probes(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                probe = Probe.model_validate_json(event.message.value)
+            except ValidationError as exc:
+                await dead_letter(app, event.message, f"invalid probe: {exc.errors()[0]['msg']}")
+                continue
+            reply = ProbeReply(probe_id=probe.probe_id, sent_at=probe.sent_at, worker=WORKER_NAME)
+            await publish(app, PROBE_REPLY_TOPIC, reply, key=str(probe.probe_id))
