@@ -1,0 +1,217 @@
+"""Catalog records kept in MongoDB: patients, exams, images, reports, terminals, audit.
+
+``to_document`` gives a BSON-ready dict (datetimes stay datetimes, enums become their
+values, UUIDs strings, dates midnight-UTC datetimes); ``from_document`` accepts what
+pymongo returns (naive UTC datetimes, an ``_id``) and makes datetimes tz-aware UTC.
+Catalog datetimes are truncated to milliseconds, MongoDB's precision, so a record equals
+itself after a round trip through the database.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from enum import Enum
+from typing import Annotated, Any, ClassVar, Literal, Self
+from uuid import UUID
+
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
+
+from schemas.common import (
+    SENSITIVE_FIELDS,
+    ImageStateField,
+    NonNegativeInt,
+    ObjectRef,
+    PatientIdentity,
+    PositiveFloat,
+    PositiveInt,
+    ShortText,
+    StorageTierField,
+    Strict,
+    UtcDatetime,
+    utc_now,
+)
+from schemas.ids import ExamId, PatientId, Sha256Hex, SlideNumber, TerminalId, VisitId
+
+
+def _to_millis(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+DbDatetime = Annotated[UtcDatetime, AfterValidator(_to_millis)]
+"""Aware UTC datetime at MongoDB's millisecond precision."""
+
+
+def db_now() -> datetime:
+    return _to_millis(utc_now())
+
+
+def _to_bson(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _to_bson(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_bson(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):  # BSON has no bare date
+        return datetime.combine(value, time(), tzinfo=timezone.utc)
+    return value
+
+
+def _from_bson(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _from_bson(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_bson(item) for item in value]
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # pymongo returns naive UTC by default
+    return value
+
+
+class CatalogRecord(Strict):
+    collection: ClassVar[str]
+    key_fields: ClassVar[tuple[str, ...]]
+
+    def to_document(self) -> dict[str, Any]:
+        return _to_bson(self.model_dump(mode="python"))
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Self:
+        fields = {key: value for key, value in document.items() if key != "_id"}
+        return cls.model_validate(_from_bson(fields))
+
+    def natural_key(self) -> dict[str, Any]:
+        """Filter selecting this record (the collection has a unique index on these fields)."""
+        return _to_bson({name: getattr(self, name) for name in self.key_fields})
+
+
+class PatientRecord(CatalogRecord):
+    collection: ClassVar[str] = "patients"
+    key_fields: ClassVar[tuple[str, ...]] = ("patient_id",)
+
+    patient_id: PatientId
+    identity: PatientIdentity = Field(default_factory=PatientIdentity)
+    status: Literal["admitted", "discharged", "unknown"] = "unknown"
+    visit_id: VisitId | None = None
+    ward: ShortText | None = None
+    admitted_at: DbDatetime | None = None
+    discharged_at: DbDatetime | None = None
+    last_exam_at: DbDatetime | None = None
+    created_at: DbDatetime = Field(default_factory=db_now)
+
+
+class ExamRecord(CatalogRecord):
+    collection: ClassVar[str] = "exams"
+    key_fields: ClassVar[tuple[str, ...]] = ("exam_id",)
+
+    exam_id: ExamId
+    patient_id: PatientId
+    body_part: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)] | None = None
+    clinical_info: Annotated[str, StringConstraints(strict=True, max_length=16384)] | None = None
+    exam_date: DbDatetime
+    created_at: DbDatetime = Field(default_factory=db_now)
+
+
+class PendingMove(Strict):
+    """A tier move in progress, written before the copy so a crash can be resumed:
+    copy -> verify -> update catalog -> delete source (SPEC: no image lost)."""
+
+    to_tier: StorageTierField | None  # None: deletion (HR dropped from the cache)
+    target: ObjectRef | None = None
+    step: Literal["copying", "copied", "verified", "catalog_updated", "deleting"]
+    reason: Literal["discharge", "age", "readmission", "hr_evicted"]
+    started_at: DbDatetime = Field(default_factory=db_now)
+
+
+class ImageRecord(CatalogRecord):
+    collection: ClassVar[str] = "images"
+    key_fields: ClassVar[tuple[str, ...]] = ("exam_id", "slide_number", "state")
+
+    exam_id: ExamId
+    patient_id: PatientId
+    slide_number: SlideNumber
+    state: ImageStateField
+    tier: StorageTierField
+    object: ObjectRef
+    mirror: ObjectRef | None = None  # permanent tiers are mirrored; the hr cache is not
+    acquired_at: DbDatetime
+    sha256: Sha256Hex | None = None  # None for an HR tile set (a key prefix)
+    size_bytes: NonNegativeInt | None = None
+    width: PositiveInt | None = None
+    height: PositiveInt | None = None
+    magnification: PositiveFloat | None = None
+    mpp: PositiveFloat | None = None
+    access_count: NonNegativeInt = 0
+    last_accessed_at: DbDatetime | None = None
+    pending_move: PendingMove | None = None
+    created_at: DbDatetime = Field(default_factory=db_now)
+
+
+class ReportRecord(CatalogRecord):
+    collection: ClassVar[str] = "reports"
+    key_fields: ClassVar[tuple[str, ...]] = ("exam_id",)
+
+    exam_id: ExamId
+    author: ShortText
+    findings: Annotated[str, StringConstraints(strict=True, max_length=65536)] = ""
+    diagnosis: Annotated[str, StringConstraints(strict=True, max_length=65536)] = ""
+    status: Literal["draft", "final"] = "draft"
+    revision: NonNegativeInt = 0  # optimistic concurrency: update only if unchanged
+    created_at: DbDatetime = Field(default_factory=db_now)
+    updated_at: DbDatetime = Field(default_factory=db_now)
+
+
+class TerminalRecord(CatalogRecord):
+    collection: ClassVar[str] = "terminals"
+    key_fields: ClassVar[tuple[str, ...]] = ("terminal_id",)
+
+    terminal_id: TerminalId
+    task_class: ShortText  # e.g. "daily", "frozen_section", "research"
+    body_parts: list[Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]] = Field(
+        default_factory=list
+    )
+    max_images: PositiveInt
+    active: bool = True
+
+
+AuditValue = str | int | float | bool | None
+_AUDIT_KEY = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+def _no_sensitive_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    bad = sorted(key for key in mapping if key in SENSITIVE_FIELDS)
+    if bad:
+        raise ValueError(f"audit entries must not carry identity data (keys {bad})")
+    return mapping
+
+
+class AuditEntry(CatalogRecord):
+    """Who did what to which slide/exam/patient. IDs only: identity data is rejected."""
+
+    collection: ClassVar[str] = "audit"
+    key_fields: ClassVar[tuple[str, ...]] = ("at", "actor", "action")
+
+    at: DbDatetime = Field(default_factory=db_now)
+    actor: ShortText  # user, terminal or agent name
+    action: ShortText  # e.g. "retrieve", "tier_move", "export", "report_update"
+    target: dict[_AUDIT_KEY, str | int] = Field(default_factory=dict)
+    outcome: Literal["ok", "denied", "not_found", "error"]
+    detail: dict[_AUDIT_KEY, AuditValue] = Field(default_factory=dict)
+
+    @field_validator("target", "detail")
+    @classmethod
+    def _ids_only(cls, mapping: dict[str, Any]) -> dict[str, Any]:
+        return _no_sensitive_keys(mapping)
+
+
+CATALOG_MODELS: tuple[type[CatalogRecord], ...] = (
+    PatientRecord,
+    ExamRecord,
+    ImageRecord,
+    ReportRecord,
+    TerminalRecord,
+    AuditEntry,
+)

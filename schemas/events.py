@@ -1,0 +1,323 @@
+"""Every event carried on Kafka. One model per topic; ``event_type`` is the topic name and
+the discriminator. Bump ``schema_version`` (and keep a reader for the old one) when a
+shape changes incompatibly."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, ClassVar, Literal
+from uuid import uuid4
+
+from pydantic import Field, StringConstraints, model_validator
+
+from schemas.common import (
+    FiniteFloat,
+    ImageStateField,
+    NonEmptyStr,
+    NonNegativeInt,
+    ObjectRef,
+    PatientIdentity,
+    PositiveFloat,
+    PositiveInt,
+    PriorityField,
+    QcCheckNameField,
+    QcFailureKindField,
+    ShortText,
+    StorageTierField,
+    Strict,
+    UtcDatetime,
+    utc_now,
+)
+from schemas.ids import (
+    ExamId,
+    PatientId,
+    RequestId,
+    ScannerId,
+    Sha256Hex,
+    SlideNumber,
+    TerminalId,
+    Uuid,
+    VisitId,
+)
+from schemas.topics import Topic
+
+Scale = Literal[2, 4, 8]
+Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)]
+BodyPart = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+Filename = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=255)]
+
+
+class Event(Strict):
+    """Envelope fields shared by every event."""
+
+    topic: ClassVar[Topic]
+
+    schema_version: Literal[1] = 1
+    # Consumers de-duplicate on event_id (Kafka delivers at least once).
+    event_id: Uuid = Field(default_factory=uuid4)
+    occurred_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def kafka_key(self) -> str | None:
+        """Partition key: events about one exam (or patient) stay in order on one partition."""
+        exam_id = getattr(self, "exam_id", None)
+        if exam_id is not None:
+            return exam_id
+        return getattr(self, "patient_id", None)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+
+class _SlideIds(Strict):
+    patient_id: PatientId
+    exam_id: ExamId
+    slide_number: SlideNumber
+
+
+# --- imaging and QC -----------------------------------------------------------------------
+
+
+class SlideScanned(Event, _SlideIds):
+    topic: ClassVar[Topic] = Topic.SLIDE_SCANNED
+    event_type: Literal["slide.scanned"] = "slide.scanned"
+
+    ingest: ObjectRef
+    original_filename: Filename
+    size_bytes: PositiveInt
+    sha256: Sha256Hex
+    scanner_id: ScannerId | None = None
+    magnification: PositiveFloat | None = None  # objective power of the scanned file
+    mpp: PositiveFloat | None = None  # microns per pixel at level 0
+    body_part: BodyPart | None = None
+    acquired_at: UtcDatetime
+
+
+class QcCheck(Strict):
+    name: QcCheckNameField
+    score: FiniteFloat
+    threshold: FiniteFloat
+    passed: bool
+    reason: Reason
+    region_count: NonNegativeInt | None = None  # bubbles / folds found
+
+
+class SlideQcPassed(Event, _SlideIds):
+    topic: ClassVar[Topic] = Topic.SLIDE_QC_PASSED
+    event_type: Literal["slide.qc_passed"] = "slide.qc_passed"
+
+    lr: ObjectRef  # pyramidal TIFF in the ingest bucket
+    hr_candidate: ObjectRef | None = None  # original HR scan, kept as hr-cache candidate
+    width: PositiveInt
+    height: PositiveInt
+    magnification: PositiveFloat
+    mpp: PositiveFloat | None = None
+    sha256: Sha256Hex  # of the LR object
+    size_bytes: PositiveInt
+    acquired_at: UtcDatetime
+    checks: list[QcCheck]
+    corrected: bool = False  # colour normalisation toward the reference applied
+    body_part: BodyPart | None = None
+
+
+class SlideQcFailed(Event):
+    topic: ClassVar[Topic] = Topic.SLIDE_QC_FAILED
+    event_type: Literal["slide.qc_failed"] = "slide.qc_failed"
+
+    # Optional: the IDs themselves may be what is wrong (kind=invalid_ids).
+    patient_id: PatientId | None = None
+    exam_id: ExamId | None = None
+    slide_number: SlideNumber | None = None
+    ingest: ObjectRef
+    kind: QcFailureKindField
+    reason: Reason
+    checks: list[QcCheck] = Field(default_factory=list)
+
+
+class SlideStored(Event, _SlideIds):
+    topic: ClassVar[Topic] = Topic.SLIDE_STORED
+    event_type: Literal["slide.stored"] = "slide.stored"
+
+    state: ImageStateField
+    tier: StorageTierField
+    object: ObjectRef
+    mirror: ObjectRef
+    sha256: Sha256Hex
+    size_bytes: PositiveInt
+
+
+# --- super-resolution -------------------------------------------------------------------
+
+
+class TileRef(Strict):
+    """A Deep Zoom tile of the output (HR) pyramid."""
+
+    level: NonNegativeInt
+    col: NonNegativeInt
+    row: NonNegativeInt
+
+
+class Region(Strict):
+    """A rectangle in level-0 output pixels."""
+
+    x: NonNegativeInt
+    y: NonNegativeInt
+    width: PositiveInt
+    height: PositiveInt
+
+
+class UpscaleRequested(Event):
+    topic: ClassVar[Topic] = Topic.UPSCALE_REQUESTED
+    event_type: Literal["upscale.requested"] = "upscale.requested"
+
+    request_id: RequestId = Field(default_factory=uuid4)
+    exam_id: ExamId
+    slide_number: SlideNumber
+    scale: Scale
+    priority: PriorityField
+    tiles: Annotated[list[TileRef], Field(min_length=1)] | None = None
+    region: Region | None = None
+    requested_by: TerminalId | None = None
+    reply_topic: Literal["upscale.done"] = "upscale.done"
+    deadline: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _tiles_xor_region(self) -> "UpscaleRequested":
+        if (self.tiles is None) == (self.region is None):
+            raise ValueError("give exactly one of 'tiles' (non-empty list) or 'region'")
+        return self
+
+
+class UpscaleTileResult(Strict):
+    tile: TileRef
+    object: ObjectRef
+    cached: bool  # already in the hr-cache, not recomputed
+
+
+class UpscaleDone(Event):
+    topic: ClassVar[Topic] = Topic.UPSCALE_DONE
+    event_type: Literal["upscale.done"] = "upscale.done"
+
+    request_id: RequestId
+    exam_id: ExamId
+    slide_number: SlideNumber
+    scale: Scale
+    results: list[UpscaleTileResult]
+    model: ShortText
+    # Keys: queue, read, compute, write (milliseconds).
+    timings_ms: dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
+
+
+class UpscaleFailed(Event):
+    topic: ClassVar[Topic] = Topic.UPSCALE_FAILED
+    event_type: Literal["upscale.failed"] = "upscale.failed"
+
+    request_id: RequestId
+    exam_id: ExamId
+    slide_number: SlideNumber
+    reason: Reason
+    tiles: list[TileRef] | None = None
+
+
+# --- HIS --------------------------------------------------------------------------------
+
+
+class PatientAdmitted(Event):
+    topic: ClassVar[Topic] = Topic.PATIENT_ADMITTED
+    event_type: Literal["patient.admitted"] = "patient.admitted"
+
+    patient_id: PatientId
+    visit_id: VisitId | None = None
+    admitted_at: UtcDatetime
+    ward: ShortText | None = None
+    identity: PatientIdentity | None = None
+
+
+class PatientDischarged(Event):
+    topic: ClassVar[Topic] = Topic.PATIENT_DISCHARGED
+    event_type: Literal["patient.discharged"] = "patient.discharged"
+
+    patient_id: PatientId
+    visit_id: VisitId | None = None
+    discharged_at: UtcDatetime
+
+
+# --- storage management and distribution ---------------------------------------------------
+
+
+TierMoveReason = Literal["discharge", "age", "readmission", "hr_evicted"]
+
+
+class TierMoved(Event, _SlideIds):
+    topic: ClassVar[Topic] = Topic.TIER_MOVED
+    event_type: Literal["tier.moved"] = "tier.moved"
+
+    state: ImageStateField
+    from_tier: StorageTierField
+    to_tier: StorageTierField | None = None  # None: deleted (HR dropped from the cache)
+    source: ObjectRef | None = None
+    target: ObjectRef | None = None  # None for a deletion from the hr cache
+    reason: TierMoveReason
+    sha256: Sha256Hex | None = None
+
+
+class DistributionAssigned(Event):
+    topic: ClassVar[Topic] = Topic.DISTRIBUTION_ASSIGNED
+    event_type: Literal["distribution.assigned"] = "distribution.assigned"
+
+    terminal_id: TerminalId
+    exam_id: ExamId
+    slide_numbers: Annotated[list[SlideNumber], Field(min_length=1)]
+    priority: PriorityField
+    policy: ShortText
+
+
+class DeadLetter(Event):
+    topic: ClassVar[Topic] = Topic.DEAD_LETTER
+    event_type: Literal["slidestream.dead_letter"] = "slidestream.dead_letter"
+
+    source_topic: NonEmptyStr
+    partition: NonNegativeInt
+    offset: NonNegativeInt
+    key: str | None = None
+    payload: str  # raw bytes as UTF-8 text, or base64 when payload_encoding says so
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    error: Reason
+    received_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def kafka_key(self) -> str | None:
+        return self.key
+
+    def raw_payload(self) -> bytes:
+        if self.payload_encoding == "base64":
+            return base64.b64decode(self.payload)
+        return self.payload.encode("utf-8")
+
+    @classmethod
+    def wrap(
+        cls,
+        raw: bytes,
+        *,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        error: str,
+        key: bytes | str | None = None,
+    ) -> "DeadLetter":
+        """Build a dead letter from a rejected message, keeping its bytes intact."""
+        try:
+            payload, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="backslashreplace")
+        return cls(
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            payload=payload,
+            payload_encoding=encoding,
+            error=error[:4096] or "unknown error",
+        )
