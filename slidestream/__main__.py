@@ -1,0 +1,5 @@
+import sys
+
+from slidestream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""`slidestream` command line: run the stack, inspect it, run the demo, train and evaluate models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from slidestream.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's message names the bad variable; show only that
+        print(f"slidestream: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from infra.stack import up
+    from slidestream.probe import probe_agents
+    from slidestream.workers import start_workers
+
+    settings = _settings()
+    up(settings)
+    workers = start_workers(settings, count=args.workers)
+    print(f"agents: {len(workers)} worker(s), logs in {workers[0].log.parent}")
+    result = asyncio.run(probe_agents(settings, timeout=args.timeout))
+    print(f"agents answer: worker {result.worker} in {result.round_trip_ms:.0f} ms")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from infra.stack import down
+    from slidestream.workers import stop_workers
+
+    settings = _settings()
+    print(f"stopped {stop_workers(settings)} worker(s)")
+    down(settings)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from slidestream.probe import probe_agents
+
+    settings = _settings()
+    healthy = True
+    if not args.probe_only:
+        from infra.stack import status
+        from slidestream.workers import worker_status
+
+        healthy = status(settings)
+        for info in worker_status(settings):
+            print(f"worker-{info.index}: pid {info.pid} {'running' if info.running else 'stopped'}")
+    try:
+        result = asyncio.run(probe_agents(settings, timeout=args.timeout))
+        print(f"agents: answered by {result.worker} in {result.round_trip_ms:.0f} ms")
+    except Exception as exc:  # noqa: BLE001 - report any failure of the round trip
+        print(f"agents: no answer ({type(exc).__name__}: {exc})")
+        healthy = False
+    return 0 if healthy else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from infra.stack import logs
+
+    print(logs(_settings(), args.service, lines=args.lines))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slidestream.demo import run_demo
+
+    return run_demo(_settings(), keep_running=args.keep_running)
+
+
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(importlib.import_module(module).main(args.rest) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slidestream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="start Kafka, MinIO, FerretDB, bootstrap them, start agent workers")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the agents to answer")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the agent workers and the servers")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="health of each server and of the agents (probe round trip)")
+    p.add_argument("--probe-only", action="store_true", help="only check that an agent answers")
+    p.add_argument("--timeout", type=float, default=15.0)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="tail of a server's log")
+    p.add_argument("service", choices=["kafka", "minio", "ferretdb"])
+    p.add_argument("--lines", type=int, default=50)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("demo", help="start the stack and run sample slides through it")
+    p.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    p.set_defaults(func=cmd_demo)
+
+    for name, module, text in (
+        ("train", "model_zoo.train", "train a super-resolution model (see --help)"),
+        ("evaluate", "model_zoo.evaluate", "evaluate super-resolution models against interpolation"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(module))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

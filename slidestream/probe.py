@@ -1,0 +1,31 @@
+"""Round trip through the agents: publish a probe, wait for a worker's reply."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from schemas.probe import Probe, ProbeReply
+from schemas.topics import PROBE_REPLY_TOPIC, PROBE_TOPIC
+from slidestream.kafka_client import producer, send_event, tail, wait_for
+from slidestream.settings import Settings
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    worker: str
+    round_trip_ms: float
+
+
+async def probe_agents(settings: Settings, timeout: float = 30.0) -> ProbeResult:
+    async with tail(settings, PROBE_REPLY_TOPIC) as replies, producer(settings) as prod:
+        probe = Probe()
+        start = time.perf_counter()
+        await send_event(prod, PROBE_TOPIC, probe, key=str(probe.probe_id))
+
+        def match(raw: bytes) -> ProbeReply | None:
+            reply = ProbeReply.model_validate_json(raw)
+            return reply if reply.probe_id == probe.probe_id else None
+
+        reply = await wait_for(replies, match, timeout)
+        return ProbeResult(worker=reply.worker, round_trip_ms=(time.perf_counter() - start) * 1000)
