@@ -8,7 +8,7 @@ import base64
 from typing import Annotated, ClassVar, Literal
 from uuid import uuid4
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from schemas.common import (
     FiniteFloat,
@@ -44,6 +44,15 @@ from schemas.topics import Topic
 Scale = Literal[2, 4, 8]
 Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)]
 BodyPart = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+
+
+def _truncate_reason(value: object) -> object:
+    # A dead letter must never be refused for having too long a reason: that would lose it.
+    if isinstance(value, str) and len(value) > 4096:
+        return value[:4093] + "..."
+    return value
+
+
 Filename = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=255)]
 
 
@@ -283,7 +292,7 @@ class DeadLetter(Event):
     key: str | None = None
     payload: str  # raw bytes as UTF-8 text, or base64 when payload_encoding says so
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
-    error: Reason
+    error: Annotated[Reason, BeforeValidator(_truncate_reason)]
     received_at: UtcDatetime = Field(default_factory=utc_now)
 
     def kafka_key(self) -> str | None:
@@ -319,5 +328,5 @@ class DeadLetter(Event):
             key=key,
             payload=payload,
             payload_encoding=encoding,
-            error=error[:4096] or "unknown error",
+            error=error or "unknown error",
         )

@@ -66,6 +66,7 @@ AnyEvent = Annotated[
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 MAX_EVENT_BYTES = 1 << 20  # events carry references, never image data
+MAX_REPORTED_ERRORS = 20
 
 
 class EventValidationError(ValueError):
@@ -91,10 +92,13 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, tuple[str, ...
     """Readable summary of a pydantic error without echoing input values."""
     lines: list[str] = []
     fields: list[str] = []
-    for err in exc.errors(include_url=False, include_input=False):
+    errors = exc.errors(include_url=False, include_input=False)
+    for err in errors[:MAX_REPORTED_ERRORS]:
         loc = ".".join(str(part) for part in err["loc"]) or "(event)"
         fields.append(loc)
         lines.append(f"{loc}: {err['msg']}")
+    if len(errors) > MAX_REPORTED_ERRORS:
+        lines.append(f"... and {len(errors) - MAX_REPORTED_ERRORS} more errors")
     return "; ".join(lines), tuple(fields)
 
 

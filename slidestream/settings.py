@@ -108,6 +108,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+    # Key of the patient_ref pseudonym in logs; the same value on every worker lets
+    # operators follow one patient across processes. Set a private value in production.
+    log_salt: SecretStr = SecretStr("slidestream-log-salt")
     # Faust application id (consumer group prefix); several workers with one id share work.
     app_id: str = Field("slidestream", pattern=r"^[a-z][a-z0-9_.-]{1,63}$")
     # LR storage target magnification; scans above it are downsampled (SPEC 1).
