@@ -7,18 +7,21 @@ so a typo in a hospital's deployment file fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
 
 
 class _Group(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a mistyped secret must not be echoed into start-up logs.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class KafkaSettings(_Group):
@@ -88,14 +91,52 @@ class MongoSettings(_Group):
         return self.url or f"mongodb://{self.host}:{self.port}/"
 
 
+class _UnknownPrefixedEnv(PydanticBaseSettingsSource):
+    """Hands ``SLIDESTREAM_*`` variables that name no setting to validation, so that
+    ``extra="forbid"`` rejects them by name (pydantic-settings otherwise ignores unknown
+    variables of the process environment, and a typo would silently keep the default)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[object, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, object]:
+        prefix = str(self.config.get("env_prefix", "")).lower()
+        delimiter = self.config.get("env_nested_delimiter") or "__"
+        known = set(self.settings_cls.model_fields)
+        unknown: dict[str, object] = {}
+        for name, value in os.environ.items():
+            lowered = name.lower()
+            if prefix and lowered.startswith(prefix):
+                key = lowered[len(prefix):]
+                if key.split(delimiter)[0] not in known:
+                    unknown[key] = value
+        return unknown
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLIDESTREAM_",
         env_nested_delimiter="__",
         env_file=".env",
+        # In .env, only SLIDESTREAM_* lines are ours (unknown ones are rejected); other
+        # applications' variables in a shared file are left alone.
+        dotenv_filtering="match_prefix",
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                _UnknownPrefixedEnv(settings_cls))
 
     # Where infra/ keeps server data and logs, and where built servers are cached.
     state_dir: Path = Path("var")
