@@ -1,0 +1,63 @@
+"""Object keys and the Deep Zoom geometry shared by storage, compute and the viewer.
+
+One definition, so the retrieval side and the compute side agree on where an HR tile lives.
+
+HR pyramid of a slide at ``scale`` s: the LR level-0 image (W x H) upscaled to (W*s x H*s),
+cut into Deep Zoom levels (level L has size ceil(W*s / 2**(max_level-L)) ...), tiles of
+``TILE_SIZE`` px, no overlap. The top log2(s) levels are finer than the LR image and are
+computed by super-resolution; lower levels are plain downsamples of the LR pyramid.
+"""
+
+from __future__ import annotations
+
+import math
+
+TILE_SIZE = 256
+HR_TILE_FORMAT = "png"  # lossless: SR output is diagnostic material, not a preview
+
+ALLOWED_SCALES = (2, 4, 8)
+
+
+def _slide(exam_id: str, slide_number: int) -> str:
+    return f"{exam_id}/{slide_number:04d}"
+
+
+def ingest_key(exam_id: str, slide_number: int, filename: str) -> str:
+    """Where a scanner's original upload lives in the ingest bucket."""
+    return f"scans/{_slide(exam_id, slide_number)}/{filename}"
+
+
+def lr_key(exam_id: str, slide_number: int) -> str:
+    """The LR pyramidal TIFF, identical key in every permanent tier and in the mirror."""
+    return f"lr/{_slide(exam_id, slide_number)}.tiff"
+
+
+def hr_prefix(exam_id: str, slide_number: int, scale: int | None = None) -> str:
+    base = f"hr/{_slide(exam_id, slide_number)}/"
+    return base if scale is None else f"{base}x{scale}/"
+
+
+def hr_tile_key(exam_id: str, slide_number: int, scale: int, level: int, col: int, row: int) -> str:
+    return f"{hr_prefix(exam_id, slide_number, scale)}{level}/{col}_{row}.{HR_TILE_FORMAT}"
+
+
+def dzi_max_level(width: int, height: int) -> int:
+    """Deep Zoom level of the full-resolution image (level 0 is 1x1)."""
+    return max(0, math.ceil(math.log2(max(width, height, 1))))
+
+
+def level_size(width: int, height: int, level: int) -> tuple[int, int]:
+    factor = 2 ** (dzi_max_level(width, height) - level)
+    return math.ceil(width / factor), math.ceil(height / factor)
+
+
+def tile_grid(width: int, height: int, level: int) -> tuple[int, int]:
+    """Columns and rows of tiles at ``level``."""
+    w, h = level_size(width, height, level)
+    return math.ceil(w / TILE_SIZE), math.ceil(h / TILE_SIZE)
+
+
+def sr_levels(lr_width: int, lr_height: int, scale: int) -> range:
+    """Deep Zoom levels of the x``scale`` HR pyramid that need super-resolution."""
+    top = dzi_max_level(lr_width * scale, lr_height * scale)
+    return range(top - int(math.log2(scale)) + 1, top + 1)
