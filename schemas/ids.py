@@ -16,7 +16,9 @@ from pydantic import BeforeValidator, Field, StringConstraints
 # First character alphanumeric (no hidden files, no "-option"), then letters, digits, ".", "_", "-".
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ID_MAX_LENGTH = 64
-_ID_RE = re.compile(ID_PATTERN)
+# fullmatch, because Python's "$" also matches before a trailing newline (pydantic's
+# regex engine does not).
+_ID_RE = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 def _id_type(description: str) -> type[str]:
@@ -58,4 +60,4 @@ Sha256Hex = Annotated[
 
 def is_valid_id(value: str) -> bool:
     """Cheap check for callers that get IDs from outside (file names, URLs, HL7)."""
-    return isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and bool(_ID_RE.match(value))
+    return isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and _ID_RE.fullmatch(value) is not None
