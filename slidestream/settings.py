@@ -91,6 +91,40 @@ class MongoSettings(_Group):
         return self.url or f"mongodb://{self.host}:{self.port}/"
 
 
+# Steps of a tier move at which a test can make the process exit (crash-safety tests).
+MoveFaultPoint = Literal["after_plan", "after_copy", "after_verify", "after_catalog_update",
+                         "after_delete", "after_publish"]
+
+
+class TieringSettings(_Group):
+    """Rules and timing of the tier scheduler (SPEC 2, schedule)."""
+
+    # LR images of patients not in hospital move mid -> long once unused this long.
+    age_limit_days: int = Field(365, ge=1)
+    # Idle-time sweep: how often the leader worker looks for due moves, and how many per run.
+    sweep_interval_s: float = Field(300.0, gt=0)
+    sweep_batch: int = Field(500, ge=1)
+    # The sweep runs only while these topics are quiet (no new messages, no consumer lag).
+    quiet_topics: tuple[str, ...] = ("slide.scanned", "slide.qc_passed", "upscale.requested")
+    # A pending move untouched this long is taken over (its worker is presumed dead).
+    stale_move_s: float = Field(120.0, gt=0)
+    # HR tiles of patients not in hospital are dropped after this long without access.
+    hr_idle_evict_h: float = Field(24.0, ge=0)
+    # Retrieval waits this long for ``upscale.done`` before answering with LR.
+    upscale_timeout_s: float = Field(30.0, gt=0)
+    # Testing only: the process exits (os._exit) when a tier move reaches this step.
+    fault_at: MoveFaultPoint | None = None
+
+
+class HisSettings(_Group):
+    """Hospital information system adapter: HL7 v2 over MLLP, and a JSON HTTP endpoint."""
+
+    host: str = LOOPBACK
+    mllp_port: int = Field(12575, ge=1, le=65535)
+    http_port: int = Field(18085, ge=1, le=65535)
+    max_message_bytes: int = Field(1 << 20, ge=1024)
+
+
 class _UnknownPrefixedEnv(PydanticBaseSettingsSource):
     """Hands ``SLIDESTREAM_*`` variables that name no setting to validation, so that
     ``extra="forbid"`` rejects them by name (pydantic-settings otherwise ignores unknown
@@ -146,6 +180,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     storage: StorageSettings = StorageSettings()
     mongo: MongoSettings = MongoSettings()
+    tiering: TieringSettings = TieringSettings()
+    his: HisSettings = HisSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -160,7 +196,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> "Settings":
         ports = [self.kafka.port, self.kafka.controller_port, self.storage.port,
-                 self.storage.console_port, self.mongo.port]
+                 self.storage.console_port, self.mongo.port, self.his.mllp_port, self.his.http_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")
         return self
