@@ -28,6 +28,16 @@ from schemas.topics import Priority
 SCHEMA_VERSION: Literal[1] = 1
 
 
+def _not_bool(value: Any) -> Any:
+    # Literal[1] alone accepts True (True == 1 in Python).
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_bool)]
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -55,6 +65,8 @@ def lax_enum(enum_cls: type[Enum]) -> Any:
     allowed = ", ".join(repr(m.value) for m in enum_cls)
 
     def coerce(value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true would otherwise pass as ImageState.HR
+            raise ValueError(f"must be one of {allowed}")
         if type(value) is base:
             try:
                 return enum_cls(value)

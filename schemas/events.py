@@ -22,6 +22,7 @@ from schemas.common import (
     PriorityField,
     QcCheckNameField,
     QcFailureKindField,
+    SchemaVersion,
     ShortText,
     StorageTierField,
     Strict,
@@ -61,7 +62,7 @@ class Event(Strict):
 
     topic: ClassVar[Topic]
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = 1
     # Consumers de-duplicate on event_id (Kafka delivers at least once).
     event_id: Uuid = Field(default_factory=uuid4)
     occurred_at: UtcDatetime = Field(default_factory=utc_now)
