@@ -121,6 +121,10 @@ class PendingMove(Strict):
 
     to_tier: StorageTierField | None  # None: deletion (HR dropped from the cache)
     target: ObjectRef | None = None
+    # Where the image was when the move began: after the catalog update the record points
+    # at the target, and a resumed move still has to delete this source.
+    from_tier: StorageTierField | None = None
+    source: ObjectRef | None = None
     step: Literal["copying", "copied", "verified", "catalog_updated", "deleting"]
     reason: Literal["discharge", "age", "readmission", "hr_evicted"]
     started_at: DbDatetime = Field(default_factory=db_now)
