@@ -69,7 +69,7 @@ class IdentityRedactor:
         redacted = self._redact(plain, secrets)
         if secrets:
             ordered = sorted((s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH), key=len, reverse=True)
-            redacted = _scrub_strings(redacted, ordered, self._salt)
+            redacted = _scrub_strings(redacted, ordered)
         return redacted
 
     def _redact(self, value: Any, secrets: set[str]) -> Any:
@@ -125,16 +125,16 @@ def _collect_strings(value: Any, into: set[str]) -> None:
         into.add(str(value))
 
 
-def _scrub_strings(value: Any, secrets: list[str], salt: bytes | None) -> Any:
+def _scrub_strings(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {key: _scrub_strings(item, secrets, salt) for key, item in value.items()}
+        return {key: _scrub_strings(item, secrets) for key, item in value.items()}
     if isinstance(value, list):
-        return [_scrub_strings(item, secrets, salt) for item in value]
+        return [_scrub_strings(item, secrets) for item in value]
     return value
 
 
