@@ -1,0 +1,42 @@
+"""Slide input/output: read scanner formats, write and read the LR pyramidal TIFF.
+
+Public API::
+
+    open_slide(path, limits=...) -> SlideSource     # any supported file
+    ArraySlideSource(pixels, mpp=, magnification=)  # in-memory image, same interface
+    downsample_to_magnification(source, target)     # HR scan -> LrImage (area averaging)
+    write_pyramid(pixels, dest, mpp=, magnification=, compression=)
+    TiledTiff(path_or_range_reader)                 # tile (level, col, row) of a stored LR
+    RangeReader / FileRangeReader                   # byte-range access (storage plugs S3 in)
+    PixelLimits                                     # decompression-bomb guard
+    SlideError, UnreadableSlide, UnsupportedFormat, SlideTooLarge
+"""
+
+from slide_io.errors import SlideError, SlideTooLarge, UnreadableSlide, UnsupportedFormat
+from slide_io.limits import DEFAULT_LIMITS, PixelLimits
+from slide_io.pyramid import Compression, LrImage, downsample_to_magnification, write_pyramid
+from slide_io.readers import ArraySlideSource, SlideSource, open_slide
+from slide_io.remote import FileRangeReader, RangeReader, RangeReaderIO
+from slide_io.tiles import TiledTiff, TileLevel, read_tile
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ArraySlideSource",
+    "Compression",
+    "FileRangeReader",
+    "LrImage",
+    "PixelLimits",
+    "RangeReader",
+    "RangeReaderIO",
+    "SlideError",
+    "SlideSource",
+    "SlideTooLarge",
+    "TileLevel",
+    "TiledTiff",
+    "UnreadableSlide",
+    "UnsupportedFormat",
+    "downsample_to_magnification",
+    "open_slide",
+    "read_tile",
+    "write_pyramid",
+]
