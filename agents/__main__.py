@@ -1,4 +1,3 @@
-from agents.main import app
+from agents.main import main
 
-if __name__ == "__main__":
-    app.main()
+main()

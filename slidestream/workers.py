@@ -28,7 +28,7 @@ def _paths(settings: Settings, index: int) -> tuple[Path, Path]:
 
 
 def worker_argv(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "agents", "worker", "--loglevel", settings.log_level]
+    return [sys.executable, "-m", "agents"]
 
 
 def worker_status(settings: Settings) -> list[WorkerInfo]:
