@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -23,7 +24,7 @@ import (
 func main() {
 	listenAddr := flag.String("listen-addr", "127.0.0.1:27117", "TCP address to serve the MongoDB wire protocol on")
 	dataDir := flag.String("data-dir", "var/ferretdb", "directory holding one SQLite file per database")
-	debug := flag.Bool("debug", false, "log every request (verbose)")
+	debug := flag.Bool("debug", false, "log every request and response in full (may log document contents)")
 	flag.Parse()
 
 	if err := run(*listenAddr, *dataDir, *debug); err != nil {
@@ -37,7 +38,11 @@ func run(listenAddr, dataDir string, debug bool) error {
 	if debug {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if !debug {
+		handler = withoutWireDumps{handler}
+	}
+	logger := slog.New(handler)
 
 	absDir, err := filepath.Abs(dataDir)
 	if err != nil {
@@ -70,4 +75,35 @@ func run(listenAddr, dataDir string, debug bool) error {
 	}
 	logger.Info("slidestream-ferretdb stopped")
 	return nil
+}
+
+// withoutWireDumps drops FerretDB's dumps of wire messages. FerretDB logs every failed
+// response (and, on protocol errors, the request) in full at WARN/ERROR level; those bodies can
+// echo document values such as patient identifiers, which must never reach a log file.
+type withoutWireDumps struct{ slog.Handler }
+
+func (h withoutWireDumps) Handle(ctx context.Context, r slog.Record) error {
+	if isWireDump(r.Message) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withoutWireDumps) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withoutWireDumps{h.Handler.WithAttrs(attrs)}
+}
+
+func (h withoutWireDumps) WithGroup(name string) slog.Handler {
+	return withoutWireDumps{h.Handler.WithGroup(name)}
+}
+
+// isWireDump matches FerretDB's "<who> header: ..." and "<who> message:\n..." log lines,
+// where who is "Request", "Response" or "Proxy response".
+func isWireDump(msg string) bool {
+	for _, who := range []string{"Request ", "Response ", "Proxy response "} {
+		if rest, ok := strings.CutPrefix(msg, who); ok {
+			return strings.HasPrefix(rest, "header: ") || strings.HasPrefix(rest, "message:")
+		}
+	}
+	return false
 }
