@@ -1,0 +1,1 @@
+"""The image catalog: patients, exams, images and where each image lives (MongoDB)."""

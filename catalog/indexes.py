@@ -1,0 +1,66 @@
+"""Indexes of the catalog: the unique keys of SPEC 2 and one index for every query the
+services make (the query each serves is named next to it).
+
+``ensure_indexes`` is idempotent (createIndexes with the same spec is a no-op) and uses only
+plain, compound and unique indexes, which MongoDB and FerretDB both support (FerretDB has
+no partial or TTL indexes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymongo import ASCENDING, DESCENDING
+
+Keys = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    collection: str
+    name: str
+    keys: Keys
+    unique: bool = False
+    serves: str = ""
+
+
+INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec("patients", "patient_id_unique", (("patient_id", ASCENDING),), True,
+              "one patient per ID; lookup by patient ID"),
+    IndexSpec("exams", "exam_id_unique", (("exam_id", ASCENDING),), True,
+              "one exam per ID; lookup by exam ID"),
+    IndexSpec("exams", "patient_exams", (("patient_id", ASCENDING), ("exam_date", DESCENDING)), False,
+              "a patient's exams, newest first (retrieve, export, discharge)"),
+    IndexSpec("images", "slide_state_unique",
+              (("exam_id", ASCENDING), ("slide_number", ASCENDING), ("state", ASCENDING)), True,
+              "one image per exam + slide + state; lookup by exam and by exam + slide"),
+    IndexSpec("images", "patient_images",
+              (("patient_id", ASCENDING), ("state", ASCENDING), ("tier", ASCENDING)), False,
+              "a patient's images by state and tier (discharge, admission, retrieve, export)"),
+    IndexSpec("images", "tier_age",
+              (("state", ASCENDING), ("tier", ASCENDING), ("acquired_at", ASCENDING)), False,
+              "sweep candidates by tier and age; HR cache entries; usage per tier"),
+    IndexSpec("images", "tier_last_access",
+              (("state", ASCENDING), ("tier", ASCENDING), ("last_accessed_at", DESCENDING)), False,
+              "recently read slides in long storage (usage-frequency promotion)"),
+    IndexSpec("images", "pending_moves", (("pending_move.started_at", ASCENDING),), False,
+              "moves interrupted by a crash, oldest first"),
+    IndexSpec("reports", "report_exam_unique", (("exam_id", ASCENDING),), True,
+              "one report per exam"),
+    IndexSpec("terminals", "terminal_id_unique", (("terminal_id", ASCENDING),), True,
+              "one record per terminal"),
+    IndexSpec("terminals", "terminal_task", (("active", ASCENDING), ("task_class", ASCENDING)), False,
+              "active terminals of a task class (distribution)"),
+    IndexSpec("audit", "audit_time", (("at", DESCENDING),), False, "latest audit entries"),
+    IndexSpec("audit", "audit_exam", (("target.exam_id", ASCENDING), ("at", DESCENDING)), False,
+              "an exam's access history"),
+)
+
+
+async def ensure_indexes(db) -> list[str]:
+    """Create every index in ``INDEXES`` on ``db`` (a pymongo AsyncDatabase); returns names."""
+    names = []
+    for spec in INDEXES:
+        names.append(await db[spec.collection].create_index(list(spec.keys), name=spec.name,
+                                                            unique=spec.unique))
+    return names

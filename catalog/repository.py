@@ -1,0 +1,369 @@
+"""The catalog repository: patients, exams, images (SPEC 2's three layers), reports,
+terminals and the audit log, over ``pymongo.AsyncMongoClient``.
+
+Written for MongoDB and FerretDB alike, so it uses no multi-document transaction, no
+``$lookup`` and no change stream. Instead:
+
+* every write touches one document and is idempotent (``$setOnInsert`` upserts, inserts
+  that treat a duplicate key as "already there", compare-and-set updates);
+* referential integrity is kept by ordering: a patient row exists before its exam, an exam
+  before its images, and the repository refuses an exam or image whose parent is missing
+  or belongs to another patient; permanent LR images are never deleted;
+* tier moves change the image document only through compare-and-set on the move marker
+  (``pending_move``), so two workers can never both think they own a move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from catalog.errors import (
+    CatalogError,
+    ExamPatientMismatch,
+    ReportConflict,
+    UnknownExam,
+    UnknownPatient,
+)
+from catalog.patient_status import apply_admission, apply_discharge, apply_exam
+from schemas.catalog import (
+    AuditEntry,
+    ExamRecord,
+    ImageRecord,
+    PatientRecord,
+    PendingMove,
+    ReportRecord,
+    TerminalRecord,
+    db_now,
+)
+from schemas.common import ImageState, ObjectRef, PatientIdentity, StorageTier
+
+_CAS_ATTEMPTS = 20
+
+
+def image_key(exam_id: str, slide_number: int, state: ImageState | int) -> dict[str, Any]:
+    return {"exam_id": exam_id, "slide_number": slide_number, "state": int(state)}
+
+
+def key_of(image: ImageRecord) -> dict[str, Any]:
+    return image_key(image.exam_id, image.slide_number, image.state)
+
+
+def _move_filter(image: ImageRecord, pending: PendingMove, step: str | None = None) -> dict[str, Any]:
+    # started_at identifies one move: a stale worker's update never lands on a newer move.
+    flt = {**key_of(image), "pending_move.started_at": pending.started_at}
+    if step is not None:
+        flt["pending_move.step"] = step
+    return flt
+
+
+class Catalog:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.patients = db[PatientRecord.collection]
+        self.exams = db[ExamRecord.collection]
+        self.images = db[ImageRecord.collection]
+        self.reports = db[ReportRecord.collection]
+        self.terminals = db[TerminalRecord.collection]
+        self.audit_log = db[AuditEntry.collection]
+
+    # --- patients ----------------------------------------------------------------------
+
+    async def get_patient(self, patient_id: str) -> PatientRecord | None:
+        doc = await self.patients.find_one({"patient_id": patient_id})
+        return PatientRecord.from_document(doc) if doc else None
+
+    async def patients_by_id(self, patient_ids: Iterable[str]) -> dict[str, PatientRecord]:
+        ids = sorted(set(patient_ids))
+        if not ids:
+            return {}
+        found: dict[str, PatientRecord] = {}
+        async for doc in self.patients.find({"patient_id": {"$in": ids}}):
+            record = PatientRecord.from_document(doc)
+            found[record.patient_id] = record
+        return found
+
+    async def ensure_patient(self, patient_id: str) -> tuple[PatientRecord, bool]:
+        """The patient's record, created (status unknown) if missing; True when created."""
+        fresh = PatientRecord(patient_id=patient_id)
+        try:
+            result = await self.patients.update_one(
+                {"patient_id": patient_id}, {"$setOnInsert": fresh.to_document()}, upsert=True)
+            created = result.upserted_id is not None
+        except DuplicateKeyError:  # a concurrent upsert won the race: the row exists
+            created = False
+        record = await self.get_patient(patient_id)
+        if record is None:  # pragma: no cover - only if someone deletes it in between
+            raise CatalogError("patient row vanished right after it was ensured")
+        return record, created
+
+    async def _update_patient(self, patient_id: str,
+                              change: Callable[[PatientRecord], PatientRecord]) -> tuple[PatientRecord, bool]:
+        """Apply a pure change with compare-and-set on the time fields; True if newly created."""
+        created_any = False
+        for _ in range(_CAS_ATTEMPTS):
+            current, created = await self.ensure_patient(patient_id)
+            created_any = created_any or created
+            updated = change(current)
+            if updated == current:
+                return current, created_any
+            before, after = current.to_document(), updated.to_document()
+            flt = {"patient_id": patient_id,
+                   **{name: before.get(name) for name in ("admitted_at", "discharged_at", "last_exam_at")}}
+            changes = {name: value for name, value in after.items() if before.get(name) != value}
+            result = await self.patients.update_one(flt, {"$set": changes})
+            if result.matched_count:
+                return updated, created_any
+        raise CatalogError("patient record kept changing under concurrent updates; retry")
+
+    async def record_admission(self, patient_id: str, at: datetime, *, visit_id: str | None = None,
+                               ward: str | None = None,
+                               identity: PatientIdentity | None = None) -> PatientRecord:
+        record, _ = await self._update_patient(
+            patient_id, lambda r: apply_admission(r, at, visit_id=visit_id, ward=ward, identity=identity))
+        return record
+
+    async def record_discharge(self, patient_id: str, at: datetime, *,
+                               visit_id: str | None = None) -> tuple[PatientRecord, bool]:
+        """The updated record, and whether the catalog knew the patient before."""
+        known = await self.get_patient(patient_id) is not None
+        record, _ = await self._update_patient(patient_id, lambda r: apply_discharge(r, at, visit_id=visit_id))
+        return record, known
+
+    async def record_exam_time(self, patient_id: str, at: datetime) -> PatientRecord:
+        record, _ = await self._update_patient(patient_id, lambda r: apply_exam(r, at))
+        return record
+
+    # --- exams -------------------------------------------------------------------------
+
+    async def get_exam(self, exam_id: str) -> ExamRecord | None:
+        doc = await self.exams.find_one({"exam_id": exam_id})
+        return ExamRecord.from_document(doc) if doc else None
+
+    async def ensure_exam(self, exam_id: str, patient_id: str, exam_date: datetime,
+                          body_part: str | None = None) -> ExamRecord:
+        """The exam, created if missing. Its patient must exist and must be ``patient_id``."""
+        if await self.get_patient(patient_id) is None:
+            raise UnknownPatient("the exam's patient is not in the catalog")
+        fresh = ExamRecord(exam_id=exam_id, patient_id=patient_id, exam_date=exam_date, body_part=body_part)
+        try:
+            await self.exams.update_one({"exam_id": exam_id}, {"$setOnInsert": fresh.to_document()}, upsert=True)
+        except DuplicateKeyError:
+            pass
+        exam = await self.get_exam(exam_id)
+        if exam is None:  # pragma: no cover
+            raise CatalogError(f"exam {exam_id} vanished right after it was ensured")
+        if exam.patient_id != patient_id:
+            raise ExamPatientMismatch(exam_id)
+        return exam
+
+    async def exams_of_patient(self, patient_id: str) -> list[ExamRecord]:
+        cursor = self.exams.find({"patient_id": patient_id}).sort("exam_date", DESCENDING)
+        return [ExamRecord.from_document(doc) async for doc in cursor]
+
+    # --- images ------------------------------------------------------------------------
+
+    async def get_image(self, exam_id: str, slide_number: int, state: ImageState | int) -> ImageRecord | None:
+        doc = await self.images.find_one(image_key(exam_id, slide_number, state))
+        return ImageRecord.from_document(doc) if doc else None
+
+    async def reload(self, image: ImageRecord) -> ImageRecord | None:
+        return await self.get_image(image.exam_id, image.slide_number, image.state)
+
+    async def _check_parent(self, image: ImageRecord) -> None:
+        exam = await self.get_exam(image.exam_id)
+        if exam is None:
+            raise UnknownExam(image.exam_id)
+        if exam.patient_id != image.patient_id:
+            raise ExamPatientMismatch(image.exam_id)
+
+    async def add_image(self, image: ImageRecord) -> tuple[ImageRecord, bool]:
+        """Insert ``image`` under its existing exam. If that slide and state is already
+        catalogued, nothing is written: the stored record and False are returned."""
+        await self._check_parent(image)
+        try:
+            await self.images.insert_one(image.to_document())
+            return image, True
+        except DuplicateKeyError:
+            existing = await self.reload(image)
+            if existing is None:  # pragma: no cover
+                raise CatalogError("image row vanished right after a duplicate-key insert") from None
+            return existing, False
+
+    async def put_hr_image(self, image: ImageRecord) -> ImageRecord:
+        """Create or refresh the HR cache entry of a slide (state 1, tier temporary)."""
+        if image.state is not ImageState.HR or image.tier is not StorageTier.TEMPORARY:
+            raise ValueError("put_hr_image takes HR images in the temporary tier")
+        await self._check_parent(image)
+        doc = image.to_document()
+        refresh = {name: doc[name] for name in ("object", "width", "height", "magnification")}
+        insert_only = {name: value for name, value in doc.items() if name not in refresh}
+        try:
+            await self.images.update_one(key_of(image), {"$set": refresh, "$setOnInsert": insert_only},
+                                         upsert=True)
+        except DuplicateKeyError:
+            await self.images.update_one(key_of(image), {"$set": refresh})
+        stored = await self.reload(image)
+        assert stored is not None
+        return stored
+
+    async def find_images(self, *, patient_id: str | None = None, exam_id: str | None = None,
+                          slide_number: int | None = None, state: ImageState | int | None = None,
+                          tier: StorageTier | None = None, limit: int = 10_000) -> list[ImageRecord]:
+        """Images by patient, or by exam (and slide), optionally narrowed by state and tier."""
+        if patient_id is None and exam_id is None:
+            raise ValueError("give a patient ID or an exam ID")
+        if slide_number is not None and exam_id is None:
+            raise ValueError("a slide number needs its exam ID")
+        flt: dict[str, Any] = {}
+        if patient_id is not None:
+            flt["patient_id"] = patient_id
+        if exam_id is not None:
+            flt["exam_id"] = exam_id
+        if slide_number is not None:
+            flt["slide_number"] = slide_number
+        if state is not None:
+            flt["state"] = int(state)
+        if tier is not None:
+            flt["tier"] = tier.value
+        cursor = self.images.find(flt).sort([("exam_id", ASCENDING), ("slide_number", ASCENDING),
+                                              ("state", ASCENDING)]).limit(limit)
+        return [ImageRecord.from_document(doc) async for doc in cursor]
+
+    async def images_in_tier(self, state: ImageState, tier: StorageTier, *,
+                             acquired_before: datetime | None = None, acquired_after: datetime | None = None,
+                             limit: int = 1000) -> list[ImageRecord]:
+        """Images of one state and tier, oldest acquisition first (page with ``acquired_after``)."""
+        flt: dict[str, Any] = {"state": int(state), "tier": tier.value}
+        window: dict[str, datetime] = {}
+        if acquired_before is not None:
+            window["$lt"] = acquired_before
+        if acquired_after is not None:
+            window["$gt"] = acquired_after
+        if window:
+            flt["acquired_at"] = window
+        cursor = self.images.find(flt).sort("acquired_at", ASCENDING).limit(limit)
+        return [ImageRecord.from_document(doc) async for doc in cursor]
+
+    async def accessed_since(self, state: ImageState, tier: StorageTier, since: datetime, *,
+                             limit: int = 1000) -> list[ImageRecord]:
+        flt = {"state": int(state), "tier": tier.value, "last_accessed_at": {"$gte": since}}
+        cursor = self.images.find(flt).sort("last_accessed_at", DESCENDING).limit(limit)
+        return [ImageRecord.from_document(doc) async for doc in cursor]
+
+    async def record_access(self, image: ImageRecord, at: datetime | None = None) -> None:
+        await self.images.update_one(key_of(image), {"$inc": {"access_count": 1},
+                                                     "$set": {"last_accessed_at": at or db_now()}})
+
+    async def usage_by_tier(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """(state, tier) -> (images, bytes) over the whole catalog."""
+        pipeline = [{"$group": {"_id": {"state": "$state", "tier": "$tier"}, "images": {"$sum": 1},
+                                "bytes": {"$sum": {"$ifNull": ["$size_bytes", 0]}}}}]
+        usage: dict[tuple[int, str], tuple[int, int]] = {}
+        try:
+            cursor = await self.images.aggregate(pipeline)
+            async for row in cursor:
+                usage[(int(row["_id"]["state"]), str(row["_id"]["tier"]))] = (int(row["images"]), int(row["bytes"]))
+        except Exception:  # noqa: BLE001 - servers without $ifNull in $group: count client-side
+            usage.clear()
+            async for doc in self.images.find({}, {"state": 1, "tier": 1, "size_bytes": 1}):
+                key = (int(doc["state"]), str(doc["tier"]))
+                count, size = usage.get(key, (0, 0))
+                usage[key] = (count + 1, size + int(doc.get("size_bytes") or 0))
+        return usage
+
+    # --- tier moves (compare-and-set on the move marker) --------------------------------
+
+    async def begin_move(self, image: ImageRecord, pending: PendingMove) -> ImageRecord | None:
+        """Claim ``image`` for a move; None if it is no longer in its tier or already moving."""
+        flt = {**key_of(image), "tier": image.tier.value, "pending_move": None}
+        doc = await self.images.find_one_and_update(
+            flt, {"$set": {"pending_move": pending.to_document()}}, return_document=ReturnDocument.AFTER)
+        return ImageRecord.from_document(doc) if doc else None
+
+    async def advance_move(self, image: ImageRecord, pending: PendingMove, to_step: str) -> bool:
+        result = await self.images.update_one(_move_filter(image, pending, pending.step),
+                                              {"$set": {"pending_move.step": to_step}})
+        return result.matched_count == 1
+
+    async def relocate(self, image: ImageRecord, pending: PendingMove, to_tier: StorageTier,
+                       target: ObjectRef) -> bool:
+        """The one atomic catalog update of a move: the image now lives at ``target``."""
+        result = await self.images.update_one(
+            _move_filter(image, pending, pending.step),
+            {"$set": {"tier": to_tier.value, "object": target.model_dump(),
+                      "pending_move.step": "catalog_updated"}})
+        return result.matched_count == 1
+
+    async def clear_move(self, image: ImageRecord, pending: PendingMove) -> bool:
+        result = await self.images.update_one(_move_filter(image, pending), {"$set": {"pending_move": None}})
+        return result.matched_count == 1
+
+    async def delete_image(self, image: ImageRecord, pending: PendingMove) -> bool:
+        """Remove an HR cache entry whose objects are gone (only under its own move marker)."""
+        if image.state is not ImageState.HR:
+            raise ValueError("permanent LR images are never deleted from the catalog")
+        result = await self.images.delete_one(_move_filter(image, pending))
+        return result.deleted_count == 1
+
+    async def pending_moves(self, started_before: datetime, *, limit: int = 1000) -> list[ImageRecord]:
+        flt = {"pending_move.started_at": {"$lt": started_before}}
+        cursor = self.images.find(flt).sort("pending_move.started_at", ASCENDING).limit(limit)
+        return [ImageRecord.from_document(doc) async for doc in cursor]
+
+    # --- reports -----------------------------------------------------------------------
+
+    async def get_report(self, exam_id: str) -> ReportRecord | None:
+        doc = await self.reports.find_one({"exam_id": exam_id})
+        return ReportRecord.from_document(doc) if doc else None
+
+    async def save_report(self, report: ReportRecord, *, expected_revision: int | None) -> ReportRecord:
+        """Create (``expected_revision`` None) or update a report if nobody changed it since
+        the caller read ``expected_revision``; the stored report has the next revision."""
+        if await self.get_exam(report.exam_id) is None:
+            raise UnknownExam(report.exam_id)
+        now = db_now()
+        if expected_revision is None:
+            fresh = report.model_copy(update={"revision": 0, "created_at": now, "updated_at": now})
+            try:
+                await self.reports.insert_one(fresh.to_document())
+            except DuplicateKeyError:
+                raise ReportConflict(report.exam_id, -1) from None
+            return fresh
+        doc = report.to_document()
+        changes = {name: doc[name] for name in ("author", "findings", "diagnosis", "status")}
+        changes.update(revision=expected_revision + 1, updated_at=now)
+        stored = await self.reports.find_one_and_update(
+            {"exam_id": report.exam_id, "revision": expected_revision}, {"$set": changes},
+            return_document=ReturnDocument.AFTER)
+        if stored is None:
+            raise ReportConflict(report.exam_id, expected_revision)
+        return ReportRecord.from_document(stored)
+
+    # --- terminals ---------------------------------------------------------------------
+
+    async def put_terminal(self, terminal: TerminalRecord) -> None:
+        doc = terminal.to_document()
+        await self.terminals.replace_one({"terminal_id": terminal.terminal_id}, doc, upsert=True)
+
+    async def get_terminal(self, terminal_id: str) -> TerminalRecord | None:
+        doc = await self.terminals.find_one({"terminal_id": terminal_id})
+        return TerminalRecord.from_document(doc) if doc else None
+
+    async def active_terminals(self, task_class: str) -> list[TerminalRecord]:
+        cursor = self.terminals.find({"active": True, "task_class": task_class}).sort("terminal_id", ASCENDING)
+        return [TerminalRecord.from_document(doc) async for doc in cursor]
+
+    # --- audit -------------------------------------------------------------------------
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self.audit_log.insert_one(entry.to_document())
+
+    async def exam_history(self, exam_id: str, *, limit: int = 100) -> list[AuditEntry]:
+        cursor = self.audit_log.find({"target.exam_id": exam_id}).sort("at", DESCENDING).limit(limit)
+        return [AuditEntry.from_document(doc) async for doc in cursor]
