@@ -1,0 +1,60 @@
+"""The real servers for integration tests, started once per test session on their own ports.
+
+The `stack` fixture runs Kafka, MinIO and FerretDB (built by infra/, cached across sessions)
+on ports that do not clash with a developer's running stack, with state in a temp directory,
+bootstraps topics, buckets and indexes, and exports SLIDESTREAM_* so that code calling
+`get_settings()` in this process (or in processes it spawns) sees the test stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import stack as local_stack
+from slidestream.settings import Settings, get_settings
+
+# Ports of the test stack: the development stack uses 19092/19093, 19000/19001 and 27117.
+# SLIDESTREAM_TEST_PORT_BASE=N moves the whole test stack to N..N+4 (and its own state dir),
+# so several test sessions can run side by side on one machine.
+PORT_BASE = os.environ.get("SLIDESTREAM_TEST_PORT_BASE")
+_PORT_NAMES = ("SLIDESTREAM_KAFKA__PORT", "SLIDESTREAM_KAFKA__CONTROLLER_PORT", "SLIDESTREAM_STORAGE__PORT",
+               "SLIDESTREAM_STORAGE__CONSOLE_PORT", "SLIDESTREAM_MONGO__PORT")
+TEST_PORTS = (
+    {name: int(PORT_BASE) + offset for offset, name in enumerate(_PORT_NAMES)}
+    if PORT_BASE
+    else dict(zip(_PORT_NAMES, (29092, 29093, 29000, 29001, 27217)))
+)
+# A cold Kafka start on a busy two-core machine can take a while; builds are not counted.
+START_TIMEOUT_S = 180.0
+
+
+def _state_dir() -> Path:
+    # A fixed name (per user) rather than a random one: if a session is killed before its
+    # teardown, the next session finds the leftover pid files here and stops those servers.
+    return Path(tempfile.gettempdir()) / f"slidestream-it-{os.getuid()}-{PORT_BASE or 'default'}"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    state_dir = _state_dir()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SLIDESTREAM_STATE_DIR", str(state_dir))
+        for name, port in TEST_PORTS.items():
+            env.setenv(name, str(port))
+        get_settings.cache_clear()
+        settings = get_settings()
+        try:
+            local_stack.down(settings, echo=lambda _: None)  # leftovers of a killed session
+            shutil.rmtree(state_dir, ignore_errors=True)
+            local_stack.up(settings, timeout_s=START_TIMEOUT_S)
+            yield settings
+        finally:
+            local_stack.down(settings)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            get_settings.cache_clear()
