@@ -10,11 +10,11 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from infra import process
 from infra.bootstrap import BootstrapReport, bootstrap
@@ -33,6 +33,13 @@ SERVER_NAMES: tuple[str, ...] = tuple(kind.name for kind in SERVER_TYPES)
 DEFAULT_UP_TIMEOUT_S = 120.0
 _POLL_S = 0.5
 _LOG_TAIL_LINES = 30
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run without touching the thread's current event loop (pytest-asyncio keeps one)."""
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 def echo_stderr(message: str) -> None:
@@ -90,7 +97,7 @@ async def stack_status_async(settings: Settings, names: Iterable[str] | None = N
 
 
 def stack_status(settings: Settings, names: Iterable[str] | None = None) -> list[ServerStatus]:
-    return asyncio.run(stack_status_async(settings, names))
+    return _run(stack_status_async(settings, names))
 
 
 def build(settings: Settings, names: Iterable[str] | None = None, echo: Echo = echo_stderr) -> None:
@@ -149,7 +156,7 @@ async def up_async(settings: Settings, names: Iterable[str] | None = None, *,
 def up(settings: Settings, names: Iterable[str] | None = None, *,
        timeout_s: float = DEFAULT_UP_TIMEOUT_S, run_bootstrap: bool = True,
        echo: Echo = echo_stderr) -> UpResult:
-    return asyncio.run(up_async(settings, names, timeout_s=timeout_s, run_bootstrap=run_bootstrap, echo=echo))
+    return _run(up_async(settings, names, timeout_s=timeout_s, run_bootstrap=run_bootstrap, echo=echo))
 
 
 async def _await_healthy(servers: Sequence[Server], children: dict[str, subprocess.Popen[bytes]],
