@@ -6,8 +6,6 @@ us (instead of crashing Faust's deserializer) and can be dead-lettered with its 
 
 from __future__ import annotations
 
-import base64
-from datetime import datetime, timezone
 from typing import Any
 
 import faust
@@ -40,30 +38,11 @@ async def publish(app: faust.App, topic: str, event: BaseModel, *, key: str | No
     await fut
 
 
-def _payload_text(value: bytes | None) -> tuple[str, str]:
-    if value is None:
-        return "", "utf-8"
-    try:
-        return value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode("ascii"), "base64"
-
-
 def dead_letter_event(message: Any, reason: str) -> BaseModel:
     from schemas.events import DeadLetter
 
-    payload, encoding = _payload_text(message.value)
-    key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else message.key
-    return DeadLetter(
-        source_topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=key,
-        payload=payload,
-        payload_encoding=encoding,
-        error=reason,
-        received_at=datetime.now(timezone.utc),
-    )
+    return DeadLetter.wrap(message.value or b"", source_topic=message.topic, partition=message.partition,
+                           offset=message.offset, error=reason, key=message.key)
 
 
 async def dead_letter(app: faust.App, message: Any, reason: str) -> None:

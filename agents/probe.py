@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from agents.messaging import dead_letter, publish, raw_topic
 from schemas.probe import Probe, ProbeReply
+from schemas.registry import describe_validation_error
 from schemas.topics import PROBE_REPLY_TOPIC, PROBE_TOPIC
 from slidestream.settings import Settings
 
@@ -23,7 +24,8 @@ def register(app: faust.App, settings: Settings) -> None:
             try:
                 probe = Probe.model_validate_json(event.message.value)
             except ValidationError as exc:
-                await dead_letter(app, event.message, f"invalid probe: {exc.errors()[0]['msg']}")
+                reason, _ = describe_validation_error(exc)
+                await dead_letter(app, event.message, f"invalid probe: {reason}")
                 continue
             reply = ProbeReply(probe_id=probe.probe_id, sent_at=probe.sent_at, worker=WORKER_NAME)
             await publish(app, PROBE_REPLY_TOPIC, reply, key=str(probe.probe_id))

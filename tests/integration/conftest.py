@@ -18,11 +18,12 @@ import pytest
 
 from infra import stack as local_stack
 from slidestream.settings import Settings, get_settings
+from tests.conftest import TEST_PORT_BASE
 
 # Ports of the test stack: the development stack uses 19092/19093, 19000/19001 and 27117.
 # SLIDESTREAM_TEST_PORT_BASE=N moves the whole test stack to N..N+4 (and its own state dir),
 # so several test sessions can run side by side on one machine.
-PORT_BASE = os.environ.get("SLIDESTREAM_TEST_PORT_BASE")
+PORT_BASE = TEST_PORT_BASE
 _PORT_NAMES = ("SLIDESTREAM_KAFKA__PORT", "SLIDESTREAM_KAFKA__CONTROLLER_PORT", "SLIDESTREAM_STORAGE__PORT",
                "SLIDESTREAM_STORAGE__CONSOLE_PORT", "SLIDESTREAM_MONGO__PORT")
 TEST_PORTS = (
@@ -58,3 +59,19 @@ def stack() -> Iterator[Settings]:
             local_stack.down(settings)
             shutil.rmtree(state_dir, ignore_errors=True)
             get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def agent_worker(stack: Settings) -> Iterator[Settings]:
+    """One real Faust worker process (all agents) on the test stack, answering probes."""
+    import asyncio
+
+    from slidestream.probe import probe_agents
+    from slidestream.workers import start_workers, stop_workers
+
+    start_workers(stack, count=1)
+    try:
+        asyncio.run(probe_agents(stack, timeout=START_TIMEOUT_S))
+        yield stack
+    finally:
+        stop_workers(stack)

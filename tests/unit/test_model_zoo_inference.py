@@ -1,0 +1,108 @@
+"""SuperResolver: tiling equals a single pass, determinism, batching, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model_zoo.inference import SuperResolver
+from model_zoo.testing import random_generator, random_image
+from model_zoo.tiling import plan_axis, plan_tiles
+
+
+def single_pass(model, image: np.ndarray, scale: int) -> np.ndarray:
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        y = model(x, scale)[scale].clamp(0, 1)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("length,tile,margin", [(1, 8, 3), (7, 8, 3), (50, 8, 3), (50, 16, 20), (33, 5, 0)])
+def test_tile_cores_partition_the_axis(length: int, tile: int, margin: int) -> None:
+    spans = plan_axis(length, tile, margin)
+    covered = [i for s in spans for i in range(s.core_start, s.core_end)]
+    assert covered == list(range(length))
+    assert len({s.window_size for s in spans}) == 1
+    for s in spans:
+        assert 0 <= s.window_start and s.window_start + s.window_size <= length
+        assert s.core_start - s.window_start >= margin or s.window_start == 0
+        assert s.window_start + s.window_size - s.core_end >= margin or s.window_start + s.window_size == length
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("shape", [(45, 38), (9, 70)])
+def test_tiled_equals_single_pass(scale: int, shape: tuple[int, int]) -> None:
+    model = random_generator()
+    image = random_image(*shape)
+    resolver = SuperResolver(model, tile=12, max_batch_bytes=1)  # many tiles, batch of one
+    assert len(plan_tiles(*shape, 12, resolver.margin_for(scale))) > 1
+    np.testing.assert_allclose(resolver.upscale_float(image, scale), single_pass(model, image, scale), atol=1e-5)
+
+
+def test_too_small_margin_would_show_seams() -> None:
+    """Guards the test above: with no context the tiles differ from the single pass."""
+    model = random_generator()
+    image = random_image(40, 40)
+    resolver = SuperResolver(model, tile=12)
+    resolver.margin_for = lambda scale: 0  # type: ignore[method-assign]
+    assert np.abs(resolver.upscale_float(image, 4) - single_pass(model, image, 4)).max() > 1e-3
+
+
+def test_upscale_is_deterministic_and_uint8() -> None:
+    resolver = SuperResolver(random_generator(), tile=16)
+    image = random_image(37, 29, seed=3)
+    first, second = resolver.upscale(image, 4), resolver.upscale(image, 4)
+    assert first.dtype == np.uint8 and first.shape == (148, 116, 3)
+    assert np.array_equal(first, second)
+
+
+def test_batch_matches_single_images() -> None:
+    resolver = SuperResolver(random_generator(), tile=10)
+    images = [random_image(23, 31, seed=i) for i in range(3)]
+    batched = resolver.upscale_batch(images, 2)
+    for image, out in zip(images, batched):
+        assert np.abs(out.astype(int) - resolver.upscale(image, 2).astype(int)).max() <= 1
+
+
+def test_iter_upscale_streams_the_same_image() -> None:
+    resolver = SuperResolver(random_generator(), tile=8)
+    image = random_image(20, 26, seed=5)
+    whole = resolver.upscale(image, 2)
+    rebuilt = np.zeros_like(whole)
+    for y, x, tile in resolver.iter_upscale(image, 2):
+        rebuilt[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+    assert np.array_equal(rebuilt, whole)
+
+
+def test_rgba_loses_alpha() -> None:
+    resolver = SuperResolver(random_generator())
+    rgb = random_image(12, 12)
+    rgba = np.concatenate([rgb, np.full((12, 12, 1), 7, np.uint8)], axis=2)
+    assert np.array_equal(resolver.upscale(rgba, 2), resolver.upscale(rgb, 2))
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((8, 8), np.uint8), "grayscale"),
+    (np.zeros((8, 8, 3), np.float32), "uint8"),
+    (np.zeros((8, 8, 2), np.uint8), "channels"),
+    (np.zeros((0, 8, 3), np.uint8), "empty"),
+    ([[0, 0, 0]], "numpy array"),
+])
+def test_bad_input_is_refused_clearly(bad, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SuperResolver(random_generator()).upscale(bad, 2)
+
+
+def test_bad_scale_and_mixed_batch_are_refused() -> None:
+    resolver = SuperResolver(random_generator())
+    with pytest.raises(ValueError, match="scale"):
+        resolver.upscale(random_image(8, 8), 3)
+    with pytest.raises(ValueError, match="same-shape"):
+        resolver.upscale_batch([random_image(8, 8), random_image(8, 9)], 2)
+
+
+def test_oversized_output_is_refused_before_allocating() -> None:
+    resolver = SuperResolver(random_generator(), max_output_bytes=10_000)
+    with pytest.raises(ValueError, match="iter_upscale"):
+        resolver.upscale(random_image(40, 40), 8)

@@ -1,0 +1,68 @@
+"""Weights registry: checksums, corrupted files, the shipped default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_zoo import DEFAULT_MODEL, available_models, load_model
+from model_zoo.baselines import interpolate
+from model_zoo.data import default_data_dir
+from model_zoo.degradation import box_downsample, to_uint8
+from model_zoo.images import load_rgb
+from model_zoo.metrics import psnr
+from model_zoo.registry import (REGISTRY, WEIGHTS_DIR, ModelSpec, WeightsChecksumError, WeightsError,
+                                load_generator, save_weights, sha256_of)
+from model_zoo.testing import random_generator
+
+
+def test_weights_round_trip_with_checksum(tmp_path: Path) -> None:
+    model = random_generator()
+    digest = save_weights(model, tmp_path / "w.pt")
+    spec = ModelSpec("t", "tiny", "w.pt", digest)
+    loaded = load_generator(spec, weights_dir=tmp_path)
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(loaded.state_dict()[key].numpy(), value.half().float().numpy())
+
+
+def test_checksum_mismatch_names_the_file(tmp_path: Path) -> None:
+    digest = save_weights(random_generator(), tmp_path / "w.pt")
+    with open(tmp_path / "w.pt", "r+b") as handle:  # flip one byte in the middle
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(WeightsChecksumError, match=str(tmp_path / "w.pt")):
+        load_generator(ModelSpec("t", "tiny", "w.pt", digest), weights_dir=tmp_path)
+
+
+def test_missing_file_and_wrong_architecture_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="nothere.pt"):
+        load_generator(ModelSpec("t", "tiny", "nothere.pt", "0" * 64), weights_dir=tmp_path)
+    digest = save_weights(random_generator(), tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match="w.pt"):
+        load_generator(ModelSpec("t", "small", "w.pt", digest), weights_dir=tmp_path)
+
+
+def test_unknown_model_lists_registered_ones() -> None:
+    with pytest.raises(KeyError, match=DEFAULT_MODEL):
+        load_model("no-such-model")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registered_weights_match_their_checksum(name: str) -> None:
+    spec = REGISTRY[name]
+    assert spec.weights and spec.sha256
+    assert sha256_of(WEIGHTS_DIR / spec.weights) == spec.sha256
+
+
+@pytest.mark.skipif(not (default_data_dir() / "monuseg2018").is_dir(), reason="shared data not present")
+def test_default_model_beats_bicubic_on_a_held_out_crop() -> None:
+    assert DEFAULT_MODEL in available_models()
+    resolver = load_model(DEFAULT_MODEL)
+    image = load_rgb(default_data_dir() / "monuseg2018" / "TCGA-B0-5710-01Z-00-DX1.tif")
+    hr = image[300:556, 300:556]
+    lr = to_uint8(box_downsample(hr, 4))
+    assert psnr(resolver.upscale(lr, 4), hr, 4) > psnr(interpolate(lr, 4, "bicubic"), hr, 4)
