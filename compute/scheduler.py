@@ -1,0 +1,118 @@
+"""Priority queue of tile work: priority classes, FIFO within a class, dynamic batching.
+
+Pure and synchronous (the engine owns the clock and the I/O). Preemption falls out of the
+shape of the loop that uses it: work is taken one batch at a time, so a request of a higher
+class that arrives while a lower-class request is running is served from the next batch
+on, and the lower-class request's remaining tiles simply stay queued - nothing is lost,
+it resumes when the higher classes are empty.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+from compute.plan import TileJob
+from schemas.topics import PRIORITY_ORDER, Priority
+
+
+@dataclass(order=True)
+class QueuedTile:
+    seq: int  # arrival order: FIFO within a class
+    job: TileJob = field(compare=False)
+    request: Hashable = field(compare=False)  # key of the request the tile belongs to
+    priority: Priority = field(compare=False)
+    not_before: float = field(default=0.0, compare=False)  # deferred (waiting on another worker)
+    attempts: int = field(default=0, compare=False)  # reads retried after storage errors
+
+
+@dataclass(frozen=True)
+class Batch:
+    priority: Priority
+    tiles: list[QueuedTile]
+
+    @property
+    def batch_key(self) -> tuple[int, int]:
+        return self.tiles[0].job.batch_key
+
+
+class PriorityScheduler:
+    def __init__(self, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self._queues: dict[Priority, list[QueuedTile]] = {p: [] for p in PRIORITY_ORDER}
+        self._seq = 0
+
+    def add(self, request: Hashable, priority: Priority, jobs: Iterable[TileJob]) -> int:
+        """Queue the tiles of one request behind everything of its class; returns the count."""
+        queue = self._queues[priority]
+        count = 0
+        for job in jobs:
+            self._seq += 1
+            queue.append(QueuedTile(self._seq, job, request, priority))
+            count += 1
+        return count
+
+    def next_batch(self, now: float) -> Batch | None:
+        """Up to ``max_batch`` ready tiles of the highest class that has any.
+
+        The oldest ready tile of that class picks the batch key (model scale and input
+        size); younger ready tiles of the same class and key join it, whichever request
+        they belong to. Tiles of other keys wait for a later batch, so the oldest tile
+        always goes first and nothing starves within a class.
+        """
+        for priority in PRIORITY_ORDER:
+            queue = self._queues[priority]
+            taken: list[int] = []
+            key = None
+            for index, item in enumerate(queue):
+                if item.not_before > now:
+                    continue
+                if key is None:
+                    key = item.job.batch_key
+                if item.job.batch_key == key:
+                    taken.append(index)
+                    if len(taken) == self.max_batch:
+                        break
+            if taken:
+                tiles = [queue[i] for i in taken]
+                for i in reversed(taken):
+                    del queue[i]
+                return Batch(priority, tiles)
+        return None
+
+    def defer(self, items: Iterable[QueuedTile], until: float) -> None:
+        """Put tiles back in their original FIFO place, not to be taken before ``until``."""
+        for item in items:
+            item.not_before = until
+            bisect.insort(self._queues[item.priority], item)
+
+    def requeue(self, items: Iterable[QueuedTile]) -> None:
+        """Put taken tiles back, ready now, in their original FIFO place."""
+        self.defer(items, 0.0)
+
+    def drop_request(self, request: Hashable) -> list[QueuedTile]:
+        """Remove every queued tile of ``request`` (e.g. its deadline passed)."""
+        dropped = []
+        for priority, queue in self._queues.items():
+            kept = []
+            for item in queue:
+                (dropped if item.request == request else kept).append(item)
+            self._queues[priority] = kept
+        return dropped
+
+    def backlog(self, priority: Priority) -> int:
+        return len(self._queues[priority])
+
+    def backlogs(self) -> dict[Priority, int]:
+        return {p: len(q) for p, q in self._queues.items()}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def next_ready_at(self) -> float | None:
+        """Earliest ``not_before`` among queued tiles (None when empty)."""
+        times = [item.not_before for q in self._queues.values() for item in q]
+        return min(times) if times else None

@@ -1,0 +1,93 @@
+"""What the compute service needs from a super-resolution model, and how it gets one.
+
+``model_zoo.load_model`` provides the GAN generator. When no trained weights are available
+(a fresh checkout, or ``compute.model = "bicubic"``) the service runs on bicubic
+interpolation instead: a real, deterministic upscaler with the same interface, named
+``"bicubic"`` in every ``upscale.done`` so nobody mistakes it for the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import structlog
+
+log = structlog.get_logger(__name__)
+
+BICUBIC = "bicubic"
+
+
+@runtime_checkable
+class Upscaler(Protocol):
+    @property
+    def name(self) -> str:
+        """Reported as ``model`` in ``upscale.done``."""
+        ...
+
+    @property
+    def context_margin(self) -> int:
+        """LR pixels of context each side of a tile needs for a seamless result."""
+        ...
+
+    def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
+        """Same-size uint8 RGB (H, W, 3) images -> uint8 RGB (H*scale, W*scale, 3)."""
+        ...
+
+
+class InterpolationUpscaler:
+    """Bicubic interpolation (torch, replicate borders).
+
+    Border handling matters: torch clamps sample indices at the image edge, which equals
+    edge-replicate padding, the padding ``compute.windows`` applies at slide borders. So
+    tiles with ``context_margin`` px of context reproduce the whole-image result exactly.
+    """
+
+    name = BICUBIC
+    context_margin = 2  # the bicubic kernel reaches 2 input pixels each side
+
+    def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
+        import torch
+        from torch.nn import functional as F
+
+        if not images:
+            return []
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+        with torch.inference_mode():
+            out = F.interpolate(batch, scale_factor=scale, mode="bicubic", align_corners=False)
+            out = out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        return list(out)
+
+
+class ModelUpscaler:
+    """Adapter over a ``model_zoo`` SuperResolver (``upscale_batch``, ``context_margin``)."""
+
+    def __init__(self, resolver: object, name: str) -> None:
+        self._resolver = resolver
+        self.name = name
+        self.context_margin = int(getattr(resolver, "context_margin"))
+
+    def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
+        return list(self._resolver.upscale_batch(list(images), scale))  # type: ignore[attr-defined]
+
+
+def load_upscaler(name: str = "default", device: str = "cpu", threads: int | None = None) -> Upscaler:
+    """The configured model, or bicubic interpolation when no model can be loaded."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if name == BICUBIC:
+        return InterpolationUpscaler()
+    try:
+        import model_zoo
+
+        loader = getattr(model_zoo, "load_model")
+        resolver = loader(device=device) if name == "default" else loader(name=name, device=device)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means: no usable weights
+        log.warning("compute.model_unavailable", model=name, error=f"{type(exc).__name__}: {exc}",
+                    fallback=BICUBIC)
+        return InterpolationUpscaler()
+    model_name = str(getattr(resolver, "name", None) or (name if name != "default" else "model_zoo.default"))
+    return ModelUpscaler(resolver, model_name)
