@@ -1,0 +1,166 @@
+"""Localised artefact detectors behind one interface, so a trained network (the patent names
+Faster R-CNN / CenterNet / YOLO) can replace the classical detectors here without touching
+``run_qc``: implement ``Detector.detect(rgb, tissue) -> Detection``.
+
+* ``FoldDetector`` - a fold lays tissue over itself, so optical density roughly doubles over
+  a band (the density/saturation cue of Palokangas et al. 2007 and Bautista & Yagi 2010).
+  Nuclei are erased by smoothing first; a region must be dark in absolute terms and
+  relative to the slide's own median tissue density.
+* ``BubbleDetector`` - an air bubble under the cover slip shows as a thin, dark, unstained
+  (grey) rim that follows a circle. Thin dark structures come from a black top-hat; each
+  connected rim candidate is fitted with a circle by RANSAC and kept if the radius is
+  plausible and the rim covers enough of the circumference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import CircleModel, ransac
+from skimage.morphology import disk
+
+from quality.colourspace import luminance, optical_density, value_saturation
+from quality.config import BubbleConfig, FoldConfig
+
+
+@dataclass(frozen=True)
+class Region:
+    """Axis-aligned box in the pixels of the image given to the detector."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    area_px: int
+    score: float
+
+    def scaled(self, factor: float) -> "Region":
+        return Region(round(self.x * factor), round(self.y * factor), max(1, round(self.width * factor)),
+                      max(1, round(self.height * factor)), round(self.area_px * factor**2), self.score)
+
+
+@dataclass
+class Detection:
+    mask: np.ndarray  # bool (H, W): where the artefact is
+    regions: list[Region] = field(default_factory=list)
+
+    @property
+    def area_px(self) -> int:
+        return int(self.mask.sum())
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+        """Find the artefact in an (H, W, 3) uint8 image given its tissue mask."""
+        ...
+
+
+def regions_from_mask(mask: np.ndarray, min_px: int, score_map: np.ndarray | None = None) -> tuple[np.ndarray, list[Region]]:
+    """Drop components smaller than ``min_px``; return the cleaned mask and one box each."""
+    labels, count = ndi.label(mask, structure=np.ones((3, 3)))
+    if not count:
+        return mask, []
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_px
+    keep[0] = False
+    regions = []
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None or not keep[index]:
+            continue
+        ys, xs = box
+        score = float(score_map[box][labels[box] == index].mean()) if score_map is not None else 1.0
+        regions.append(Region(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start, int(sizes[index]), score))
+    return keep[labels], regions
+
+
+class FoldDetector:
+    name = "folds"
+
+    def __init__(self, config: FoldConfig = FoldConfig()) -> None:
+        self.config = config
+
+    def density_map(self, rgb: np.ndarray) -> np.ndarray:
+        return ndi.gaussian_filter(optical_density(rgb).mean(axis=-1), self.config.smoothing_px)
+
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+        if not tissue.any():
+            return Detection(np.zeros(tissue.shape, bool))
+        density = self.density_map(rgb)
+        median = float(np.median(density[tissue]))
+        threshold = max(self.config.min_od, self.config.relative_od * median)
+        candidates = (density > threshold) & tissue
+        candidates = ndi.binary_opening(candidates, structure=disk(2))
+        min_px = max(16, int(self.config.min_region_fraction * tissue.size))
+        mask, regions = regions_from_mask(candidates, min_px, density)
+        return Detection(mask, regions)
+
+
+class BubbleDetector:
+    name = "bubbles"
+
+    def __init__(self, config: BubbleConfig = BubbleConfig(), seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+
+    def rim_mask(self, rgb: np.ndarray) -> np.ndarray:
+        c = self.config
+        gray = luminance(rgb)
+        _, saturation = value_saturation(rgb)
+        size = 2 * c.rim_width_px + 1
+        tophat = ndi.grey_closing(gray, size=(size, size)) - gray
+        return (tophat > 0.08) & (gray < c.max_rim_gray) & (saturation < c.max_rim_saturation)
+
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+        c = self.config
+        rim = self.rim_mask(rgb)
+        h, w = rim.shape
+        short = min(h, w)
+        r_min, r_max = c.min_radius_fraction * short, c.max_radius_fraction * short
+        min_pixels = int(2 * np.pi * r_min * c.min_arc_fraction)
+        labels, count = ndi.label(rim, structure=np.ones((3, 3)))
+        mask = np.zeros((h, w), bool)
+        regions: list[Region] = []
+        if not count:
+            return Detection(mask, regions)
+        sizes = np.bincount(labels.ravel())
+        candidates = [i for i in np.argsort(sizes)[::-1][:40] if i and sizes[i] >= min_pixels]
+        rng = np.random.default_rng(self.seed)
+        yy, xx = np.ogrid[:h, :w]
+        for index in candidates:
+            ys, xs = np.nonzero(labels == index)
+            circle = self._fit_circle(np.column_stack([xs, ys]).astype(float), r_min, r_max, rng)
+            if circle is None:
+                continue
+            cx, cy, radius, arc = circle
+            disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+            if not (disc & tissue).any():
+                continue  # a bubble over bare glass hides nothing
+            mask |= disc
+            x0, y0 = max(0, int(cx - radius)), max(0, int(cy - radius))
+            x1, y1 = min(w, int(cx + radius) + 1), min(h, int(cy + radius) + 1)
+            regions.append(Region(x0, y0, x1 - x0, y1 - y0, int(disc.sum()), arc))
+        return Detection(mask, regions)
+
+    def _fit_circle(self, points: np.ndarray, r_min: float, r_max: float,
+                    rng: np.random.Generator) -> tuple[float, float, float, float] | None:
+        if len(points) > 600:
+            points = points[rng.choice(len(points), 600, replace=False)]
+        tolerance = max(2.0, self.config.rim_width_px / 2)
+        model, inliers = ransac(points, CircleModel, min_samples=3, residual_threshold=tolerance,
+                                max_trials=200, rng=rng)
+        if model is None or inliers is None or inliers.mean() < 0.6:
+            return None
+        (cx, cy), radius = (float(v) for v in model.center), float(model.radius)
+        if not r_min <= radius <= r_max:
+            return None
+        angles = np.arctan2(points[inliers, 1] - cy, points[inliers, 0] - cx)
+        covered = np.unique(((angles + np.pi) / (2 * np.pi) * 72).astype(int) % 72).size / 72
+        if covered < self.config.min_arc_fraction:
+            return None
+        return cx, cy, radius, covered

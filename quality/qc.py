@@ -1,0 +1,332 @@
+"""``run_qc``: the one entry point. Measures once (``measure``), then decides (``judge``) so
+thresholds can be re-applied without recomputing (the evaluation does that).
+
+Pipeline: overview (longer side <= ``overview_max_side``) -> tissue mask -> tissue tiles of
+``tile_size`` level-0 px -> all of them or a sample -> per-tile sharpness and colour histogram
+-> artefact detectors on the overview -> one ``CheckResult`` per check.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quality import blur as blur_mod
+from quality.artefacts import BubbleDetector, Detection, Detector, FoldDetector, Region
+from quality.colour import (
+    ColourReference,
+    ColourStats,
+    conditional_entropy,
+    empty_stats,
+    hellinger_distance,
+    load_reference,
+    mean_delta_e,
+    mutual_information,
+    tile_colour_stats,
+)
+from quality.config import QcConfig
+from quality.normalise import normalise
+from quality.pen import PenDetector
+from quality.report import CheckResult, QcReport, not_judged
+from quality.sampling import Tile, select_tiles, tiles_with_tissue
+from quality.tissue import tissue_mask
+from slide_io import ArraySlideSource, SlideSource, open_slide
+
+ImageInput = np.ndarray | SlideSource | str | Path
+
+
+@dataclass
+class QcMeasurements:
+    width: int
+    height: int
+    mpp: float | None
+    magnification: float | None
+    mode: str
+    overview: np.ndarray
+    overview_scale: float
+    tissue: np.ndarray
+    grid_shape: tuple[int, int]
+    tissue_tiles: list[Tile]
+    judged_tiles: list[Tile]
+    sharpness: list[blur_mod.TileSharpness]
+    colour: ColourStats | None
+    reference: ColourReference | None
+    detections: dict[str, Detection]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tissue_fraction(self) -> float:
+        return float(self.tissue.mean())
+
+
+def default_detectors(config: QcConfig) -> list[Detector]:
+    detectors: list[Detector] = [FoldDetector(config.folds), BubbleDetector(config.bubbles)]
+    if config.pen.enabled:
+        detectors.append(PenDetector(config.pen))
+    return detectors
+
+
+def _as_source(image: ImageInput) -> tuple[SlideSource, bool]:
+    if isinstance(image, SlideSource):
+        return image, False
+    if isinstance(image, np.ndarray):
+        return ArraySlideSource(image), True
+    return open_slide(image), True
+
+
+def measure(
+    image: ImageInput,
+    config: QcConfig = QcConfig(),
+    reference: ColourReference | None = None,
+    detectors: list[Detector] | None = None,
+) -> QcMeasurements:
+    source, owned = _as_source(image)
+    try:
+        return _measure(source, config, reference, detectors)
+    finally:
+        if owned:
+            source.close()
+
+
+def _measure(source: SlideSource, config: QcConfig, reference: ColourReference | None,
+             detectors: list[Detector] | None) -> QcMeasurements:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    width, height = source.dimensions
+    overview = source.thumbnail(config.overview_max_side)
+    scale = overview.shape[1] / width
+    tissue = tissue_mask(overview, config.tissue)
+    timings["overview_and_tissue"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    grid, tissue_tiles = tiles_with_tissue(tissue, width, height, config.tile_size, config.tissue.min_tile_fraction)
+    judged = select_tiles(tissue_tiles, config.sampling)
+    if reference is None and config.colour.reference_path is not None:
+        reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
+    sharpness: list[blur_mod.TileSharpness] = []
+    colour = empty_stats(config.colour.bins) if reference is not None else None
+    for tile in judged:
+        pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
+        sharpness.append(blur_mod.tile_sharpness(pixels))
+        if colour is not None:
+            colour = colour.merged(tile_colour_stats(pixels, config.colour, config.tissue))
+    timings["tiles"] = time.perf_counter() - clock
+
+    detections: dict[str, Detection] = {}
+    for detector in detectors if detectors is not None else default_detectors(config):
+        clock = time.perf_counter()
+        detections[detector.name] = detector.detect(overview, tissue)
+        timings[detector.name] = time.perf_counter() - clock
+    return QcMeasurements(width, height, source.mpp, source.effective_magnification(), config.sampling.mode,
+                          overview, scale, tissue, grid, tissue_tiles, judged, sharpness, colour, reference,
+                          detections, timings)
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+
+def judge_tissue(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    c = config.tissue
+    fraction = m.tissue_fraction
+    enough = fraction >= c.min_slide_fraction
+    if enough:
+        reason = f"tissue covers {fraction:.1%} of the slide ({len(m.tissue_tiles)} tiles of {config.tile_size} px)"
+    else:
+        reason = f"no tissue found: {fraction:.2%} of the slide, below {c.min_slide_fraction:.1%} (empty glass or missed scan area)"
+    return CheckResult("tissue", fraction, c.min_slide_fraction, enough or not c.fail_without_tissue, reason,
+                       details={"tissue_tiles": len(m.tissue_tiles)})
+
+
+def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    c = config.blur
+    if not m.judged_tiles:
+        return not_judged("blur", "no tile has enough tissue")
+    threshold = c.min_sharpness_at(m.mpp)
+    values = np.array([s.get(c.metric) for s in m.sharpness])
+    fraction = blur_mod.blurred_fraction(values, threshold)
+    sharp_map = blur_mod.blur_map(m.grid_shape, [(t.row, t.col) for t in m.judged_tiles], values)
+    regions = _tile_group_regions(m, values < threshold)
+    blurred = int((values < threshold).sum())
+    passed = fraction <= c.max_blurred_fraction
+    reason = (f"{blurred} of {len(values)} judged tissue tiles ({fraction:.0%}) are blurred "
+              f"({c.metric.replace('_', ' ')} < {threshold:.3g}); at most {c.max_blurred_fraction:.0%} allowed")
+    details = {"metric": c.metric, "tile_threshold": threshold, "median_sharpness": float(np.median(values)),
+               "blurred_tiles": blurred, "judged_tiles": len(values)}
+    for name in blur_mod.METRICS:
+        details[f"median_{name}"] = float(np.median([s.get(name) for s in m.sharpness]))
+    result = CheckResult("blur", fraction, c.max_blurred_fraction, passed, reason, len(regions), details=details,
+                         regions=regions)
+    result.details["map_shape"] = list(sharp_map.shape)
+    return result
+
+
+def judge_colour(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    c = config.colour
+    if m.reference is None or m.colour is None:
+        return not_judged("colour_cast", "no standard (reference) image configured")
+    if m.colour.pixels == 0:
+        return not_judged("colour_cast", "no tissue pixels to compare")
+    mi = mutual_information(m.colour.histogram, m.reference.stats.histogram)
+    distance = hellinger_distance(m.colour.histogram, m.reference.stats.histogram)
+    delta_e = mean_delta_e(m.colour, m.reference.stats)
+    if c.metric == "mutual_information":
+        score, threshold, label = mi, c.max_mutual_information, "mutual information I(slide; colour)"
+    else:
+        score, threshold, label = distance, c.max_histogram_distance, "Hellinger histogram distance"
+    passed = score <= threshold
+    shift = m.colour.lab_mean - m.reference.stats.lab_mean
+    verdict = "within" if passed else "beyond"
+    reason = (f"{label} to the standard is {score:.3f} bits, {verdict} the limit {threshold:.3f}; "
+              f"mean colour shift dL={shift[0]:+.1f} da={shift[1]:+.1f} db={shift[2]:+.1f} (dE {delta_e:.1f})")
+    if c.metric != "mutual_information":
+        reason = reason.replace(" bits", "")
+    details = {"mutual_information_bits": mi, "conditional_entropy_bits": conditional_entropy(
+        m.colour.histogram, m.reference.stats.histogram), "histogram_distance": distance, "delta_e": delta_e,
+        "reference": m.reference.name}
+    return CheckResult("colour_cast", score, threshold, passed, reason, details=details)
+
+
+def judge_folds(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    return _judge_area("folds", m, config.folds.max_area_fraction, "tissue folds (doubled tissue density)")
+
+
+def judge_pen(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    if "pen_marks" not in m.detections:
+        return not_judged("pen_marks", "pen detection disabled", affects_verdict=False)
+    detection = m.detections["pen_marks"]
+    fraction = detection.area_px / m.tissue.size
+    c = config.pen
+    regions = [r.scaled(1 / m.overview_scale) for r in detection.regions]
+    passed = fraction <= c.max_area_fraction
+    reason = (f"ink covers {fraction:.2%} of the slide in {len(regions)} region(s); "
+              f"at most {c.max_area_fraction:.2%} allowed")
+    return CheckResult("pen_marks", fraction, c.max_area_fraction, passed, reason, len(regions),
+                       affects_verdict=c.affects_verdict, regions=regions)
+
+
+def judge_bubbles(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    detection = m.detections.get("bubbles")
+    if detection is None:
+        return not_judged("bubbles", "no bubble detector")
+    regions = [r.scaled(1 / m.overview_scale) for r in detection.regions]
+    count = len(regions)
+    c = config.bubbles
+    passed = count <= c.max_count
+    covered = (detection.mask & m.tissue).sum() / max(1, m.tissue.sum())
+    reason = (f"{count} air bubble(s) found, covering {covered:.1%} of the tissue; at most {c.max_count} allowed")
+    return CheckResult("bubbles", float(count), float(c.max_count), passed, reason, count,
+                       details={"tissue_covered": float(covered)}, regions=regions)
+
+
+def _judge_area(name: str, m: QcMeasurements, max_fraction: float, what: str) -> CheckResult:
+    detection = m.detections.get(name)
+    if detection is None:
+        return not_judged(name, f"no {name} detector")
+    tissue_px = max(1, int(m.tissue.sum()))
+    fraction = float((detection.mask & m.tissue).sum() / tissue_px)
+    regions = [r.scaled(1 / m.overview_scale) for r in detection.regions]
+    passed = fraction <= max_fraction
+    reason = (f"{what} cover {fraction:.1%} of the tissue in {len(regions)} region(s); "
+              f"at most {max_fraction:.1%} allowed")
+    return CheckResult(name, fraction, max_fraction, passed, reason, len(regions), regions=regions)
+
+
+def _tile_group_regions(m: QcMeasurements, flags: np.ndarray) -> list[Region]:
+    """One box per 8-connected group of flagged tiles, in level-0 pixels."""
+    from scipy import ndimage as ndi
+
+    grid = np.zeros(m.grid_shape, bool)
+    boxes: dict[tuple[int, int], Tile] = {}
+    for tile, flagged in zip(m.judged_tiles, flags):
+        if flagged:
+            grid[tile.row, tile.col] = True
+            boxes[(tile.row, tile.col)] = tile
+    labels, count = ndi.label(grid, structure=np.ones((3, 3)))
+    regions = []
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        members = [boxes[(r, c)] for r in range(box[0].start, box[0].stop) for c in range(box[1].start, box[1].stop)
+                   if labels[r, c] == index]
+        x0, y0 = min(t.x for t in members), min(t.y for t in members)
+        x1, y1 = max(t.x + t.width for t in members), max(t.y + t.height for t in members)
+        regions.append(Region(x0, y0, x1 - x0, y1 - y0, sum(t.width * t.height for t in members), 1.0))
+    return regions
+
+
+def judge(m: QcMeasurements, config: QcConfig = QcConfig()) -> QcReport:
+    tissue = judge_tissue(m, config)
+    if m.tissue_fraction < config.tissue.min_slide_fraction:
+        why = "no tissue on the slide (empty glass is not judged)"
+        checks = [tissue, not_judged("colour_cast", why), not_judged("blur", why), not_judged("bubbles", why),
+                  not_judged("folds", why), not_judged("pen_marks", why, affects_verdict=False)]
+    else:
+        checks = [tissue, judge_colour(m, config), judge_blur(m, config), judge_bubbles(m, config),
+                  judge_folds(m, config), judge_pen(m, config)]
+    masks = {name: d.mask for name, d in m.detections.items() if d.mask.any()}
+    blur = next(c for c in checks if c.name == "blur")
+    if blur.judged and blur.regions:
+        masks["blur"] = _regions_mask(m, blur.regions)
+    return QcReport(checks, m.width, m.height, m.mpp, m.magnification, m.mode, m.tissue_fraction,
+                    len(m.tissue_tiles), len(m.judged_tiles), dict(m.timings), overview=m.overview,
+                    overview_scale=m.overview_scale, overlay_masks=masks, tissue=m.tissue)
+
+
+def _regions_mask(m: QcMeasurements, regions: list[Region]) -> np.ndarray:
+    mask = np.zeros(m.tissue.shape, bool)
+    s = m.overview_scale
+    for r in regions:
+        mask[int(r.y * s): int(np.ceil((r.y + r.height) * s)), int(r.x * s): int(np.ceil((r.x + r.width) * s))] = True
+    return mask & m.tissue
+
+
+def run_qc(
+    image: ImageInput,
+    config: QcConfig = QcConfig(),
+    reference: ColourReference | None = None,
+    detectors: list[Detector] | None = None,
+) -> QcReport:
+    """Quality-check a slide (array, ``SlideSource`` or path) and, when configured, normalise
+    its colour toward the standard (``report.normalised`` then holds the corrected level 0)."""
+    source, owned = _as_source(image)
+    try:
+        started = time.perf_counter()
+        m = _measure(source, config, reference, detectors)
+        report = judge(m, config)
+        if config.normalise.enabled and m.reference is not None and m.tissue_fraction >= config.tissue.min_slide_fraction:
+            _apply_normalisation(source, m, report, config)
+        report.timings["total"] = time.perf_counter() - started
+        return report
+    finally:
+        if owned:
+            source.close()
+
+
+def _apply_normalisation(source: SlideSource, m: QcMeasurements, report: QcReport, config: QcConfig) -> None:
+    clock = time.perf_counter()
+    assert m.reference is not None
+    pixels = source.read_level(0)
+    full_tissue = _upsample_mask(m.tissue, pixels.shape[:2])
+    corrected, metrics = normalise(pixels, m.reference.pixels, m.reference.stats, config.normalise.method,
+                                   config.colour, config.tissue, tissue=full_tissue)
+    report.normalised = corrected
+    report.normalisation = metrics.as_dict()
+    report.timings["normalisation"] = time.perf_counter() - clock
+    colour_check = report.check("colour_cast")
+    if colour_check.judged and not colour_check.passed and config.normalise.fixes_colour_cast:
+        after = metrics.mutual_information_after if config.colour.metric == "mutual_information" else metrics.histogram_distance_after
+        if after <= colour_check.threshold:
+            colour_check.passed = True
+            colour_check.reason = (f"colour cast corrected by {metrics.method} normalisation: "
+                                   f"{colour_check.score:.3f} -> {after:.3f} (limit {colour_check.threshold:.3f}); "
+                                   + colour_check.reason)
+            colour_check.details["corrected"] = True
+
+
+def _upsample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rows = (np.arange(shape[0]) * mask.shape[0] // shape[0]).clip(0, mask.shape[0] - 1)
+    cols = (np.arange(shape[1]) * mask.shape[1] // shape[1]).clip(0, mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
