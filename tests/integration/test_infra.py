@@ -18,13 +18,13 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from catalog.indexes import INDEXES
 from infra import stack as local_stack
-from infra.bootstrap import tier_connection
+from infra.bootstrap import ensure_topics, tier_connection
 from infra.build import stamp_path
 from infra.errors import StackStartError
 from infra.ferretdb_server import FerretDBServer
 from infra.layout import Layout
 from infra.minio_server import MinioServer
-from schemas.topics import TOPICS
+from schemas.topics import TOPICS, TopicSpec
 from slidestream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -83,6 +83,24 @@ async def test_bootstrap_created_every_topic_with_its_partitions_and_config(stac
     for spec in TOPICS:
         for key, value in spec.config.items():
             assert actual[spec.name][key] == value, (spec.name, key)
+
+
+async def test_topic_bootstrap_adds_partitions_to_a_smaller_topic(stack: Settings) -> None:
+    name = f"infra-it-grow-{uuid.uuid4().hex[:8]}"
+    admin = _admin(stack)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 1, 1)])
+        created, grown = await ensure_topics(stack.kafka.bootstrap, [TopicSpec(name, 3)], echo=lambda _: None)
+        assert (created, grown) == ([], [name])
+        (described,) = await admin.describe_topics([name])
+        assert len(described["partitions"]) == 3
+
+        again = await ensure_topics(stack.kafka.bootstrap, [TopicSpec(name, 3)], echo=lambda _: None)
+        assert again == ([], [])
+    finally:
+        await admin.delete_topics([name])
+        await admin.close()
 
 
 def test_every_tier_bucket_exists_and_stores_objects(stack: Settings) -> None:
