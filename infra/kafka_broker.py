@@ -42,6 +42,8 @@ _SINGLE_NODE_SETTINGS = {
 LOG4J2_PROPERTIES = """\
 # Kafka logs to stdout, which infra redirects to the server's log file.
 status = warn
+# Kafka logs its own shutdown from a JVM shutdown hook; log4j must not stop before it.
+shutdownHook = disable
 appender.console.type = Console
 appender.console.name = STDOUT
 appender.console.layout.type = PatternLayout
