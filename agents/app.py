@@ -12,6 +12,8 @@ from slidestream.settings import Settings, get_settings
 # Each module exposes ``register(app, settings)`` and owns one concern.
 DEFAULT_AGENT_MODULES: tuple[str, ...] = (
     "agents.probe",
+    "agents.save",
+    "agents.tiering",
 )
 
 

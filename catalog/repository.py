@@ -62,6 +62,11 @@ def _move_filter(image: ImageRecord, pending: PendingMove, step: str | None = No
     return flt
 
 
+def _pending_document(image: ImageRecord, pending: PendingMove) -> dict[str, Any]:
+    # The record's own BSON conversion (datetimes stay datetimes, enums become values).
+    return image.model_copy(update={"pending_move": pending}).to_document()["pending_move"]
+
+
 class Catalog:
     def __init__(self, db: AsyncDatabase) -> None:
         self.db = db
@@ -283,7 +288,8 @@ class Catalog:
         """Claim ``image`` for a move; None if it is no longer in its tier or already moving."""
         flt = {**key_of(image), "tier": image.tier.value, "pending_move": None}
         doc = await self.images.find_one_and_update(
-            flt, {"$set": {"pending_move": pending.to_document()}}, return_document=ReturnDocument.AFTER)
+            flt, {"$set": {"pending_move": _pending_document(image, pending)}},
+            return_document=ReturnDocument.AFTER)
         return ImageRecord.from_document(doc) if doc else None
 
     async def advance_move(self, image: ImageRecord, pending: PendingMove, to_step: str) -> bool:

@@ -83,13 +83,25 @@ class TierScheduler:
             await self._audit("discharge", event.patient_id, "not_found", "patient had no catalog entry")
             return outcome
         now = self.clock()
-        for image in await self.catalog.find_images(patient_id=event.patient_id):
+        for image in await self._settled_images(event.patient_id, outcome):
             placement = tiering.on_discharge(image, patient, now, self.policy)
             if placement is not None:
                 outcome.results.append(await self.mover.move(image, placement.tier, placement.reason))
         if patient.status != "admitted":
             outcome.orphan_hr_objects = await self._drop_orphan_hr(event.patient_id)
         return outcome
+
+    async def _settled_images(self, patient_id: str, outcome: EventOutcome,
+                              state: ImageState | None = None) -> list[ImageRecord]:
+        """The patient's images after finishing any move a crashed worker left half done
+        (a redelivered event must complete it even if the image needs no further move)."""
+        images = await self.catalog.find_images(patient_id=patient_id, state=state)
+        if not any(image.pending_move is not None for image in images):
+            return images
+        for image in images:
+            if image.pending_move is not None:
+                outcome.results.append(await self.mover.resume(image))
+        return await self.catalog.find_images(patient_id=patient_id, state=state)
 
     async def _drop_orphan_hr(self, patient_id: str) -> int:
         """HR tiles written to the cache without a catalog entry (a compute worker that died
@@ -107,7 +119,7 @@ class TierScheduler:
         outcome = EventOutcome(patient_known=known)
         if patient.status != "admitted":
             return outcome  # an admission older than the latest discharge
-        for image in await self.catalog.find_images(patient_id=event.patient_id, state=ImageState.LR):
+        for image in await self._settled_images(event.patient_id, outcome, state=ImageState.LR):
             placement = tiering.on_admission(image)
             if placement is not None:
                 outcome.results.append(await self.mover.move(image, placement.tier, placement.reason))

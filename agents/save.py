@@ -1,0 +1,27 @@
+"""Save agent: ``slide.qc_passed`` -> LR slide into the recent tier and the mirror, catalog
+rows, ``slide.stored`` (SPEC 2, save). Logic in ``storage.save``."""
+
+from __future__ import annotations
+
+import faust
+
+from agents.handling import process
+from agents.messaging import decode, raw_topic
+from schemas.events import SlideQcPassed
+from schemas.topics import Topic
+from slidestream.settings import Settings
+from storage.events import FaustSink
+from storage.runtime import LazyServices
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    services = LazyServices(settings, FaustSink(app))
+
+    @app.agent(raw_topic(app, Topic.SLIDE_QC_PASSED.value), name="save")
+    async def save_slides(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            slide = await decode(app, event.message)
+            if not isinstance(slide, SlideQcPassed):
+                continue
+            svc = await services.get()
+            await process(app, event.message, lambda: svc.saver.save(slide), what="save slide")
