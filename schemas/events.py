@@ -217,6 +217,9 @@ class UpscaleDone(Event):
     timings_ms: dict[str, Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]] = Field(
         default_factory=dict
     )
+    # Answers come per tile batch, so one request may get several events: tiles of the
+    # request still unanswered (neither done nor failed) after this one; 0 = finished.
+    remaining: NonNegativeInt = 0
 
 
 class UpscaleFailed(Event):
@@ -227,7 +230,8 @@ class UpscaleFailed(Event):
     exam_id: ExamId
     slide_number: SlideNumber
     reason: Reason
-    tiles: list[TileRef] | None = None
+    tiles: list[TileRef] | None = None  # None: the whole request failed
+    remaining: NonNegativeInt = 0  # as in UpscaleDone: tiles still to be answered after this
 
 
 # --- HIS --------------------------------------------------------------------------------
