@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None,
         web_enabled=False,
         autodiscover=False,
         topic_replication_factor=1,
-        topic_allow_declare=False,  # topics are created with their partitioning by infra.bootstrap
+        # Event topics are created with their partitioning by infra.bootstrap; Faust may still
+        # declare its own internal topics (leader, changelogs), which the broker will not auto-create.
+        topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_every=100,
