@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit servers up down status bench clean
+.PHONY: demo test test-unit test-run servers up down status bench clean
 
 $(STAMP): pyproject.toml
+	bash infra/ensure-tools.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -19,11 +20,15 @@ servers: $(STAMP)
 demo: servers
 	$(VENV)/bin/slidestream demo
 
+# pytest exits 5 when a selection holds no test; a subset run (PYTEST_ARGS) is not a failure then.
 test: servers
-	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-run
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -m "not integration"
+	$(MAKE) --no-print-directory test-run PYTEST_ARGS='-m "not integration" $(PYTEST_ARGS)'
+
+test-run:
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests selected"; rc=0; fi; exit $$rc
 
 up: servers
 	$(VENV)/bin/slidestream up
