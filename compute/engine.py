@@ -420,17 +420,23 @@ class ComputeEngine:
             req = state.request
             if request_key in done:
                 results = done[request_key]
+                answered = {r.object.key for r in results}
+                # Published before the tiles count as answered: if publishing fails, the
+                # batch is retried and the answer sent again (a duplicate is harmless).
                 await self.publish(UpscaleDone(
                     request_id=req.request_id, exam_id=req.exam_id, slide_number=req.slide_number,
                     scale=req.scale, results=results, model=self.upscaler.name,
                     timings_ms={"queue": max(0.0, (t_start - state.received_at) * 1000), **timings},
+                    remaining=len(state.pending - answered),
                 ))
-                state.pending.difference_update(r.object.key for r in results)
+                state.pending -= answered
             for reason, tiles in failed.get(request_key, {}).items():
+                answered = {hr_tile_key(req.exam_id, req.slide_number, req.scale, t.level, t.col, t.row)
+                            for t in tiles}
                 await self.publish(UpscaleFailed(request_id=req.request_id, exam_id=req.exam_id,
-                                                 slide_number=req.slide_number, reason=reason, tiles=tiles))
-                state.pending.difference_update(
-                    hr_tile_key(req.exam_id, req.slide_number, req.scale, t.level, t.col, t.row) for t in tiles)
+                                                 slide_number=req.slide_number, reason=reason, tiles=tiles,
+                                                 remaining=len(state.pending - answered)))
+                state.pending -= answered
             if not state.pending:
                 self._finish(request_key)
         log.info("upscale.batch_done", worker=self.worker_id, computed=sum(1 for o in outcomes.values()

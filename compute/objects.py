@@ -1,73 +1,32 @@
-"""Object storage as the compute service sees it: ranged reads of LR slides, the HR tile cache.
+"""The HR tile cache as the compute service sees it: exists / put / get by tile key.
 
-Plain S3 calls through the ``minio`` client (any S3 store works), run in threads so the
-event loop never blocks. ``DirectoryTileCache`` keeps the same keys on a local disk for a
-single-node setup, the unit tests and the bench.
+``S3TileCache`` is the hr-cache tier of ``storage.objects.ObjectStore`` (any S3 store; the
+blocking client runs in threads). ``DirectoryTileCache`` keeps the same keys on a local
+disk for a single-node setup, the unit tests and the bench.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from minio import Minio
 from minio.error import S3Error
 
-from schemas.common import ObjectRef
-from slidestream.settings import Settings
+from schemas.common import ObjectRef, StorageTier
 
-_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"}
+if TYPE_CHECKING:
+    from storage.objects import ObjectStore
 
-
-def tier_client(settings: Settings, tier: str) -> tuple[Minio, str]:
-    """S3 client and bucket of a storage tier (``recent``, ``hr_cache``, ... as in settings)."""
-    storage = settings.storage
-    cfg = storage.tiers()[tier]
-    secret = cfg.secret_key or storage.secret_key
-    client = Minio(
-        cfg.endpoint or storage.endpoint,
-        access_key=cfg.access_key or storage.access_key,
-        secret_key=secret.get_secret_value(),
-        secure=cfg.secure if cfg.endpoint else storage.secure,
-        region=storage.region,
-    )
-    return client, cfg.bucket
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 
 
 def is_missing(exc: S3Error) -> bool:
     return exc.code in _MISSING_CODES
-
-
-class S3RangeReader:
-    """``slide_io.RangeReader`` over one S3 object: each read is one ranged GET."""
-
-    def __init__(self, client: Minio, bucket: str, key: str, size: int | None = None) -> None:
-        self._client, self._bucket, self._key = client, bucket, key
-        self._size = size if size is not None else int(client.stat_object(bucket, key).size or 0)
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def name(self) -> str:
-        return self._key
-
-    def read_range(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise ValueError(f"negative range {offset}+{length}")
-        length = min(length, self._size - offset)
-        if length <= 0:
-            return b""
-        response = self._client.get_object(self._bucket, self._key, offset=offset, length=length)
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
 
 
 class TileCache(Protocol):
@@ -87,8 +46,9 @@ class S3TileCache:
         self.client, self.bucket = client, bucket
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "S3TileCache":
-        return cls(*tier_client(settings, "hr_cache"))
+    def from_store(cls, store: "ObjectStore") -> "S3TileCache":
+        bucket = store.bucket(StorageTier.TEMPORARY)
+        return cls(store.client(bucket), bucket)
 
     def ref(self, key: str) -> ObjectRef:
         return ObjectRef(bucket=self.bucket, key=key)
@@ -106,8 +66,6 @@ class S3TileCache:
         return await asyncio.to_thread(self.exists_sync, key)
 
     def put_sync(self, key: str, data: bytes, content_type: str) -> None:
-        import io
-
         self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:

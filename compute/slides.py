@@ -12,15 +12,18 @@ import asyncio
 import weakref
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from compute.plan import SlideGeometry
-from schemas.common import ImageState, StorageTier
+from schemas.common import ImageState
 from schemas.layout import lr_key
-from slide_io import RangeReader, TiledTiff
-from slidestream.settings import Settings
+from slide_io import TiledTiff
+
+if TYPE_CHECKING:
+    from catalog.repository import Catalog
+    from storage.objects import ObjectStore
 
 
 class UnknownSlide(LookupError):
@@ -103,44 +106,29 @@ class DirectorySlides(_LruSlides):
 
 
 class CatalogSlides(_LruSlides):
-    """The catalog's ``images`` record (state LR) says which tier and object hold the slide."""
+    """The catalog's LR image record says which tier object holds the slide."""
 
-    def __init__(self, settings: Settings, database: Any, capacity: int = 16) -> None:
+    def __init__(self, catalog: "Catalog", store: "ObjectStore", capacity: int = 16) -> None:
         super().__init__(capacity)
-        self._settings = settings
-        self._images = database["images"]  # schemas.catalog.ImageRecord.collection
-
-    async def locate(self, exam_id: str, slide_number: int) -> tuple[StorageTier, str, str]:
-        doc = await self._images.find_one(
-            {"exam_id": exam_id, "slide_number": slide_number, "state": int(ImageState.LR)},
-            projection={"tier": 1, "object": 1},
-        )
-        if doc is None:
-            raise UnknownSlide(f"no LR image of slide {slide_number} of exam {exam_id} in the catalog")
-        try:
-            tier = StorageTier(doc["tier"])
-            bucket, key = str(doc["object"]["bucket"]), str(doc["object"]["key"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UnknownSlide(f"catalog record of slide {slide_number} of exam {exam_id} is incomplete") from exc
-        return tier, bucket, key
+        self._catalog = catalog
+        self._store = store
 
     async def _open_uncached(self, exam_id: str, slide_number: int) -> LrSlide:
         from minio.error import S3Error
 
-        from compute.objects import S3RangeReader, is_missing, tier_client
+        from compute.objects import is_missing
 
-        tier, bucket, key = await self.locate(exam_id, slide_number)
-        client, _ = tier_client(self._settings, tier.settings_name)
+        image = await self._catalog.get_image(exam_id, slide_number, ImageState.LR)
+        if image is None:
+            raise UnknownSlide(f"no LR image of slide {slide_number} of exam {exam_id} in the catalog")
 
         def _open() -> LrSlide:
-            reader: RangeReader = S3RangeReader(client, bucket, key)
-            return LrSlide(TiledTiff(reader))
+            return LrSlide(TiledTiff(self._store.range_reader(image.object, size=image.size_bytes)))
 
         try:
             return await asyncio.to_thread(_open)
         except S3Error as exc:
             if is_missing(exc):
-                raise UnknownSlide(
-                    f"LR image of slide {slide_number} of exam {exam_id} is missing from the {tier.value} tier"
-                ) from exc
+                raise UnknownSlide(f"LR image of slide {slide_number} of exam {exam_id} is missing "
+                                   f"from the {image.tier.value} tier") from exc
             raise

@@ -224,3 +224,17 @@ async def test_a_redelivered_request_is_not_queued_twice(tmp_path: Path, lr_pixe
     assert sorted(acks) == ["first delivery", "redelivery"]
     assert h.engine.stats.tiles_computed == 12
     assert sum(len(d.results) for d in h.done(request)) == 12
+
+
+async def test_remaining_counts_down_to_zero_on_the_last_answer(tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    pixels = lr_pixels.copy()
+    pixels[60:140, 60:140] = 0
+    h = Harness(tmp_path, pixels, upscaler=FailsOnBlackWindows(), max_batch=3)
+    request = req(region=Region(x=0, y=0, width=1000, height=720))  # 12 tiles, one fails
+    await h.run(request)
+    answers = [e for e in h.events if getattr(e, "request_id", None) == request.request_id]
+    assert len(answers) >= 5
+    sizes = [len(a.results) if isinstance(a, UpscaleDone) else len(a.tiles or []) for a in answers]
+    remaining = [a.remaining for a in answers]  # type: ignore[union-attr]
+    assert remaining == [12 - s for s in np.cumsum(sizes)]
+    assert remaining[-1] == 0 and all(r > 0 for r in remaining[:-1])
