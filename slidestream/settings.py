@@ -125,6 +125,23 @@ class HisSettings(_Group):
     max_message_bytes: int = Field(1 << 20, ge=1024)
 
 
+class ComputeSettings(_Group):
+    """The compute service (agents/upscale.py, compute/): model, batching, leases, backpressure."""
+
+    # model_zoo model name ("default": its default); "bicubic": interpolation, no model.
+    model: str = "default"
+    device: str = "cpu"
+    threads: int = Field(1, ge=1, le=256)  # torch intra-op threads per worker process
+    max_batch: int = Field(8, ge=1, le=256)  # tiles per model call
+    lease_ttl_s: float = Field(120.0, gt=0)  # a dead worker's in-flight tiles free up after this
+    max_tiles_per_request: int = Field(1024, ge=1)  # larger work: whole-slide generation (chunked)
+    # Queued tiles of one priority class at which a worker pauses that class's partitions
+    # (bounded prefetch; the rest waits in Kafka for whichever worker is free).
+    prefetch_tiles: int = Field(64, ge=1)
+    interactive_prefetch_tiles: int = Field(512, ge=1)
+    wholeslide_chunk_tiles: int = Field(32, ge=1, le=1024)  # tiles per fan-out message
+
+
 class _UnknownPrefixedEnv(PydanticBaseSettingsSource):
     """Hands ``SLIDESTREAM_*`` variables that name no setting to validation, so that
     ``extra="forbid"`` rejects them by name (pydantic-settings otherwise ignores unknown
@@ -182,6 +199,7 @@ class Settings(BaseSettings):
     mongo: MongoSettings = MongoSettings()
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
+    compute: ComputeSettings = ComputeSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
