@@ -15,6 +15,7 @@ target, or an existing file or object, stops the export with nothing written.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ from schemas.layout import hr_prefix
 from schemas.topics import Priority
 from storage import export_paths as paths
 from storage.objects import ObjectStore
+from storage.retrieval import tiles_for_region
 from storage.upscale import UpscaleGateway
 
 log = structlog.get_logger(__name__)
 
 MANIFEST_FORMAT = "slidestream-export/1"
+HR_REQUEST_TILES = 256  # below the compute service's per-request limit (1024 by default)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class ExportService:
 
     async def _request_hr(self, lr_images: list[ImageRecord], scale: int, timeout_s: float,
                           report: ExportReport) -> None:
+        """Ask for each slide's full-resolution HR level (background priority), in requests of
+        at most ``HR_REQUEST_TILES`` tiles sent together, and wait for all answers."""
         if self.gateway is None:
             raise RuntimeError("HR was requested but no compute gateway is configured")
         for image in lr_images:
@@ -111,15 +116,17 @@ class ExportService:
             if image.width is None or image.height is None:
                 report.hr_status[name] = "no LR size recorded"
                 continue
-            request = UpscaleRequested(exam_id=image.exam_id, slide_number=image.slide_number, scale=scale,
-                                       priority=Priority.BACKGROUND,
-                                       region=Region(x=0, y=0, width=image.width * scale,
-                                                     height=image.height * scale))
-            answer = await self.gateway.request(request, timeout_s)
-            if answer is None:
+            whole = Region(x=0, y=0, width=image.width * scale, height=image.height * scale)
+            tiles = tiles_for_region(image, scale, whole)
+            requests = [UpscaleRequested(exam_id=image.exam_id, slide_number=image.slide_number, scale=scale,
+                                         priority=Priority.BACKGROUND, tiles=tiles[i:i + HR_REQUEST_TILES])
+                        for i in range(0, len(tiles), HR_REQUEST_TILES)]
+            answers = await asyncio.gather(*(self.gateway.request(r, timeout_s) for r in requests))
+            failed = [a.reason for a in answers if isinstance(a, UpscaleFailed)]
+            if failed:
+                report.hr_status[name] = f"failed: {failed[0]}"
+            elif any(a is None for a in answers):
                 report.hr_status[name] = "timeout"
-            elif isinstance(answer, UpscaleFailed):
-                report.hr_status[name] = f"failed: {answer.reason}"
             else:
                 report.hr_status[name] = "computed"
 

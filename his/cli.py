@@ -1,0 +1,23 @@
+"""``slidestream his``: the HIS adapter (HL7 v2 over MLLP, and JSON over HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from slidestream.settings import Settings
+
+
+def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
+    p = sub.add_parser("his", help="run the HIS adapter: HL7 ADT^A01/A03 over MLLP and a JSON HTTP endpoint")
+
+    def run(args: argparse.Namespace) -> int:
+        from his.serve import serve
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings()))
+        return 0
+
+    p.set_defaults(func=run)

@@ -1,0 +1,63 @@
+"""MLLP (Minimal Lower Layer Protocol) listener: HL7 messages framed ``<VT> ... <FS><CR>``
+over TCP, one acknowledgement per message, using python-hl7's asyncio streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+from hl7.mllp import InvalidBlockError, start_hl7_server
+
+from his import hl7_adt
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+
+
+class MllpListener:
+    def __init__(self, handler: Handler, host: str, port: int, *, max_message_bytes: int = 1 << 20) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._limit = max_message_bytes
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await start_hl7_server(self._serve, self._host, self._port, limit=self._limit)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader, writer) -> None:  # type: ignore[no-untyped-def]
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    block = await reader.readblock()
+                except asyncio.IncompleteReadError:
+                    return  # the sender closed the connection
+                except InvalidBlockError:
+                    reply = hl7_adt.ack(None, "AR", "MLLP block does not start with <VT>").encode()
+                except ValueError:  # over the size limit; the stream skipped past it
+                    reply = hl7_adt.ack(None, "AR", f"message larger than {self._limit} bytes").encode()
+                else:
+                    reply = await self._handler(block)
+                writer.writeblock(reply)
+                await writer.drain()
+        except (ConnectionError, OSError) as exc:
+            log.info("his.mllp_connection_lost", peer=str(peer), error=type(exc).__name__)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -1,0 +1,55 @@
+"""``slidestream his``: run the MLLP listener and the HTTP endpoint until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+import uvicorn
+from aiokafka import AIOKafkaProducer
+
+from his.adapter import HisAdapter
+from his.http import create_http_app
+from his.mllp import MllpListener
+from slidestream.settings import Settings
+from storage.events import KafkaSink
+from storage.retry import with_retries
+
+log = structlog.get_logger(__name__)
+
+
+async def _producer(settings: Settings) -> AIOKafkaProducer:
+    async def start() -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all",
+                                    enable_idempotence=True, request_timeout_ms=10_000)
+        try:
+            await producer.start()
+        except Exception:
+            await producer.stop()
+            raise ConnectionError("Kafka not reachable") from None
+        return producer
+
+    return await with_retries(start, what="kafka producer")
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    producer = await _producer(settings)
+    adapter = HisAdapter(KafkaSink(producer))
+    mllp = MllpListener(adapter.handle_hl7, settings.his.host, settings.his.mllp_port,
+                        max_message_bytes=settings.his.max_message_bytes)
+    http = uvicorn.Server(uvicorn.Config(create_http_app(adapter), host=settings.his.host,
+                                         port=settings.his.http_port, log_level="warning", access_log=False))
+    await mllp.start()
+    http_task = asyncio.create_task(http.serve(), name="his-http")
+    log.info("his.listening", mllp=f"{settings.his.host}:{mllp.port}",
+             http=f"{settings.his.host}:{settings.his.http_port}")
+    print(f"HIS adapter: HL7 MLLP on {settings.his.host}:{mllp.port}, "
+          f"HTTP on http://{settings.his.host}:{settings.his.http_port}", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await http_task
+    finally:
+        http.should_exit = True
+        await mllp.stop()
+        await producer.stop()

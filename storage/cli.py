@@ -1,0 +1,64 @@
+"""``slidestream export``: gather a patient's images and a manifest in a directory or S3 prefix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+from slidestream.settings import Settings
+
+
+async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr: bool,
+                     request_hr_scale: int | None, hr_timeout_s: float) -> int:
+    from catalog.errors import PermanentError
+    from storage import export_paths
+    from storage.runtime import open_services
+    from storage.upscale import KafkaUpscaleGateway
+
+    try:
+        target = export_paths.parse_target(to)
+    except PermanentError as exc:
+        print(f"slidestream export: {exc}", file=sys.stderr)
+        return 2
+
+    async def no_events(event, *, partition=None) -> None:  # export publishes nothing itself
+        raise RuntimeError("export does not publish events")
+
+    gateway = KafkaUpscaleGateway(settings.kafka.bootstrap) if request_hr_scale else None
+    if gateway is not None:
+        await gateway.start()
+    services = await open_services(settings, no_events, gateway=gateway, indexes=False)
+    try:
+        report = await services.exporter.export_patient(
+            patient_id, target, include_hr=include_hr, request_hr_scale=request_hr_scale,
+            hr_timeout_s=hr_timeout_s, actor="cli-export")
+    except PermanentError as exc:
+        print(f"slidestream export: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await services.close()
+        if gateway is not None:
+            await gateway.stop()
+    print(f"exported {report.lr_count} LR slide(s) and {report.hr_count} HR tile(s), "
+          f"{report.bytes_written / 1e6:.1f} MB, to {report.target} (manifest.json)")
+    for slide, status in sorted(report.hr_status.items()):
+        print(f"  HR {slide}: {status}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
+    p = sub.add_parser("export", help="copy all images of a patient, with a manifest, to a directory or S3 prefix")
+    p.add_argument("--patient", required=True, help="patient ID")
+    p.add_argument("--to", required=True, help="target directory, or s3://bucket/prefix")
+    p.add_argument("--no-hr", action="store_true", help="LR slides only (default: also HR tiles in the cache)")
+    p.add_argument("--request-hr", type=int, choices=(2, 4, 8), metavar="SCALE",
+                   help="first ask the compute service for each slide's HR pyramid at this scale")
+    p.add_argument("--hr-timeout", type=float, default=120.0, help="seconds to wait per slide for HR")
+
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(run_export(settings(), args.patient, args.to, include_hr=not args.no_hr,
+                                      request_hr_scale=args.request_hr, hr_timeout_s=args.hr_timeout))
+
+    p.set_defaults(func=run)

@@ -1,0 +1,124 @@
+"""HL7 v2 ADT parsing, acknowledgements and MLLP framing (no Kafka involved)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import hl7
+import pytest
+from hl7.mllp import open_hl7_connection
+
+from his import hl7_adt
+from his.hl7_adt import Hl7Rejected
+from his.mllp import MllpListener
+from schemas.events import PatientAdmitted, PatientDischarged
+
+
+def adt(trigger: str = "A01", pid: str = "P12345^^^HOSP^MR", evn: str = "20260301115500",
+        pv1_tail: str = "", extra: str = "") -> str:
+    segments = [
+        f"MSH|^~\\&|HIS|HOSP|SLIDESTREAM|PATH|20260301120000||ADT^{trigger}^ADT_{trigger}|MSG0001|P|2.5",
+        f"EVN|{trigger}|{evn}",
+        f"PID|1||{pid}||Doe^Jane||19700102|F",
+        "PV1|1|I|WARD3^101^1" + "|" * 16 + "V777" + pv1_tail,
+    ]
+    return "\r".join(segments) + extra
+
+
+def test_a01_becomes_patient_admitted_with_ward_visit_and_identity() -> None:
+    event = hl7_adt.to_event(hl7_adt.parse_message(adt("A01")))
+    assert isinstance(event, PatientAdmitted)
+    assert event.patient_id == "P12345" and event.visit_id == "V777" and event.ward == "WARD3"
+    assert event.admitted_at == datetime(2026, 3, 1, 11, 55, tzinfo=timezone.utc)
+    assert event.identity is not None
+    assert event.identity.family_name == "Doe" and event.identity.given_name == "Jane"
+    assert event.identity.birth_date.isoformat() == "1970-01-02" and event.identity.sex == "F"
+
+
+def test_a03_becomes_patient_discharged() -> None:
+    event = hl7_adt.to_event(hl7_adt.parse_message(adt("A03")))
+    assert isinstance(event, PatientDischarged)
+    assert event.patient_id == "P12345" and event.visit_id == "V777"
+
+
+def test_local_times_use_the_hospital_zone_and_offsets_win() -> None:
+    vienna = ZoneInfo("Europe/Vienna")
+    local = hl7_adt.to_event(hl7_adt.parse_message(adt("A03", evn="20260301115500")), vienna)
+    assert local.discharged_at == datetime(2026, 3, 1, 10, 55, tzinfo=timezone.utc)
+    explicit = hl7_adt.to_event(hl7_adt.parse_message(adt("A03", evn="20260301115500-0500")), vienna)
+    assert explicit.discharged_at == datetime(2026, 3, 1, 16, 55, tzinfo=timezone.utc)
+
+
+def test_timestamps_with_fractions_and_date_only() -> None:
+    assert hl7_adt.parse_ts("20260301115500.25+0100") == datetime(2026, 3, 1, 10, 55, 0, 250000, tzinfo=timezone.utc)
+    assert hl7_adt.parse_ts("20260301") == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    for bad in ("2026", "202603", "2026-03-01", "20261301", "abc"):
+        with pytest.raises(ValueError):
+            hl7_adt.parse_ts(bad)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("garbage", "MSH"),
+    ("", "MSH"),
+    (adt("A08"), "ADT^A08 is not handled"),
+    (adt("A01").replace("ADT^A01^ADT_A01", "ORU^R01"), "ORU^R01"),
+    (adt("A01", pid=""), "PID-3"),
+    (adt("A01", pid="../etc/passwd"), "PID-3"),
+    (adt("A01", evn="yesterday"), "EVN-2"),
+    (adt("A01").replace("19700102", "1970x"), "PID-7"),
+])
+def test_malformed_or_unsupported_messages_are_rejected_with_a_reason(text: str, needle: str) -> None:
+    with pytest.raises(Hl7Rejected) as info:
+        hl7_adt.to_event(hl7_adt.parse_message(text))
+    assert info.value.code == "AR"
+    assert needle in info.value.reason
+
+
+def test_reasons_never_echo_the_patient_id() -> None:
+    with pytest.raises(Hl7Rejected) as info:
+        hl7_adt.to_event(hl7_adt.parse_message(adt("A01", pid="SECRET/ID 42")))
+    assert "SECRET" not in info.value.reason
+
+
+def test_ack_echoes_the_control_id_and_carries_the_reason_escaped() -> None:
+    message = hl7_adt.parse_message(adt("A01"))
+    accepted = hl7.parse(hl7_adt.ack(message, "AA"))
+    assert str(accepted["MSA.F1"]) == "AA" and str(accepted["MSA.F2"]) == "MSG0001"
+    assert str(accepted["MSH.F9.R1.C1"]) == "ACK"
+    nak = hl7.parse(hl7_adt.ack(message, "AE", "Kafka down | retry ^ later"))
+    assert str(nak["MSA.F1"]) == "AE"
+    assert "\\F\\" in str(nak.segment("MSA")) and len(nak.segment("MSA")) == 4
+
+
+def test_ack_for_an_unparseable_message_is_still_valid_hl7() -> None:
+    reply = hl7.parse(hl7_adt.ack(None, "AR", "message does not start with an MSH segment"))
+    assert str(reply["MSA.F1"]) == "AR"
+    assert "MSH segment" in str(reply["MSA.F3"])
+
+
+async def test_mllp_listener_answers_each_framed_message_and_survives_bad_frames() -> None:
+    seen: list[bytes] = []
+
+    async def handler(block: bytes) -> bytes:
+        seen.append(block)
+        return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
+
+    listener = MllpListener(handler, "127.0.0.1", 0, max_message_bytes=4096)
+    await listener.start()
+    try:
+        reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
+        writer.writemessage(hl7.parse(adt("A01")))
+        first = await asyncio.wait_for(reader.readmessage(), 10)
+        assert str(first["MSA.F1"]) == "AA"
+        writer.write(b"no start block" + b"\x1c\x0d")  # not framed with <VT>
+        second = await asyncio.wait_for(reader.readmessage(), 10)
+        assert str(second["MSA.F1"]) == "AR"
+        writer.writemessage(hl7.parse(adt("A03")))  # the connection still works
+        third = await asyncio.wait_for(reader.readmessage(), 10)
+        assert str(third["MSA.F1"]) == "AA"
+        writer.close()
+    finally:
+        await listener.stop()
+    assert len(seen) == 2 and b"ADT^A03" in seen[1]
