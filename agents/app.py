@@ -14,6 +14,7 @@ DEFAULT_AGENT_MODULES: tuple[str, ...] = (
     "agents.probe",
     "agents.save",
     "agents.tiering",
+    "agents.qc",
 )
 
 

@@ -8,7 +8,6 @@ under a malformed exam ID could not even be given a key.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
@@ -27,8 +26,8 @@ from slidestream.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 1 << 20
 MAX_FILENAME = 255
+MAX_SUFFIX = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -39,37 +38,32 @@ class IngestError(ValueError):
 
 @dataclass(frozen=True)
 class ScanFacts:
-    """What the scanner side learns from the file itself."""
+    """What the scanner side learns from the file before uploading it."""
 
     size_bytes: int
-    sha256: str
     magnification: float | None
     mpp: float | None
 
 
-def safe_key_name(filename: str) -> str:
-    """A file name usable as the last segment of an object key: the base name with every run
-    of characters outside ``[A-Za-z0-9._-]`` replaced by ``_``, no leading ``.``, ``-`` or ``_``."""
-    base = Path(filename.replace("\\", "/")).name
-    stem, suffix = os.path.splitext(base)
-    stem = _UNSAFE.sub("_", stem).lstrip(".-_") or "scan"
-    suffix = _UNSAFE.sub("_", suffix)
-    return (stem[: MAX_FILENAME - len(suffix)] + suffix)[:MAX_FILENAME]
+def key_name(filename: str) -> str:
+    """Last segment of the ingest object key: ``scan`` plus the file's (sanitised) extension.
+
+    Not the file name itself: names such as ``<patient>+<exam>+<slide>.svs`` carry patient
+    IDs, and object keys end up in logs and events. The key's prefix already says which exam
+    and slide it is; the original name is kept in the event (``original_filename``).
+    """
+    base = Path(filename.replace("\\", "/")).name.lower()
+    suffix = os.path.splitext(base)[1]
+    if base.endswith((".ome.tif", ".ome.tiff")):
+        suffix = ".ome" + suffix
+    suffix = _UNSAFE.sub("", suffix)[:MAX_SUFFIX]
+    return "scan" + (suffix if len(suffix) > 1 else "")
 
 
 def original_name(path: Path) -> str:
     """The file's base name as recorded in the event (control characters dropped, capped)."""
     name = "".join(ch for ch in path.name if ch.isprintable())
     return name[:MAX_FILENAME] or "scan"
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _stated_resolution(path: Path) -> tuple[float | None, float | None]:
@@ -85,14 +79,14 @@ def _stated_resolution(path: Path) -> tuple[float | None, float | None]:
 
 
 def examine(path: Path) -> ScanFacts:
-    """Size, SHA-256 and stated resolution of a scan file (blocking: run in a thread)."""
+    """Size and stated resolution of a scan file (blocking: run in a thread)."""
     if not path.is_file():
         raise IngestError("not a regular file (gone, or a directory)")
-    sha, size = sha256_file(path)
+    size = path.stat().st_size
     if size == 0:
         raise IngestError("file is empty")
     magnification, mpp = _stated_resolution(path)
-    return ScanFacts(size, sha, magnification, mpp)
+    return ScanFacts(size, magnification, mpp)
 
 
 def file_time(path: Path) -> datetime:
@@ -115,16 +109,18 @@ class Ingestor:
                      mpp: float | None = None) -> SlideScanned:
         path = Path(path)
         facts = await asyncio.to_thread(examine, path)
-        key = ingest_key(ids.exam_id, ids.slide_number, safe_key_name(path.name))
-        ref = await self.bucket.upload_file(key, path, sha256=facts.sha256)
+        key = ingest_key(ids.exam_id, ids.slide_number, key_name(path.name))
+        stored = await self.bucket.upload_file(key, path)
+        if stored.size == 0:
+            raise IngestError("file is empty")
         event = SlideScanned(
             patient_id=ids.patient_id,
             exam_id=ids.exam_id,
             slide_number=ids.slide_number,
-            ingest=ref,
+            ingest=stored.ref,
             original_filename=original_name(path),
-            size_bytes=facts.size_bytes,
-            sha256=facts.sha256,
+            size_bytes=stored.size,  # size and checksum of the bytes actually uploaded
+            sha256=stored.sha256,
             scanner_id=ids.scanner_id,
             magnification=facts.magnification or magnification,
             mpp=facts.mpp or mpp,
@@ -134,7 +130,7 @@ class Ingestor:
         await self._publish(event)
         # Exam and slide only: patient IDs and file names may identify the patient.
         log.info("scan.ingested", exam_id=ids.exam_id, slide_number=ids.slide_number,
-                 size_bytes=facts.size_bytes, event_id=str(event.event_id))
+                 size_bytes=stored.size, event_id=str(event.event_id))
         return event
 
 

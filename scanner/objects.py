@@ -1,9 +1,6 @@
-"""The ingest bucket as the scanner side and the QC agent need it: upload a file, download an
-object into a file, tell a missing object from other failures.
-
-A deliberately small surface over the plain S3 API (the ``minio`` client, blocking, so every
-call runs in a worker thread). It is the seam to the shared ``storage`` package: only this
-module talks to S3 for the scanner side.
+"""The ingest bucket as the scanner side and the QC agent need it, over the shared
+``storage.objects.ObjectStore``: upload a file, download an object into a file, and tell a
+missing object (a QC verdict) from an outage (retried, see ``storage.retry``).
 """
 
 from __future__ import annotations
@@ -12,11 +9,12 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-from minio import Minio
 from minio.error import S3Error
 
 from schemas.common import ObjectRef
-from slidestream.settings import StorageSettings, TierEndpoint
+from slidestream.settings import StorageSettings
+from storage.objects import ObjectStore, StoredObject
+from storage.retry import with_retries
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "NoSuchVersion"})
 CHUNK = 1 << 20
@@ -26,47 +24,37 @@ class MissingObject(FileNotFoundError):
     """The object (or its bucket) does not exist."""
 
 
-def _client(storage: StorageSettings, tier: TierEndpoint) -> Minio:
-    secret = tier.secret_key or storage.secret_key
-    return Minio(
-        tier.endpoint or storage.endpoint,
-        access_key=tier.access_key or storage.access_key,
-        secret_key=secret.get_secret_value(),
-        secure=tier.secure if tier.endpoint else storage.secure,
-        region=storage.region,
-    )
-
-
 class IngestBucket:
-    """Reads and writes objects of the ingest tier (``settings.storage.ingest``)."""
+    """Reads and writes objects of the ingest tier (``settings.storage.ingest``).
 
-    def __init__(self, storage: StorageSettings) -> None:
-        self.bucket = storage.ingest.bucket
-        self._client = _client(storage, storage.ingest)
+    ``attempts`` bounds the retries of transient failures (None: retry until it works, which
+    is what an agent wants: an outage delays work, it never turns into a verdict).
+    """
+
+    def __init__(self, storage: StorageSettings, *, store: ObjectStore | None = None,
+                 attempts: int | None = 5) -> None:
+        self.store = store or ObjectStore(storage)
+        self.bucket = self.store.bucket("ingest")
+        self._attempts = attempts
 
     def ref(self, key: str) -> ObjectRef:
         return ObjectRef(bucket=self.bucket, key=key)
 
-    def _check_bucket(self, ref: ObjectRef) -> None:
-        if ref.bucket != self.bucket:
-            # Events name the bucket; we only ever read and write the configured ingest one.
-            raise MissingObject(f"{ref.bucket} is not the ingest bucket ({self.bucket})")
-
-    async def upload_file(self, key: str, path: Path, *, sha256: str | None = None,
-                          content_type: str = "application/octet-stream") -> ObjectRef:
+    async def upload_file(self, key: str, path: Path) -> StoredObject:
+        """Upload ``path``; the stored object's ref, SHA-256 and size (of the bytes sent)."""
         ref = self.ref(key)
-        metadata = {"sha256": sha256} if sha256 else None
-        await asyncio.to_thread(self._client.fput_object, ref.bucket, ref.key, str(path),
-                                content_type=content_type, metadata=metadata)
+        return await with_retries(lambda: self.store.put_file(ref, path), what="ingest upload",
+                                  attempts=self._attempts)
+
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> ObjectRef:
+        ref = self.ref(key)
+        await with_retries(lambda: self.store.put_bytes(ref, data, content_type=content_type),
+                           what="ingest write", attempts=self._attempts)
         return ref
 
     def _download(self, ref: ObjectRef, destination: Path) -> tuple[str, int]:
-        try:
-            response = self._client.get_object(ref.bucket, ref.key)
-        except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                raise MissingObject(f"{ref} does not exist ({exc.code})") from None
-            raise
+        # Streamed to disk (scans are gigabytes); the file is opened only once the GET answered.
+        response = self.store.client(ref.bucket).get_object(ref.bucket, ref.key)
         digest, size = hashlib.sha256(), 0
         try:
             with destination.open("wb") as out:
@@ -81,21 +69,22 @@ class IngestBucket:
 
     async def download(self, ref: ObjectRef, destination: Path) -> tuple[str, int]:
         """Write ``ref`` to ``destination``; its SHA-256 and size. ``MissingObject`` if absent."""
-        self._check_bucket(ref)
-        return await asyncio.to_thread(self._download, ref, destination)
-
-    def _exists(self, ref: ObjectRef) -> bool:
+        if ref.bucket != self.bucket:
+            # Events name the bucket; the agent only ever reads the configured ingest bucket.
+            raise MissingObject(f"{ref.bucket} is not the ingest bucket")
         try:
-            self._client.stat_object(ref.bucket, ref.key)
+            return await with_retries(lambda: asyncio.to_thread(self._download, ref, destination),
+                                      what="ingest download", attempts=self._attempts)
         except S3Error as exc:
             if exc.code in _MISSING_CODES:
-                return False
+                raise MissingObject(f"{ref} does not exist ({exc.code})") from None
             raise
-        return True
 
     async def exists(self, ref: ObjectRef) -> bool:
-        return ref.bucket == self.bucket and await asyncio.to_thread(self._exists, ref)
+        return ref.bucket == self.bucket and await self.store.exists(ref)
 
     async def delete(self, ref: ObjectRef) -> None:
-        self._check_bucket(ref)
-        await asyncio.to_thread(self._client.remove_object, ref.bucket, ref.key)
+        await self.store.delete(ref)
+
+    def close(self) -> None:
+        self.store.close()

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
     p.set_defaults(func=cmd_demo)
 
+    from scanner.cli import add_commands as add_scanner_commands
+
+    add_scanner_commands(sub, _settings)  # ingest, watch
+
     for name, module, text in (
         ("train", "model_zoo.train", "train a super-resolution model (see --help)"),
         ("evaluate", "model_zoo.evaluate", "evaluate super-resolution models against interpolation"),

@@ -125,6 +125,23 @@ class HisSettings(_Group):
     max_message_bytes: int = Field(1 << 20, ge=1024)
 
 
+class QcAgentSettings(_Group):
+    """The QC agent (agents/qc.py): how a scan is judged before its LR may be stored."""
+
+    # sampled: a fraction of the tissue tiles (quality.config.SamplingConfig); full: every tile.
+    mode: Literal["sampled", "full"] = "sampled"
+    # Judge the scan at its native resolution (the thresholds were tuned there, and defocus is
+    # still visible) or the LR image that will be stored.
+    judge: Literal["scan", "lr"] = "scan"
+    # quality.QcConfig as a JSON or YAML file (thresholds, reference image, normalisation).
+    config_file: Path | None = None
+    # Standard (reference) H&E image for the colour-cast check; overrides config_file's.
+    reference_image: Path | None = None
+    # Colour-normalise the LR toward the reference before it is stored.
+    normalise: bool = False
+    lr_compression: Literal["jpeg", "zstd"] = "jpeg"
+
+
 class ComputeSettings(_Group):
     """The compute service (agents/upscale.py, compute/): model, batching, leases, backpressure."""
 
@@ -200,6 +217,7 @@ class Settings(BaseSettings):
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
     compute: ComputeSettings = ComputeSettings()
+    qc: QcAgentSettings = QcAgentSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
