@@ -157,7 +157,7 @@ class ComputeEngine:
             return
         try:
             slide = await self._open_slide(request)
-            jobs = plan_request(request, slide.geometry, self.upscaler.context_margin,
+            jobs = plan_request(request, slide.geometry, self.upscaler.margin_for,
                                 self.config.max_tiles_per_request)
         except (UnknownSlide, InvalidRequest, SlideError) as exc:
             await self._reject(request, str(exc), callbacks)

@@ -16,7 +16,7 @@ one fixed size per ``e``, so tiles of different requests can share one batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from schemas.events import Region, TileRef, UpscaleRequested
@@ -171,9 +171,10 @@ def _unique(tiles: Iterable[TileRef]) -> list[TileRef]:
     return out
 
 
-def plan_request(request: UpscaleRequested, geometry: SlideGeometry, margin: int,
+def plan_request(request: UpscaleRequested, geometry: SlideGeometry, margin: int | Callable[[int], int],
                  max_tiles: int) -> list[TileJob]:
-    """All tile jobs of ``request`` in request order (duplicates dropped).
+    """All tile jobs of ``request`` in request order (duplicates dropped). ``margin`` is the
+    LR context per side, or a function of the model scale giving it.
 
     The whole request is refused if any tile is out of range: a client that asks for
     impossible tiles has a bug, and a partial answer would hide it.
@@ -187,4 +188,9 @@ def plan_request(request: UpscaleRequested, geometry: SlideGeometry, margin: int
             f"request covers {len(tiles)} tiles, more than the limit of {max_tiles} per request; "
             "split it or use whole-slide generation"
         )
-    return [plan_tile(geometry, request.exam_id, request.slide_number, request.scale, t, margin) for t in tiles]
+    margin_for = margin if callable(margin) else (lambda _scale: margin)
+    return [
+        plan_tile(geometry, request.exam_id, request.slide_number, request.scale, t,
+                  margin_for(geometry.effective_scale(request.scale, t.level)))
+        for t in tiles
+    ]

@@ -31,6 +31,10 @@ class Upscaler(Protocol):
         """LR pixels of context each side of a tile needs for a seamless result."""
         ...
 
+    def margin_for(self, scale: int) -> int:
+        """Context needed at one scale (<= context_margin; smaller windows at low scales)."""
+        ...
+
     def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
         """Same-size uint8 RGB (H, W, 3) images -> uint8 RGB (H*scale, W*scale, 3)."""
         ...
@@ -46,6 +50,9 @@ class InterpolationUpscaler:
 
     name = BICUBIC
     context_margin = 2  # the bicubic kernel reaches 2 input pixels each side
+
+    def margin_for(self, scale: int) -> int:
+        return self.context_margin
 
     def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
         import torch
@@ -68,6 +75,10 @@ class ModelUpscaler:
         self.name = name
         self.context_margin = int(getattr(resolver, "context_margin"))
 
+    def margin_for(self, scale: int) -> int:
+        per_scale = getattr(self._resolver, "margin_for", None)
+        return int(per_scale(scale)) if per_scale is not None else self.context_margin
+
     def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
         return list(self._resolver.upscale_batch(list(images), scale))  # type: ignore[attr-defined]
 
@@ -84,7 +95,7 @@ def load_upscaler(name: str = "default", device: str = "cpu", threads: int | Non
         import model_zoo
 
         loader = getattr(model_zoo, "load_model")
-        resolver = loader(device=device) if name == "default" else loader(name=name, device=device)
+        resolver = loader(device=device) if name == "default" else loader(name, device=device)
     except Exception as exc:  # noqa: BLE001 - any failure to load means: no usable weights
         log.warning("compute.model_unavailable", model=name, error=f"{type(exc).__name__}: {exc}",
                     fallback=BICUBIC)
