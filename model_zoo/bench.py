@@ -1,0 +1,86 @@
+"""Throughput and cost table: ``python -m model_zoo.bench [--threads 2] [--lr-size 256]``.
+
+For each model size and scale: parameters, fp16 weights size, convolution FLOPs per
+output pixel (torch.utils.flop_counter; multiply + add = 2) and output megapixels per
+second through the full public path (``SuperResolver.upscale``: uint8 in, tiling,
+uint8 out) on CPU with the given threads, and on CUDA when available. Speed does not
+depend on the weights, so sizes without shipped weights are timed with random ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .architecture import CascadeGenerator, count_parameters
+from .inference import SuperResolver
+from .registry import ARCHITECTURES, DEFAULT_MODEL, REGISTRY
+
+
+def flops_per_output_pixel(model: CascadeGenerator, scale: int, size: int = 64) -> float:
+    x = torch.rand(1, 3, size, size)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x, scale)
+    return counter.get_total_flops() / (size * scale) ** 2
+
+
+def output_mpx_per_second(resolver: SuperResolver, scale: int, lr_size: int, repeats: int) -> float:
+    image = np.random.default_rng(0).integers(0, 256, (lr_size, lr_size, 3), dtype=np.uint8)
+    resolver.upscale(image, scale)  # warm-up: allocator, oneDNN kernels, cuDNN autotune
+    times = []
+    for _ in range(repeats):
+        if resolver.device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        resolver.upscale(image, scale)
+        if resolver.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return (lr_size * scale) ** 2 / statistics.median(times) / 1e6
+
+
+def model_label(arch: str) -> str:
+    names = [s.name for s in REGISTRY.values() if s.architecture == arch]
+    default = " (default)" if REGISTRY[DEFAULT_MODEL].architecture == arch else ""
+    return f"{arch}{default}" + (f" [{', '.join(names)}]" if names else " [no weights shipped]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="model_zoo.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--archs", nargs="+", default=["small", "large"], choices=sorted(ARCHITECTURES))
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lr-size", type=int, default=256, help="LR input side (a 5x viewer tile)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = ["cpu"]
+    if args.gpu == "yes" or (args.gpu == "auto" and torch.cuda.is_available()):
+        devices.append("cuda")
+    header = ["model", "params", "fp16 MB", "scale", "kFLOP/out px"]
+    header += [f"CPU {args.threads} thr Mpx/s" if d == "cpu" else "GPU Mpx/s" for d in devices]
+    print(f"LR input {args.lr_size}x{args.lr_size} uint8, median of {args.repeats}; output Mpx/s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for arch in args.archs:
+        torch.manual_seed(0)
+        model = CascadeGenerator(ARCHITECTURES[arch]).eval()
+        params = count_parameters(model)
+        for scale in args.scales:
+            cells = [model_label(arch), f"{params / 1e6:.2f}M", f"{params * 2 / 2**20:.2f}", f"x{scale}",
+                     f"{flops_per_output_pixel(model, scale) / 1e3:.1f}"]
+            for device in devices:
+                resolver = SuperResolver(model, device=device, compile=device == "cuda")
+                cells.append(f"{output_mpx_per_second(resolver, scale, args.lr_size, args.repeats):.2f}")
+            print("| " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

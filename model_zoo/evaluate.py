@@ -1,0 +1,178 @@
+"""Evaluate models against nearest, bicubic and Lanczos on the validation split.
+
+``python -m model_zoo.evaluate [--models NAME ...] [--scales 2 4 8] [--out-dir out/eval]``
+(also ``slidestream evaluate``). For every held-out image and scale ``s`` the LR input is
+the clean area-downsampled HR (``degradation.box_downsample``, rounded to 8 bits); every
+method upscales it by ``s`` and is compared with the original HR, ignoring an ``s``-pixel
+border. Writes ``results.json``, ``results.md`` and one PNG panel per scale
+(LR | bicubic | model(s) | HR) to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .architecture import CascadeGenerator
+from .baselines import METHODS, interpolate
+from .data import default_data_dir, list_sources, split_sources
+from .degradation import box_downsample, crop_to_multiple, to_uint8
+from .images import load_rgb
+from .inference import SuperResolver, load_model
+from .metrics import delta_e, psnr, ssim
+from .registry import ARCHITECTURES, DEFAULT_MODEL
+
+BASELINES = tuple(METHODS)  # nearest, bicubic, lanczos
+
+
+@dataclass
+class Row:
+    image: str
+    scale: int
+    method: str
+    psnr: float
+    ssim: float
+    delta_e: float
+    seconds: float
+
+
+def load_custom(weights: Path, arch: str, device: str) -> SuperResolver:
+    """An unregistered weights file (no checksum): for evaluating checkpoints before release."""
+    model = CascadeGenerator(ARCHITECTURES[arch])
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if "generator" in state:  # a training checkpoint
+        state = state["generator"]
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return SuperResolver(model, name=f"{weights.stem}", device=device)
+
+
+def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, SuperResolver]
+                   ) -> tuple[list[Row], dict[str, np.ndarray], np.ndarray]:
+    lr = to_uint8(box_downsample(hr, scale))
+    rows, outputs = [], {}
+    candidates: dict[str, object] = {m: m for m in BASELINES}
+    candidates.update(models)
+    for label, method in candidates.items():
+        started = time.perf_counter()
+        out = interpolate(lr, scale, method) if isinstance(method, str) else method.upscale(lr, scale)
+        seconds = time.perf_counter() - started
+        outputs[label] = out
+        rows.append(Row(name, scale, label, psnr(out, hr, scale), ssim(out, hr, scale),
+                        delta_e(out, hr, scale), seconds))
+    return rows, outputs, lr
+
+
+def summarise(rows: list[Row]) -> dict[int, dict[str, dict[str, float]]]:
+    table: dict[int, dict[str, dict[str, float]]] = {}
+    for scale in sorted({r.scale for r in rows}):
+        for method in dict.fromkeys(r.method for r in rows):
+            sel = [r for r in rows if r.scale == scale and r.method == method]
+            table.setdefault(scale, {})[method] = {
+                "psnr": float(np.mean([r.psnr for r in sel])),
+                "ssim": float(np.mean([r.ssim for r in sel])),
+                "delta_e": float(np.mean([r.delta_e for r in sel])),
+                "seconds": float(np.mean([r.seconds for r in sel])),
+                "images": len(sel),
+            }
+    return table
+
+
+def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str]) -> str:
+    lines = [f"Validation split: {len(images)} held-out images ({', '.join(images)}).",
+             "LR = area (box) downsampling of the HR image, 8-bit; metrics skip an s-pixel border.",
+             "", "| scale | method | PSNR dB | dPSNR vs bicubic | SSIM | dSSIM vs bicubic | dE00 | s/image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scale, methods in table.items():
+        bic = methods["bicubic"]
+        for method, m in methods.items():
+            lines.append(f"| x{scale} | {method} | {m['psnr']:.2f} | {m['psnr'] - bic['psnr']:+.2f} | "
+                         f"{m['ssim']:.4f} | {m['ssim'] - bic['ssim']:+.4f} | {m['delta_e']:.2f} | "
+                         f"{m['seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def panel(lr: np.ndarray, outputs: dict[str, np.ndarray], hr: np.ndarray, scale: int, size: int,
+          centre: tuple[int, int] | None = None) -> Image.Image:
+    """LR (pixel-replicated) | bicubic | model(s) | HR for one ``size`` x ``size`` HR region."""
+    h, w = hr.shape[:2]
+    size = min(size, h, w) // scale * scale
+    cy, cx = centre or (h // 2, w // 2)
+    top = int(np.clip(cy - size // 2, 0, h - size)) // scale * scale
+    left = int(np.clip(cx - size // 2, 0, w - size)) // scale * scale
+    region = (slice(top, top + size), slice(left, left + size))
+    lr_region = lr[top // scale:(top + size) // scale, left // scale:(left + size) // scale]
+    columns = [("LR (5x)" if scale == 8 else f"LR (1/{scale})", interpolate(lr_region, scale, "nearest")),
+               ("bicubic", outputs["bicubic"][region])]
+    columns += [(label, out[region]) for label, out in outputs.items() if label not in BASELINES]
+    columns.append(("HR", hr[region]))
+    label_h, gap = 16, 4
+    canvas = Image.new("RGB", (len(columns) * (size + gap) - gap, size + label_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, pixels) in enumerate(columns):
+        x = i * (size + gap)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(pixels)), (x, label_h))
+        draw.text((x + 3, 2), f"{label} x{scale}" if label != "HR" else "HR", fill="black")
+    return canvas
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="model_zoo.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=[DEFAULT_MODEL], help="registered model names")
+    p.add_argument("--weights", type=Path, action="append", default=[],
+                   help="also evaluate an unregistered weights/checkpoint file (needs --arch)")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
+    p.add_argument("--scales", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--out-dir", type=Path, default=Path("out") / "eval")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--panel-size", type=int, default=256, help="HR pixels per panel column")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = {name: load_model(name, args.device) for name in args.models}
+    for path in args.weights:
+        resolver = load_custom(path, args.arch, args.device)
+        models[resolver.name] = resolver
+    _, val_paths = split_sources(list_sources(args.data_dir or default_data_dir()))
+    val_paths = val_paths[:args.max_images]
+    if not val_paths:
+        print("no validation images found", file=sys.stderr)
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    for index, path in enumerate(val_paths):
+        hr = crop_to_multiple(load_rgb(path), max(args.scales))
+        for scale in args.scales:
+            image_rows, outputs, lr = evaluate_image(path.stem, hr, scale, models)
+            rows += image_rows
+            if index == 0:
+                panel(lr, outputs, hr, scale, args.panel_size).save(args.out_dir / f"panel_x{scale}.png",
+                                                                    optimize=True)
+        print(f"evaluated {path.stem}", file=sys.stderr, flush=True)
+    table = summarise(rows)
+    names = [p.stem for p in val_paths]
+    (args.out_dir / "results.json").write_text(json.dumps(
+        {"images": names, "summary": {f"x{s}": v for s, v in table.items()},
+         "rows": [r.__dict__ for r in rows]}, indent=1))
+    text = markdown(table, names)
+    (args.out_dir / "results.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

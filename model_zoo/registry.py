@@ -1,0 +1,117 @@
+"""Model registry: name -> architecture, weights file, scales and checksum.
+
+Weights are fp16 ``state_dict`` files under ``model_zoo/weights/``. The loader checks
+the file's sha256 against the registry before unpickling anything, so a truncated,
+corrupted or swapped file fails with an error that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .architecture import CascadeGenerator, GeneratorConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# Sizes from the one definition. "small" is the CPU/interactive default, "large" is
+# meant for GPUs, "tiny" exists for tests and smoke runs.
+ARCHITECTURES: dict[str, GeneratorConfig] = {
+    "tiny": GeneratorConfig(channels=8, blocks=1, stage_channels=(8, 8, 4), stage_convs=1),
+    "small": GeneratorConfig(channels=48, blocks=6, stage_channels=(32, 16, 8), stage_convs=1),
+    "large": GeneratorConfig(channels=64, blocks=16, stage_channels=(64, 32, 32), stage_convs=2),
+}
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, corrupted or does not match the registry."""
+
+
+class WeightsChecksumError(WeightsError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: str
+    weights: str | None  # file name under WEIGHTS_DIR; None = architecture only, untrained
+    sha256: str | None
+    description: str = ""
+
+    @property
+    def config(self) -> GeneratorConfig:
+        return ARCHITECTURES[self.architecture]
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.config.scales
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="sr-cascade-small",
+            architecture="small",
+            weights="sr-cascade-small.pt",
+            sha256=None,
+            description="CPU default: pixel-loss phase + short adversarial/perceptual fine-tune",
+        ),
+    )
+}
+
+DEFAULT_MODEL = "sr-cascade-small"
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(REGISTRY)}") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} is missing")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsChecksumError(
+            f"weights file {path} has sha256 {actual}, expected {expected}: corrupted or not the "
+            "registered file")
+
+
+def save_weights(model: CascadeGenerator, path: Path) -> str:
+    """Write an fp16 state_dict and return its sha256 (for the registry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    return sha256_of(path)
+
+
+def load_generator(spec: ModelSpec | str, device: str | torch.device = "cpu",
+                   weights_dir: Path = WEIGHTS_DIR) -> CascadeGenerator:
+    """Build the spec's architecture and load its checksum-verified weights (eval mode)."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    if spec.weights is None or spec.sha256 is None:
+        raise WeightsError(f"model {spec.name!r} has no trained weights registered")
+    path = Path(weights_dir) / spec.weights
+    verify_checksum(path, spec.sha256)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = CascadeGenerator(spec.config)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as exc:  # a registered checksum with the wrong architecture, say
+        raise WeightsError(f"weights file {path} does not fit model {spec.name!r}: {exc}") from exc
+    return model.to(device).eval()

@@ -1,0 +1,133 @@
+"""Train a generator: ``python -m model_zoo.train [options]`` (also ``slidestream train``).
+
+Example (the shipped default, CPU)::
+
+    python -m model_zoo.train --arch small --out-dir out/train/small --resume \
+        --export model_zoo/weights/sr-cascade-small.pt
+
+``--resume`` continues from ``<out-dir>/last.pt`` when it exists, so an interrupted
+run is restarted with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .data import PatchSampler, default_data_dir, list_sources, split_sources
+from .degradation import DegradationConfig
+from .images import load_rgb
+from .registry import ARCHITECTURES, save_weights
+from .training import StepStats, Trainer, TrainConfig
+from .validation import ValidationSet
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="model_zoo.train", description=__doc__.splitlines()[0])
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch)
+    p.add_argument("--pixel-steps", type=int, default=defaults.pixel_steps)
+    p.add_argument("--gan-steps", type=int, default=defaults.gan_steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr-size", type=int, default=defaults.lr_size, help="LR crop side in pixels")
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--degradation", choices=("mild", "clean"), default=defaults.degradation)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--val-every", type=int, default=defaults.val_every)
+    p.add_argument("--ckpt-every", type=int, default=defaults.ckpt_every)
+    p.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default: settings)")
+    p.add_argument("--max-train-images", type=int, default=None, help="limit sources (smoke tests)")
+    p.add_argument("--max-val-images", type=int, default=None)
+    p.add_argument("--val-crop", type=int, default=384, help="HR centre crop per validation image")
+    p.add_argument("--out-dir", type=Path, default=None, help="checkpoints (default out/train/<arch>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt if present")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (with a checkpoint) after this many steps; continue later with --resume")
+    p.add_argument("--export", type=Path, default=None, help="write fp16 generator weights here at the end")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(arch=args.arch, pixel_steps=args.pixel_steps, gan_steps=args.gan_steps,
+                       batch_size=args.batch_size, lr_size=args.lr_size, lr=args.lr,
+                       degradation=args.degradation, seed=args.seed, val_every=args.val_every,
+                       ckpt_every=args.ckpt_every)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _format_scores(scores: dict[int, dict[str, float]]) -> str:
+    return " ".join(f"x{s} {v['model']:.2f}dB ({v['model'] - v['bicubic']:+.2f})" for s, v in scores.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    device = resolve_device(args.device)
+    out_dir = args.out_dir or Path("out") / "train" / cfg.arch
+    checkpoint = out_dir / "last.pt"
+
+    data_dir = args.data_dir or default_data_dir()
+    train_paths, val_paths = split_sources(list_sources(data_dir))
+    train_paths = train_paths[:args.max_train_images]
+    val_paths = val_paths[:args.max_val_images]
+    if not train_paths:
+        print(f"no training images found under {data_dir}", file=sys.stderr)
+        return 2
+    degradation = DegradationConfig.mild() if cfg.degradation == "mild" else DegradationConfig()
+    sampler = PatchSampler.from_paths(train_paths, degradation=degradation, seed=cfg.seed)
+    valset = (ValidationSet.from_images({p.stem: load_rgb(p) for p in val_paths}, crop=args.val_crop)
+              if val_paths else None)
+
+    trainer = Trainer(cfg, sampler, valset, device)
+    if args.resume and checkpoint.is_file():
+        trainer.load(checkpoint)
+        print(f"resumed from {checkpoint} at step {trainer.step}", file=sys.stderr)
+    print(f"training {cfg.arch} on {device}: {len(train_paths)} train / {len(val_paths)} validation "
+          f"images, steps {trainer.step}->{cfg.total_steps}", file=sys.stderr)
+
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=cfg.total_steps, initial=trainer.step, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                        dynamic_ncols=True)
+    last_val = ""
+
+    def report(stats: StepStats, scores: dict | None) -> None:
+        nonlocal last_val
+        if scores:
+            last_val = _format_scores(scores)
+            print(f"step {stats.step} [{stats.phase}] val {last_val}", file=sys.stderr, flush=True)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix_str(f"{stats.phase} x{stats.scale} loss {stats.loss:.4f} | {last_val}",
+                                     refresh=False)
+
+    trainer.run(checkpoint, report, max_steps=args.stop_after)
+    if progress is not None:
+        progress.close()
+    summary = {"steps": trainer.step, "train_seconds": round(trainer.history.seconds, 1),
+               "validations": trainer.history.validations[-2:]}
+    if args.export:
+        digest = save_weights(trainer.generator, args.export)
+        summary.update(exported=str(args.export), sha256=digest)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
