@@ -1,0 +1,83 @@
+"""Wait for QC verdicts on the real broker (demo, bench, tests): a consumer on both
+``slide.qc_passed`` and ``slide.qc_failed``, positioned at their end before anything is sent,
+that remembers every verdict it has read so several slides can be awaited in any order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.events import SlideQcFailed, SlideQcPassed
+from schemas.registry import EventValidationError, parse_event
+from schemas.topics import Topic
+from slidestream.settings import Settings
+
+Verdict = SlideQcPassed | SlideQcFailed
+VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value)
+
+
+class VerdictListener:
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.seen: list[tuple[float, Verdict]] = []  # (monotonic arrival time, verdict)
+
+    async def wait(self, match: Callable[[Verdict], bool], timeout: float) -> Verdict:
+        """The first verdict (already read, or arriving within ``timeout`` s) that ``match``es."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for _, verdict in self.seen[checked:]:
+                if match(verdict):
+                    return verdict
+            checked = len(self.seen)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching QC verdict within {timeout:.0f} s")
+            batches = await self._consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    try:
+                        event = parse_event(record.topic, record.value)
+                    except EventValidationError:
+                        continue  # not ours to judge; the agents dead-letter such events
+                    self.seen.append((now, event))  # type: ignore[arg-type]
+
+    async def for_slide(self, exam_id: str, slide_number: int, timeout: float) -> Verdict:
+        return await self.wait(lambda v: v.exam_id == exam_id and v.slide_number == slide_number, timeout)
+
+    def arrival(self, verdict: Verdict) -> float:
+        return next(at for at, seen in self.seen if seen is verdict)
+
+
+@asynccontextmanager
+async def listen_for_verdicts(settings: Settings) -> AsyncIterator[VerdictListener]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions: list[TopicPartition] = []
+        for topic in VERDICT_TOPICS:
+            found = consumer.partitions_for_topic(topic)
+            if not found:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh cluster metadata
+                found = consumer.partitions_for_topic(topic)
+            if not found:
+                raise RuntimeError(f"topic {topic} does not exist; run `slidestream up` to bootstrap")
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the lazy seek before the caller sends anything
+            await consumer.position(tp)
+        yield VerdictListener(consumer)
+    finally:
+        await consumer.stop()
+
+
+async def gather_verdicts(listener: VerdictListener, slides: list[tuple[str, int]], timeout: float) -> list[Verdict]:
+    """Verdicts for every (exam, slide), in the order given, all within ``timeout`` s. One at a
+    time (one consumer); verdicts that arrive out of order wait in ``listener.seen``."""
+    deadline = time.monotonic() + timeout
+    return [await listener.for_slide(exam, slide, max(0.0, deadline - time.monotonic())) for exam, slide in slides]

@@ -1,0 +1,165 @@
+"""The QC agent in a real worker process on the real broker and object store: good slides pass
+with a readable LR in the ingest bucket, bad ones fail with their reason, bad events are
+dead-lettered, the worker keeps serving and the scan stays in the ingest bucket."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from scanner.ids import validate_ids
+from scanner.ingest import open_ingestor
+from scanner.objects import IngestBucket
+from scanner.samples import tiff_bomb, truncated_copy, unsupported_file
+from scanner.verdicts import listen_for_verdicts
+from schemas.common import QcFailureKind
+from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed, SlideScanned
+from schemas.topics import Topic
+from slide_io import TiledTiff, open_slide
+from slidestream.kafka_client import producer, send_event, tail, wait_for
+from slidestream.probe import probe_agents
+from slidestream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+VERDICT_TIMEOUT_S = 180.0
+
+
+def _exam() -> str:
+    # Unique per test: the catalog (save agent) keeps one LR per exam and slide.
+    return f"IT-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def data(agent_worker: Settings) -> Path:
+    path = agent_worker.shared_data
+    if not (path / "wsi_formats").is_dir():
+        pytest.skip("shared data set not available")
+    return path
+
+
+async def _ingest_and_judge(settings: Settings, path: Path, *, magnification: float | None = None):
+    exam = _exam()
+    ids = validate_ids("P-IT-1", exam, 1, scanner_id="it-scanner")
+    async with listen_for_verdicts(settings) as listener, open_ingestor(settings) as ingestor:
+        scanned = await ingestor.ingest(path, ids, magnification=magnification)
+        verdict = await listener.for_slide(exam, 1, VERDICT_TIMEOUT_S)
+    return scanned, verdict
+
+
+async def _still_in_ingest(settings: Settings, scanned: SlideScanned, tmp_path: Path) -> None:
+    bucket = IngestBucket(settings.storage)
+    sha256, size = await bucket.download(scanned.ingest, tmp_path / "kept")
+    assert (sha256, size) == (scanned.sha256, scanned.size_bytes)
+
+
+async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent_worker, data, tmp_path) -> None:
+    scanned, verdict = await _ingest_and_judge(agent_worker, data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")
+    assert isinstance(verdict, SlideQcPassed), verdict
+    assert (verdict.patient_id, verdict.exam_id) == (scanned.patient_id, scanned.exam_id)
+    assert verdict.magnification == agent_worker.lr_magnification == 5.0
+    assert (verdict.width, verdict.height) == (555, 742)  # 2220 x 2967 at 20x -> 5x
+    assert verdict.hr_candidate == scanned.ingest  # the 20x original is the hr-cache candidate
+    assert verdict.lr.bucket == agent_worker.storage.ingest.bucket
+    assert verdict.acquired_at == scanned.acquired_at
+    assert {c.name.value for c in verdict.checks} >= {"readable", "tissue", "blur", "folds", "bubbles"}
+    assert all(c.passed for c in verdict.checks)
+
+    bucket = IngestBucket(agent_worker.storage)
+    sha256, size = await bucket.download(verdict.lr, tmp_path / "lr.tiff")
+    assert (sha256, size) == (verdict.sha256, verdict.size_bytes)
+    with open_slide(tmp_path / "lr.tiff") as lr:
+        assert lr.dimensions == (555, 742) and lr.magnification == 5.0
+        assert lr.read_region(0, 256, 256, 256, 256).std() > 5  # real tissue pixels
+    # One tile straight from the object store with ranged GETs.
+    with TiledTiff(bucket.store.range_reader(verdict.lr)) as remote:
+        assert remote.read_tile(0, 1, 1).shape[2] == 3
+    report = json.loads((await bucket.store.get_bytes(bucket.ref(f"qc/{scanned.exam_id}/0001/report.json"))))
+    assert report["passed"] and report["qc"]["checks"]
+    await _still_in_ingest(agent_worker, scanned, tmp_path)
+
+
+async def test_real_out_of_focus_scan_fails_naming_blur(agent_worker, data, tmp_path) -> None:
+    scanned, verdict = await _ingest_and_judge(
+        agent_worker, data / "qc_artefacts/focus/fqpath_sample_out_of_focus.png", magnification=40)
+    assert isinstance(verdict, SlideQcFailed), verdict
+    assert verdict.kind is QcFailureKind.QUALITY
+    assert [c.name.value for c in verdict.checks if not c.passed] == ["blur"]
+    assert "blur" in verdict.reason and "report: " in verdict.reason
+    assert verdict.ingest == scanned.ingest
+    await _still_in_ingest(agent_worker, scanned, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "words"),
+    [
+        (lambda data, d: truncated_copy(data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs", d / "cut.svs"),
+         QcFailureKind.UNREADABLE, "truncated"),
+        (lambda data, d: unsupported_file(d / "report.svs"), QcFailureKind.UNSUPPORTED_FORMAT, "PDF"),
+        (lambda data, d: tiff_bomb(d / "bomb.tif"), QcFailureKind.TOO_LARGE, "refused before decoding"),
+    ],
+    ids=["truncated", "unsupported", "bomb"],
+)
+async def test_bad_file_fails_with_its_reason_and_stays_in_ingest(agent_worker, data, tmp_path, make, kind,
+                                                                  words) -> None:
+    scanned, verdict = await _ingest_and_judge(agent_worker, make(data, tmp_path), magnification=20)
+    assert isinstance(verdict, SlideQcFailed), verdict
+    assert verdict.kind is kind and words in verdict.reason
+    assert [(c.name.value, c.passed) for c in verdict.checks] == [("readable", False)]
+    await _still_in_ingest(agent_worker, scanned, tmp_path)
+
+
+async def test_missing_ingest_object_fails_as_missing(agent_worker) -> None:
+    exam = _exam()
+    scanned = SlideScanned(
+        patient_id="P-IT-2", exam_id=exam, slide_number=1,
+        ingest={"bucket": agent_worker.storage.ingest.bucket, "key": f"scans/{exam}/0001/scan.svs"},
+        original_filename="gone.svs", size_bytes=1234, sha256="ab" * 32, acquired_at=datetime.now(timezone.utc))
+    async with listen_for_verdicts(agent_worker) as listener, producer(agent_worker) as prod:
+        await send_event(prod, Topic.SLIDE_SCANNED.value, scanned, key=exam)
+        verdict = await listener.for_slide(exam, 1, VERDICT_TIMEOUT_S)
+    assert isinstance(verdict, SlideQcFailed) and verdict.kind is QcFailureKind.MISSING_OBJECT
+    assert "not in the ingest bucket" in verdict.reason
+
+
+async def _dead_letter_for(settings: Settings, payload: bytes, key: bytes) -> DeadLetter:
+    def match(raw: bytes) -> DeadLetter | None:
+        letter = DeadLetter.model_validate_json(raw)
+        return letter if letter.source_topic == Topic.SLIDE_SCANNED.value and letter.raw_payload() == payload else None
+
+    async with tail(settings, Topic.DEAD_LETTER.value) as letters, producer(settings) as prod:
+        await prod.send_and_wait(Topic.SLIDE_SCANNED.value, payload, key=key)
+        return await wait_for(letters, match, timeout=VERDICT_TIMEOUT_S)
+
+
+async def test_malformed_events_are_dead_lettered_and_the_worker_keeps_serving(agent_worker, data) -> None:
+    for payload in (b"\x00\xffnot json", b'{"event_type": "slide.scanned", "exam_id": 7}'):
+        letter = await _dead_letter_for(agent_worker, payload, key=b"bad")
+        assert letter.error and "slide.scanned" in letter.error
+    assert (await probe_agents(agent_worker, timeout=60)).worker
+    _, verdict = await _ingest_and_judge(agent_worker, data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif",
+                                         magnification=40)
+    assert isinstance(verdict, SlideQcPassed)  # the next good slide is still judged
+
+
+async def test_event_with_malformed_ids_is_dead_lettered_and_reported_as_invalid_ids(agent_worker) -> None:
+    exam = _exam()
+    ingest = {"bucket": agent_worker.storage.ingest.bucket, "key": f"scans/{exam}/0001/scan.svs"}
+    good = SlideScanned(patient_id="P-IT-3", exam_id=exam, slide_number=1, ingest=ingest,
+                        original_filename="x.svs", size_bytes=10, sha256="cd" * 32,
+                        acquired_at=datetime.now(timezone.utc))
+    document = json.loads(good.model_dump_json())
+    document["patient_id"] = "../../etc/passwd"
+    payload = json.dumps(document).encode()
+    async with listen_for_verdicts(agent_worker) as listener:
+        letter = await _dead_letter_for(agent_worker, payload, key=exam.encode())
+        verdict = await listener.wait(lambda v: isinstance(v, SlideQcFailed) and v.ingest.key == ingest["key"],
+                                      VERDICT_TIMEOUT_S)
+    assert "patient_id" in letter.error
+    assert verdict.kind is QcFailureKind.INVALID_IDS
+    assert (verdict.patient_id, verdict.exam_id, verdict.slide_number) == (None, exam, 1)
+    assert "passwd" not in verdict.reason  # the bad value is not echoed
