@@ -26,7 +26,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -91,6 +91,7 @@ class _Request:
     slide: LrSlide
     pending: set[str]  # tile keys not yet answered (done or failed)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    sources: set[Hashable] = field(default_factory=set)  # Kafka partitions it was delivered from
     started: bool = False
 
 
@@ -141,15 +142,19 @@ class ComputeEngine:
 
     # --- intake -------------------------------------------------------------------------
 
-    async def submit(self, request: UpscaleRequested, on_finished: Callable[[], None] | None = None) -> None:
+    async def submit(self, request: UpscaleRequested, on_finished: Callable[[], None] | None = None,
+                     source: Hashable | None = None) -> None:
         """Queue ``request``. Unknown slides and impossible tiles are answered with
         ``upscale.failed`` at once. A request already in progress here (a redelivery)
-        is not queued twice; its callback joins the running one."""
+        is not queued twice; its callback joins the running one. ``source`` names where
+        the request came from (its partition), for ``drop_sources``."""
         key = request.request_id
         existing = self._requests.get(key)
         if existing is not None:
             if on_finished is not None:
                 existing.callbacks.append(on_finished)
+            if source is not None:
+                existing.sources.add(source)
             return
         callbacks = [on_finished] if on_finished is not None else []
         if self._past_deadline(request):
@@ -162,7 +167,8 @@ class ComputeEngine:
         except (UnknownSlide, InvalidRequest, SlideError) as exc:
             await self._reject(request, str(exc), callbacks)
             return
-        state = _Request(request, Priority(request.priority), self.clock(), slide, {j.key for j in jobs}, callbacks)
+        state = _Request(request, Priority(request.priority), self.clock(), slide, {j.key for j in jobs}, callbacks,
+                         {source} if source is not None else set())
         self._requests[key] = state
         self.scheduler.add(key, state.priority, jobs)
         log.info("upscale.queued", request_id=str(key), exam_id=request.exam_id,
@@ -227,6 +233,26 @@ class ComputeEngine:
         again = [item for item in batch.tiles
                  if item.request in self._requests and item.job.key in self._requests[item.request].pending]
         self.scheduler.defer(again, self.clock() + delay)
+
+    def drop_sources(self, revoked: set[Hashable]) -> int:
+        """Forget requests whose every source was revoked (another worker owns those
+        partitions now and will get the messages again, since we never acknowledged them).
+        Their queued tiles go; tiles already computed stay in the hr-cache for the new
+        owner. Returns the number of requests dropped."""
+        dropped = 0
+        for key, state in list(self._requests.items()):
+            if not state.sources or not state.sources & revoked:
+                continue
+            state.sources -= revoked
+            if not state.sources:
+                self.scheduler.drop_request(key)
+                del self._requests[key]
+                dropped += 1
+        if dropped:
+            log.info("upscale.requests_handed_over", count=dropped, worker=self.worker_id)
+            self._notify_backlog()
+            self._wake.set()
+        return dropped
 
     def stop(self) -> None:
         self._stopping = True

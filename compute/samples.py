@@ -7,11 +7,16 @@ A 40x MoNuSeg tile area-downsampled by 8 is what a 5x scan of the same tissue lo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from slide_io import Compression, open_slide, write_pyramid
 from slide_io.resample import area_resize
+
+if TYPE_CHECKING:
+    from schemas.catalog import ImageRecord
+    from slidestream.settings import Settings
 
 MONUSEG = "monuseg2018"
 
@@ -45,3 +50,40 @@ def write_lr_slide(pixels: np.ndarray, dest: Path, *, mpp: float = 2.0, magnific
     write_pyramid(pixels, dest, mpp=mpp, magnification=magnification,
                   compression=Compression.ZSTD if lossless else Compression.JPEG)
     return dest
+
+
+async def store_sample_slide(settings: "Settings", exam_id: str, slide_number: int, pixels: np.ndarray,
+                             *, patient_id: str = "SAMPLE-PATIENT-1", mpp: float = 2.0,
+                             magnification: float = 5.0) -> "ImageRecord":
+    """Put an LR slide where the save function leaves one: the TIFF in the recent tier and
+    patient, exam and image rows in the catalog (idempotent)."""
+    import io
+    from datetime import datetime, timezone
+
+    from catalog.db import connect, database
+    from catalog.repository import Catalog
+    from schemas.catalog import ImageRecord
+    from schemas.common import ImageState, StorageTier
+    from schemas.layout import lr_key
+    from storage.objects import ObjectStore
+
+    buffer = io.BytesIO()
+    write_pyramid(pixels, buffer, mpp=mpp, magnification=magnification, compression=Compression.ZSTD)
+    store = ObjectStore(settings.storage)
+    client = connect(settings.mongo)
+    try:
+        ref = store.ref(StorageTier.RECENT, lr_key(exam_id, slide_number))
+        stored = await store.put_bytes(ref, buffer.getvalue(), content_type="image/tiff")
+        catalog = Catalog(database(client, settings.mongo))
+        now = datetime.now(timezone.utc)
+        await catalog.ensure_patient(patient_id)
+        await catalog.ensure_exam(exam_id, patient_id, now)
+        image, _ = await catalog.add_image(ImageRecord(
+            exam_id=exam_id, patient_id=patient_id, slide_number=slide_number, state=ImageState.LR,
+            tier=StorageTier.RECENT, object=ref, acquired_at=now, sha256=stored.sha256,
+            size_bytes=stored.size, width=int(pixels.shape[1]), height=int(pixels.shape[0]),
+            magnification=magnification, mpp=mpp))
+        return image
+    finally:
+        await client.close()
+        store.close()

@@ -238,3 +238,21 @@ async def test_remaining_counts_down_to_zero_on_the_last_answer(tmp_path: Path, 
     remaining = [a.remaining for a in answers]  # type: ignore[union-attr]
     assert remaining == [12 - s for s in np.cumsum(sizes)]
     assert remaining[-1] == 0 and all(r > 0 for r in remaining[:-1])
+
+
+async def test_requests_of_revoked_partitions_are_handed_over_unacknowledged(
+        tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    h = Harness(tmp_path, lr_pixels)
+    moved = req(priority="background", region=Region(x=0, y=0, width=1000, height=720))
+    kept = req(priority="background", tiles=[TileRef(level=10, col=0, row=0)])
+    acks: list[str] = []
+    await h.engine.submit(moved, on_finished=lambda: acks.append("moved"), source=("upscale.requested", 4))
+    await h.engine.submit(kept, on_finished=lambda: acks.append("kept"), source=("upscale.requested", 4))
+    await h.engine.submit(kept, on_finished=lambda: acks.append("kept again"), source=("upscale.requested", 5))
+    # `kept` was also delivered through partition 5, which stays ours
+    assert h.engine.drop_sources({("upscale.requested", 4)}) == 1
+    assert h.engine.drop_sources({("upscale.requested", 4)}) == 0
+    await h.run()
+    assert acks == ["kept", "kept again"]  # the handed-over request is not acknowledged: its new owner gets it
+    assert not h.done(moved) and len(h.done(kept)) == 1
+    assert h.engine.stats.tiles_computed == 1
