@@ -15,6 +15,7 @@ DEFAULT_AGENT_MODULES: tuple[str, ...] = (
     "agents.save",
     "agents.tiering",
     "agents.qc",
+    "agents.upscale",
 )
 
 
