@@ -14,6 +14,7 @@ from pathlib import Path
 from scanner.ids import InvalidIds, validate_ids
 from scanner.ingest import IngestError, open_ingestor
 from scanner.watch import Outcome, ScanRequest, WatchFolder
+from slidestream.logging import configure_logging
 from slidestream.settings import Settings
 
 
@@ -49,6 +50,7 @@ def add_commands(sub: argparse._SubParsersAction, settings_factory) -> None:  # 
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings)  # JSON on stderr, patient IDs redacted
     try:
         ids = validate_ids(args.patient, args.exam, args.slide, scanner_id=args.scanner, body_part=args.body_part)
     except InvalidIds as exc:
@@ -74,6 +76,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(settings)
     async def run() -> None:
         async with open_ingestor(settings) as ingestor:
             async def ingest(request: ScanRequest) -> None:
