@@ -40,6 +40,16 @@ def assess(previous: QueueSnapshot | None, current: QueueSnapshot) -> Quietness:
     return Quietness(True, "queues quiet")
 
 
+async def topic_partitions(consumer: object, topic: str) -> list[int]:
+    """Partition numbers of ``topic`` as the broker knows them now (an unsubscribed consumer's
+    cached metadata may not list the topic yet)."""
+    partitions = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
+    if not partitions:
+        await consumer._client.force_metadata_update()  # type: ignore[attr-defined]  # noqa: SLF001
+        partitions = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
+    return sorted(partitions or ())
+
+
 class KafkaQueueMonitor:
     """Takes ``QueueSnapshot``s of the watched topics with aiokafka's admin and consumer APIs."""
 
@@ -57,9 +67,8 @@ class KafkaQueueMonitor:
         await consumer.start()
         await admin.start()
         try:
-            await consumer.topics()  # fetch cluster metadata so partitions_for_topic knows them
             tps = [TopicPartition(topic, p) for topic in self._topics
-                   for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                   for p in await topic_partitions(consumer, topic)]
             ends = await consumer.end_offsets(tps) if tps else {}
             end_offsets = {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
             committed: dict[str, dict[TopicPartitionKey, int]] = {}

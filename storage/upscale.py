@@ -21,6 +21,7 @@ import structlog
 from schemas.events import UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Priority, Topic, priority_partitions
+from storage.quiet import topic_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +56,9 @@ class KafkaUpscaleGateway:
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await self._consumer.start()
-        await self._consumer.topics()  # metadata of every topic
         tps = [TopicPartition(topic.value, p)
                for topic in (Topic.UPSCALE_DONE, Topic.UPSCALE_FAILED)
-               for p in sorted(self._consumer.partitions_for_topic(topic.value) or ())]
+               for p in await topic_partitions(self._consumer, topic.value)]
         if not tps:
             raise RuntimeError("topics upscale.done / upscale.failed do not exist; bootstrap the stack")
         self._consumer.assign(tps)

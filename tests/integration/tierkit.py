@@ -70,3 +70,112 @@ async def stage_slide(svc: Services, *, patient_id: str, exam_id: str, slide_num
 async def object_sha(svc: Services, ref: ObjectRef) -> str | None:
     found = await svc.store.checksum(ref)
     return found[0] if found else None
+
+
+# --- real Faust worker processes ---------------------------------------------------------
+
+WORKER_TOPICS = ("slide.qc_passed", "patient.discharged", "patient.admitted", "upscale.done")
+
+
+def run_worker(modules: list[str]) -> None:
+    """Entry point of a worker subprocess running only ``modules`` (``python -c``)."""
+    import faust
+
+    from agents.app import create_app
+    from slidestream.logging import configure_logging
+    from slidestream.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings)
+    app = create_app(settings, modules)
+    faust.Worker(app, loglevel=settings.log_level, override_logging=False,
+                 redirect_stdouts=False).execute_from_commandline()
+
+
+async def end_offsets(settings: Settings, topics: tuple[str, ...] = WORKER_TOPICS) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from storage.quiet import topic_partitions
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in await topic_partitions(consumer, t)]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def commit_offsets(settings: Settings, group: str, offsets: dict) -> None:
+    """Position a consumer group (as if it had consumed up to ``offsets``)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit({tp: offset for tp, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(settings: Settings, group: str) -> dict:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+    finally:
+        await admin.close()
+
+
+class WorkerProcess:
+    """A Faust worker subprocess in its own consumer group, positioned before it starts."""
+
+    def __init__(self, settings: Settings, group: str, modules: tuple[str, ...], log: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.settings, self.group, self.modules, self.log = settings, group, modules, log
+        self.extra_env = extra_env or {}
+        self.proc = None
+
+    def start(self) -> "WorkerProcess":
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "SLIDESTREAM_APP_ID": self.group, "SLIDESTREAM_LOG_LEVEL": "info",
+               "SLIDESTREAM_TIERING__SWEEP_INTERVAL_S": "3600", **self.extra_env}
+        code = "import sys; from tests.integration.tierkit import run_worker; run_worker(sys.argv[1:])"
+        repo = Path(__file__).resolve().parents[2]
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", code, *self.modules], cwd=repo, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        return self
+
+    async def wait_exit(self, timeout: float) -> int:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.group} still running after {timeout} s; log: {self.log}")
+            await asyncio.sleep(0.2)
+        return self.proc.returncode
+
+    def stop(self, timeout: float = 30.0) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
