@@ -101,7 +101,18 @@ class ScanVerdict:
             document["lr"] = {"width": self.width, "height": self.height, "magnification": self.magnification,
                               "mpp": self.mpp, "downsample": self.downsample, "corrected": self.corrected,
                               "normalisation": self.normalisation}
-        return json.dumps(document, indent=1, allow_nan=False, default=str)
+        return json.dumps(_finite_only(document), indent=1, allow_nan=False, default=str)
+
+
+def _finite_only(value: Any) -> Any:
+    """NaN and infinities (e.g. a metric over zero pixels) become null: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value
 
 
 def refused(kind: QcFailureKind, reason: str, *, readable_check: bool = True) -> ScanVerdict:

@@ -167,3 +167,11 @@ def test_qc_config_file_with_a_typo_is_refused(tmp_path) -> None:
     config.write_text(json.dumps({"blur": {"max_blured_fraction": 0.5}}))
     with pytest.raises(ValueError, match="max_blured_fraction"):
         load_qc_config(config)
+
+
+def test_report_json_is_strict_json_even_with_undefined_metrics() -> None:
+    from scanner.pipeline import ScanVerdict
+
+    verdict = ScanVerdict(True, "passed", normalisation={"delta_e_after": float("nan"), "x": [float("inf"), 1.0]})
+    document = json.loads(verdict.report_json())
+    assert document["lr"]["normalisation"] == {"delta_e_after": None, "x": [None, 1.0]}
