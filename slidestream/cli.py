@@ -73,7 +73,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from slidestream.demo import run_demo
 
-    return run_demo(_settings(), keep_running=args.keep_running)
+    return run_demo(_settings(), stop_after=args.stop)
 
 
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("demo", help="start the stack and run sample slides through it")
-    p.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    p.add_argument("--stop", action="store_true", help="stop the stack afterwards (default: leave it up)")
     p.set_defaults(func=cmd_demo)
 
     from scanner.cli import add_commands as add_scanner_commands

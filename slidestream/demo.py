@@ -1,0 +1,48 @@
+"""`slidestream demo`: the local stack, then sample slides through every stage of the system."""
+
+from __future__ import annotations
+
+import asyncio
+
+from slidestream.settings import Settings
+
+
+def _banner(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def start_stack(settings: Settings, workers: int = 1) -> None:
+    from infra.stack import up
+    from slidestream.probe import probe_agents
+    from slidestream.workers import start_workers
+
+    _banner("local stack: Kafka (KRaft), MinIO, FerretDB on loopback")
+    up(settings)
+    start_workers(settings, count=workers)
+    answer = asyncio.run(probe_agents(settings, timeout=180))
+    print(f"agents running: worker {answer.worker} answered a probe in {answer.round_trip_ms:.0f} ms")
+
+
+async def _flow(settings: Settings) -> int:
+    from scanner.demo import demo_ingest_and_qc
+
+    _banner("scanner -> slide.scanned -> QC agent")
+    verdicts = await demo_ingest_and_qc(settings)
+    passed = [v for v in verdicts if v.event_type == "slide.qc_passed"]
+    print(f"{len(passed)} of {len(verdicts)} slides passed QC")
+    return 0
+
+
+def run_demo(settings: Settings, stop_after: bool = False) -> int:
+    start_stack(settings)
+    try:
+        return asyncio.run(_flow(settings))
+    finally:
+        if stop_after:
+            from infra.stack import down
+            from slidestream.workers import stop_workers
+
+            stop_workers(settings)
+            down(settings)
+        else:
+            print("\nThe stack keeps running: `slidestream status`, `slidestream down` to stop.")
