@@ -1,0 +1,135 @@
+"""The HIS adapter against real Kafka: HL7 over MLLP and JSON over HTTP become events; an ACK
+means the event is in Kafka; malformed input is refused with a reason and publishes nothing;
+with Kafka down the HIS gets AE / 503 and can resend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import hl7
+import httpx
+import pytest
+from hl7.mllp import open_hl7_connection
+
+from his.adapter import HisAdapter
+from his.http import create_http_app
+from his.mllp import MllpListener
+from infra import stack as local_stack
+from schemas.events import PatientAdmitted, PatientDischarged
+from schemas.topics import Topic
+from slidestream.kafka_client import tail, wait_for
+from slidestream.settings import Settings
+from storage.events import KafkaSink
+from tests.integration.test_tier_services import matching
+from tests.integration.tierkit import uid
+
+pytestmark = pytest.mark.integration
+
+
+def adt(trigger: str, patient: str, control: str = "C1") -> str:
+    return "\r".join([
+        f"MSH|^~\\&|HIS|HOSP|SLIDESTREAM|PATH|20260301120000||ADT^{trigger}^ADT_{trigger}|{control}|P|2.5",
+        f"EVN|{trigger}|20260301115500",
+        f"PID|1||{patient}^^^HOSP^MR||Doe^Jane||19700102|F",
+        "PV1|1|I|WARD3^101^1" + "|" * 16 + "V777",
+    ])
+
+
+@pytest.fixture
+async def adapter(stack: Settings) -> AsyncIterator[tuple[HisAdapter, MllpListener]]:
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all", request_timeout_ms=5000)
+    await prod.start()
+    his = HisAdapter(KafkaSink(prod), publish_timeout_s=5.0)
+    listener = MllpListener(his.handle_hl7, "127.0.0.1", 0)  # any free port: sessions run side by side
+    await listener.start()
+    try:
+        yield his, listener
+    finally:
+        await listener.stop()
+        await prod.stop()
+
+
+async def _exchange(port: int, text: str) -> hl7.Message:
+    reader, writer = await open_hl7_connection("127.0.0.1", port)
+    try:
+        writer.writeblock(text.encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readmessage(), 30)
+    finally:
+        writer.close()
+
+
+async def test_admit_and_discharge_over_mllp_are_published_then_acknowledged(stack: Settings, adapter) -> None:
+    _, listener = adapter
+    patient = uid("P")
+    async with tail(stack, Topic.PATIENT_ADMITTED.value) as admitted, \
+            tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+        reply = await _exchange(listener.port, adt("A01", patient, "A-1"))
+        assert str(reply["MSA.F1"]) == "AA" and str(reply["MSA.F2"]) == "A-1"
+        event = await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=30)
+        assert event.ward == "WARD3" and event.identity.family_name == "Doe"
+        reply = await _exchange(listener.port, adt("A03", patient, "D-1"))
+        assert str(reply["MSA.F1"]) == "AA"
+        assert (await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)).visit_id == "V777"
+
+
+async def test_malformed_hl7_gets_ar_and_publishes_nothing(stack: Settings, adapter) -> None:
+    _, listener = adapter
+    patient = uid("P")
+    async with tail(stack, Topic.PATIENT_ADMITTED.value) as admitted:
+        for bad in ("not hl7 at all", adt("A01", "bad/id"), adt("A08", patient),
+                    adt("A01", patient).replace("20260301115500", "yesterday")):
+            reply = await _exchange(listener.port, bad)
+            assert str(reply["MSA.F1"]) == "AR" and str(reply["MSA.F3"])
+        with pytest.raises(TimeoutError):
+            await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=3)
+
+
+async def test_json_endpoint_accepts_valid_and_names_invalid_fields(stack: Settings, adapter) -> None:
+    his, _ = adapter
+    patient = uid("P")
+    transport = httpx.ASGITransport(app=create_http_app(his))
+    async with httpx.AsyncClient(transport=transport, base_url="http://his") as client, \
+            tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+        ok = await client.post("/v1/discharges", content=json.dumps(
+            {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z", "visit_id": "V1"}))
+        assert ok.status_code == 202
+        event = await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)
+        assert str(event.event_id) == ok.json()["event_id"]
+
+        bad = await client.post("/v1/admissions", content=json.dumps(
+            {"patient_id": patient, "admitted_at": "not a time", "identity": {"name": "Jane Secret"}}))
+        assert bad.status_code == 422 and "admitted_at" in bad.json()["fields"]
+        assert "Jane Secret" not in bad.text
+        extra = await client.post("/v1/discharges", content=json.dumps(
+            {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z", "diagnosis": "x"}))
+        assert extra.status_code == 422
+        assert (await client.post("/v1/discharges", content=b"{")).status_code == 422
+
+
+async def test_kafka_down_gets_ae_and_503_and_a_resend_succeeds(stack: Settings, adapter) -> None:
+    his, listener = adapter
+    patient = uid("P")
+    transport = httpx.ASGITransport(app=create_http_app(his))
+    await asyncio.to_thread(local_stack.down, stack, ["kafka"])
+    try:
+        reply = await _exchange(listener.port, adt("A03", patient, "K-1"))
+        assert str(reply["MSA.F1"]) == "AE" and "Kafka" in str(reply["MSA.F3"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://his") as client:
+            down = await client.post("/v1/discharges", content=json.dumps(
+                {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z"}))
+            assert down.status_code == 503
+    finally:
+        await local_stack.up_async(stack, ["kafka"], run_bootstrap=False, timeout_s=180)
+    async with tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+        for _ in range(30):  # the HIS resends until acknowledged
+            reply = await _exchange(listener.port, adt("A03", patient, "K-2"))
+            if str(reply["MSA.F1"]) == "AA":
+                break
+            await asyncio.sleep(1)
+        assert str(reply["MSA.F1"]) == "AA"
+        await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)
