@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scanner_commands(sub, _settings)  # ingest, watch
 
+    from his.cli import add_commands as add_his_commands
+    from storage.cli import add_commands as add_storage_commands
+
+    add_storage_commands(sub, _settings)  # export
+    add_his_commands(sub, _settings)  # his
+
     for name, module, text in (
         ("train", "model_zoo.train", "train a super-resolution model (see --help)"),
         ("evaluate", "model_zoo.evaluate", "evaluate super-resolution models against interpolation"),
