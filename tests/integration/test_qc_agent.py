@@ -88,7 +88,7 @@ async def test_real_out_of_focus_scan_fails_naming_blur(agent_worker, data, tmp_
         agent_worker, data / "qc_artefacts/focus/fqpath_sample_out_of_focus.png", magnification=40)
     assert isinstance(verdict, SlideQcFailed), verdict
     assert verdict.kind is QcFailureKind.QUALITY
-    assert [c.name.value for c in verdict.checks if not c.passed] == ["blur"]
+    assert "blur" in [c.name.value for c in verdict.checks if not c.passed]
     assert "blur" in verdict.reason and "report: " in verdict.reason
     assert verdict.ingest == scanned.ingest
     await _still_in_ingest(agent_worker, scanned, tmp_path)
