@@ -145,3 +145,21 @@ async def test_offset_is_not_committed_while_storage_is_down(stack: Settings, wo
 
         await _until(committed_past, what="offset committed after the work")
         assert worker.proc.poll() is None  # the worker never gave up or crashed
+
+
+async def test_demo_hook_saves_discharges_and_reports(stack: Settings, worker: WorkerProcess) -> None:
+    from storage.demo import demo_store_and_discharge
+
+    lines: list[str] = []
+    async with services(stack) as svc:
+        patient, exam = uid("P"), uid("E")
+        passed = [await stage_slide(svc, patient_id=patient, exam_id=exam, slide_number=n) for n in (1, 2)]
+    async with producer(stack) as prod:
+        for event in passed:
+            await prod.send_and_wait(Topic.SLIDE_QC_PASSED.value, event.to_json_bytes(), key=exam.encode())
+    outcome = await demo_store_and_discharge(stack, passed, timeout=120, echo=lines.append)
+    assert [i.tier for i in outcome.stored] == [StorageTier.RECENT] * 2
+    assert [i.tier for i in outcome.moved] == [StorageTier.MID] * 2
+    text = "\n".join(lines)
+    assert "ADT^A03 (discharge) -> AA" in text and "storage use per tier" in text
+    assert patient not in text  # the demo prints exams and slides, not patient IDs

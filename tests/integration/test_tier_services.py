@@ -359,3 +359,45 @@ async def test_database_outage_is_retried_until_the_catalog_is_back(stack: Setti
         after = await svc.catalog.get_image(exam, 1, ImageState.LR)
         assert after.tier is StorageTier.MID and after.pending_move is None
         assert await object_sha(svc, after.object) == images[0].sha256
+
+
+async def test_hr_request_and_answer_over_kafka_follow_the_contract(stack: Settings) -> None:
+    """Retrieval publishes upscale.requested on an interactive partition and takes the matching
+    upscale.done (answered here as the compute service would: tiles first, then the event)."""
+    from schemas.events import UpscaleDone, UpscaleRequested, UpscaleTileResult
+    from schemas.layout import sr_levels
+    from schemas.topics import Priority, priority_partitions
+    from slidestream.kafka_client import producer, send_event
+    from storage.retrieval import RetrievalService
+    from storage.upscale import KafkaUpscaleGateway
+
+    async with services(stack) as svc, KafkaUpscaleGateway(stack.kafka.bootstrap) as gateway, \
+            tail(stack, Topic.UPSCALE_REQUESTED.value) as requests:
+        patient, exam, _ = await saved_patient(svc, slides=1)
+        retrieval = RetrievalService(svc.catalog, svc.store, gateway, timeout_s=30)
+        top = sr_levels(600, 600, 2).stop - 1
+        wanted = [TileRef(level=top, col=0, row=0), TileRef(level=top, col=1, row=1)]
+
+        async def compute_side() -> None:
+            record = await asyncio.wait_for(requests.getone(), 30)
+            request = UpscaleRequested.model_validate_json(record.value)
+            assert record.partition in priority_partitions(Priority.INTERACTIVE)
+            results = []
+            for tile in request.tiles:
+                ref = svc.store.ref(StorageTier.TEMPORARY, hr_tile_key(exam, 1, 2, tile.level, tile.col, tile.row))
+                await svc.store.put_bytes(ref, b"png", content_type="image/png")
+                results.append(UpscaleTileResult(tile=tile, object=ref, cached=False))
+            async with producer(stack) as prod:
+                await send_event(prod, Topic.UPSCALE_DONE.value, UpscaleDone(
+                    request_id=request.request_id, exam_id=exam, slide_number=1, scale=2, results=results,
+                    model="test-double"), key=exam)
+
+        answering = asyncio.create_task(compute_side())
+        result = await retrieval.hr_tiles(exam, 1, 2, wanted, actor="viewer-test")
+        await answering
+        assert result.status == "computed" and set(result.tiles) == set(wanted) and not result.missing
+        again = await retrieval.hr_tiles(exam, 1, 2, wanted, actor="viewer-test")
+        assert again.status == "cached"
+        late = await retrieval.hr_tiles(exam, 1, 2, [TileRef(level=top, col=2, row=0)], actor="viewer-test",
+                                        timeout_s=1.0)
+        assert late.status == "timeout" and late.lr.exam_id == exam and "LR" in late.detail
