@@ -36,16 +36,17 @@ class ColourConfig(_Section):
     """Colour cast against the standard (reference) image, on tissue pixels only.
 
     ``mutual_information``: I(S; C) in bits between the source S (slide or reference, equally
-    likely) and the quantised CIELAB chromaticity C = (a*, b*) of a pixel - i.e. the
-    Jensen-Shannon divergence of the two chromaticity histograms. 0 = same colours, 1 = no
-    overlap. The conditional entropy H(S | C) = 1 - I is reported too. ``histogram_distance``:
-    Hellinger distance of the same histograms (0..1)."""
+    likely) and the quantised CIELAB colour C of a pixel - the Jensen-Shannon divergence of the
+    two colour histograms; 0 = same colours, 1 = no overlap. The conditional entropy
+    H(S | C) = 1 - I is reported too. ``histogram_distance``: Hellinger distance of the same
+    histograms (0..1). See quality/colour.py."""
 
     reference_path: Path | None = Field(None, description="standard H&E image; None = colour not judged")
     metric: Literal["mutual_information", "histogram_distance"] = "mutual_information"
-    max_mutual_information: float = Field(0.30, gt=0, le=1)
-    max_histogram_distance: float = Field(0.60, gt=0, le=1)
-    bins: int = Field(32, ge=4, le=256, description="bins per chromaticity axis over [-64, 64)")
+    max_mutual_information: float = Field(0.70, gt=0, le=1)
+    max_histogram_distance: float = Field(0.80, gt=0, le=1)
+    bins: int = Field(16, ge=4, le=128, description="bins per chromaticity axis (a*, b* over [-64, 64))")
+    lightness_bins: int = Field(8, ge=1, le=64, description="bins over L* (0..100)")
     pixel_stride: int = Field(4, ge=1, description="every n-th pixel per axis feeds the histogram")
 
 
@@ -69,13 +70,15 @@ class BlurConfig(_Section):
 
 class FoldConfig(_Section):
     """Folds: two tissue layers roughly double the optical density. A pixel is fold-like when
-    its smoothed OD exceeds both ``min_od`` and ``relative_od`` x the slide's median tissue OD."""
+    its smoothed OD exceeds both ``min_od`` and ``relative_od`` x the slide's median tissue OD;
+    regions must be elongated."""
 
-    smoothing_px: float = Field(6.0, gt=0, description="Gaussian sigma that erases nuclei (overview px)")
-    min_od: float = Field(1.3, gt=0)
-    relative_od: float = Field(1.8, gt=1)
+    smoothing_px: float = Field(16.0, gt=0, description="Gaussian sigma that erases nuclei (overview px)")
+    min_od: float = Field(0.2, gt=0, description="mean optical density (log10) a fold must exceed")
+    relative_od: float = Field(1.7, gt=1, description="... and this multiple of the median tissue OD")
+    min_elongation: float = Field(2.0, ge=1, description="major / minor axis: folds are bands")
     min_region_fraction: float = Field(0.003, gt=0, lt=1, description="of the image area")
-    max_area_fraction: float = Field(0.02, ge=0, le=1, description="fold area / tissue area allowed")
+    max_area_fraction: float = Field(0.002, ge=0, le=1, description="fold area / tissue area allowed")
 
 
 class BubbleConfig(_Section):
@@ -87,6 +90,7 @@ class BubbleConfig(_Section):
     min_radius_fraction: float = Field(0.04, gt=0, lt=1, description="of the shorter image side")
     max_radius_fraction: float = Field(0.6, gt=0, le=2)
     min_arc_fraction: float = Field(0.35, gt=0, le=1, description="share of the circle the rim covers")
+    max_circles: int = Field(5, ge=1, description="bubbles looked for per image")
     max_count: int = Field(0, ge=0, description="bubbles allowed before the check fails")
 
 

@@ -25,14 +25,14 @@ from quality.colour import (
     load_reference,
     mean_delta_e,
     mutual_information,
-    tile_colour_stats,
+    colour_stats,
 )
 from quality.config import QcConfig
 from quality.normalise import normalise
 from quality.pen import PenDetector
 from quality.report import CheckResult, QcReport, not_judged
 from quality.sampling import Tile, select_tiles, tiles_with_tissue
-from quality.tissue import tissue_mask
+from quality.tissue import pixel_tissue, tissue_mask
 from slide_io import ArraySlideSource, SlideSource, open_slide
 
 ImageInput = np.ndarray | SlideSource | str | Path
@@ -99,6 +99,12 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     overview = source.thumbnail(config.overview_max_side)
     scale = overview.shape[1] / width
     tissue = tissue_mask(overview, config.tissue)
+    detectors = list(detectors) if detectors is not None else default_detectors(config)
+    detections: dict[str, Detection] = {}
+    pen = next((d for d in detectors if d.name == "pen_marks"), None)
+    if pen is not None:  # ink is not tissue: it must not pass as tissue nor be judged for blur
+        detections[pen.name] = pen.detect(overview, tissue)
+        tissue = tissue & ~detections[pen.name].mask
     timings["overview_and_tissue"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -107,16 +113,18 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     if reference is None and config.colour.reference_path is not None:
         reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
     sharpness: list[blur_mod.TileSharpness] = []
-    colour = empty_stats(config.colour.bins) if reference is not None else None
+    colour = empty_stats(config.colour) if reference is not None else None
     for tile in judged:
         pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
         sharpness.append(blur_mod.tile_sharpness(pixels))
         if colour is not None:
-            colour = colour.merged(tile_colour_stats(pixels, config.colour, config.tissue))
+            mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
+            colour = colour.merged(colour_stats(pixels, mask, config.colour))
     timings["tiles"] = time.perf_counter() - clock
 
-    detections: dict[str, Detection] = {}
-    for detector in detectors if detectors is not None else default_detectors(config):
+    for detector in detectors:
+        if detector.name in detections:
+            continue
         clock = time.perf_counter()
         detections[detector.name] = detector.detect(overview, tissue)
         timings[detector.name] = time.perf_counter() - clock
@@ -324,6 +332,13 @@ def _apply_normalisation(source: SlideSource, m: QcMeasurements, report: QcRepor
                                    f"{colour_check.score:.3f} -> {after:.3f} (limit {colour_check.threshold:.3f}); "
                                    + colour_check.reason)
             colour_check.details["corrected"] = True
+
+
+def _overview_window(mask: np.ndarray, tile: Tile, scale: float, shape: tuple[int, int]) -> np.ndarray:
+    """The overview mask under ``tile``, blown up (nearest) to the tile's ``shape``."""
+    rows = ((tile.y + np.arange(shape[0]) + 0.5) * scale).astype(int).clip(0, mask.shape[0] - 1)
+    cols = ((tile.x + np.arange(shape[1]) + 0.5) * scale).astype(int).clip(0, mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
 
 
 def _upsample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -14,6 +14,9 @@ from quality.config import TissueConfig
 def tissue_mask(rgb: np.ndarray, config: TissueConfig = TissueConfig()) -> np.ndarray:
     """Boolean (H, W) tissue mask with specks removed and small holes (nuclei gaps) filled."""
     raw = pixel_tissue(rgb, config)
+    # Opening removes one- and two-pixel lines (coverslip edges, scratches, hairs), which are
+    # not tissue however long they are.
+    raw = ndi.binary_opening(raw, structure=np.ones((3, 3), bool))
     min_size = max(4, int(config.min_object_fraction * raw.size))
     labels, count = ndi.label(raw)
     if count:
