@@ -10,12 +10,11 @@ from agents.messaging import decode, raw_topic
 from schemas.events import SlideQcPassed
 from schemas.topics import Topic
 from slidestream.settings import Settings
-from storage.events import FaustSink
 from storage.runtime import LazyServices
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    services = LazyServices(settings, FaustSink(app))
+    services = LazyServices.for_app(app, settings)
 
     @app.agent(raw_topic(app, Topic.SLIDE_QC_PASSED.value), name="save")
     async def save_slides(stream: faust.StreamT) -> None:

@@ -22,7 +22,6 @@ from schemas.events import PatientAdmitted, PatientDischarged, UpscaleDone
 from schemas.layout import hr_prefix
 from schemas.topics import Topic
 from slidestream.settings import Settings
-from storage.events import FaustSink
 from storage.quiet import KafkaQueueMonitor
 from storage.runtime import LazyServices, Services
 
@@ -47,7 +46,7 @@ async def record_hr(svc: Services, done: UpscaleDone) -> ImageRecord:
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    services = LazyServices(settings, FaustSink(app))
+    services = LazyServices.for_app(app, settings)
     monitor = KafkaQueueMonitor(settings.kafka.bootstrap, settings.tiering.quiet_topics)
 
     @app.agent(raw_topic(app, Topic.PATIENT_DISCHARGED.value), name="tier-discharge")

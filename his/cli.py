@@ -15,9 +15,12 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
 
     def run(args: argparse.Namespace) -> int:
         from his.serve import serve
+        from slidestream.logging import configure_logging
 
+        config = settings()
+        configure_logging(config)  # patient IDs and identity redacted from every log line
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings()))
+            asyncio.run(serve(config))
         return 0
 
     p.set_defaults(func=run)

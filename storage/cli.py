@@ -58,7 +58,11 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
     p.add_argument("--hr-timeout", type=float, default=120.0, help="seconds to wait per slide for HR")
 
     def run(args: argparse.Namespace) -> int:
-        return asyncio.run(run_export(settings(), args.patient, args.to, include_hr=not args.no_hr,
+        from slidestream.logging import configure_logging
+
+        config = settings()
+        configure_logging(config)
+        return asyncio.run(run_export(config, args.patient, args.to, include_hr=not args.no_hr,
                                       request_hr_scale=args.request_hr, hr_timeout_s=args.hr_timeout))
 
     p.set_defaults(func=run)

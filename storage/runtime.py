@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -72,7 +73,19 @@ async def open_services(settings: Settings, sink: EventSink, *, gateway: Upscale
 
 class LazyServices:
     """Opens ``Services`` on first use inside the worker's event loop (agents register
-    before the loop runs)."""
+    before the loop runs). ``for_app`` gives every agent module of one Faust app the same
+    instance, so a worker holds one database client and one S3 client pool."""
+
+    _by_app: "weakref.WeakKeyDictionary[object, LazyServices]" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_app(cls, app: object, settings: Settings) -> "LazyServices":
+        from storage.events import FaustSink
+
+        holder = cls._by_app.get(app)
+        if holder is None:
+            holder = cls._by_app[app] = cls(settings, FaustSink(app))
+        return holder
 
     def __init__(self, settings: Settings, sink: EventSink) -> None:
         self._settings = settings
