@@ -321,6 +321,14 @@ used for tuning. Real artefact counts are tiny (2 out-of-focus images, 2 folds, 
 images, 5 empty-glass tiles, no real air bubble) - read those rows as examples, not estimates.
 "Not judged" counts images a check skipped (empty glass, no tissue tile).
 
+Caveats, honestly: (1) the detectors' internal parameters (fold smoothing, density ratio and
+elongation; bubble rim and arc rules; ink colour ranges) were chosen while looking at clean and
+synthetic images from both halves, so only the final per-check thresholds are cleanly tuned on
+the tuning half; (2) synthetic folds (doubled optical density) and bubbles (grey rim) follow the
+same physical model the detectors assume, so their rows are optimistic - the real-fold row
+(1 of 2 found) is the sobering one; (3) all images are small tiles or thumbnails at native
+resolution, not whole LR slides; the 1/4-resolution blur row checks the pixel-size rescaling.
+
 """
 
 
