@@ -24,7 +24,7 @@ import numpy as np
 
 from quality.colourspace import to_lab
 from quality.config import ColourConfig, TissueConfig
-from quality.tissue import pixel_tissue, tissue_mask
+from quality.tissue import tissue_mask
 
 AB_RANGE = (-64.0, 64.0)
 L_RANGE = (0.0, 100.0)
@@ -135,6 +135,3 @@ def mean_delta_e(stats: ColourStats, reference: ColourStats) -> float:
     """CIE76 distance between mean tissue colours (a readable companion figure)."""
     return float(np.linalg.norm(stats.lab_mean - reference.lab_mean))
 
-
-def tile_colour_stats(rgb: np.ndarray, config: ColourConfig, tissue: TissueConfig) -> ColourStats:
-    return colour_stats(rgb, pixel_tissue(rgb, tissue), config)

@@ -143,17 +143,20 @@ class QcReport:
         draw = ImageDraw.Draw(image)
         for check in self.checks:
             colour = OVERLAY_COLOURS.get(check.name)
-            if colour is None or check.passed and check.name == "blur":
-                continue
+            if colour is None or check.passed:
+                continue  # boxes for failing checks only; every detection is tinted anyway
             for r in check.regions:
                 s = self.overview_scale
                 draw.rectangle([r.x * s, r.y * s, (r.x + r.width) * s - 1, (r.y + r.height) * s - 1], outline=colour, width=2)
         legend = [f"{'PASS' if self.passed else 'FAIL'}"] + [
             f"{c.name}: {'ok' if c.passed else 'FLAG'}" for c in self.checks if c.judged
         ]
-        draw.rectangle([0, 0, 150, 12 * len(legend) + 4], fill=(255, 255, 255))
+        draw.rectangle([0, 0, 160, 12 * len(legend) + 4], fill=(255, 255, 255))
         for i, line in enumerate(legend):
-            draw.text((4, 2 + 12 * i), line, fill=OVERLAY_COLOURS.get(line.split(":")[0], (0, 0, 0)))
+            swatch = OVERLAY_COLOURS.get(line.split(":")[0])
+            if swatch is not None:
+                draw.rectangle([3, 4 + 12 * i, 10, 11 + 12 * i], fill=swatch)
+            draw.text((14, 2 + 12 * i), line, fill=(0, 0, 0))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()

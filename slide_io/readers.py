@@ -104,7 +104,9 @@ class SlideSource(ABC):
         """A whole level in memory (checked against ``max_image_pixels``)."""
         w, h = self.level_dimensions[level]
         self.limits.check_image(w, h, name=self.name)
-        return self._read_checked(level, 0, 0, w, h) if w * h <= self.limits.max_region_pixels else self._read_in_bands(level)
+        if w * h <= self.limits.max_region_pixels:
+            return self._read_checked(level, 0, 0, w, h)
+        return self._read_in_bands(level)
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """Deepest level whose downsample does not exceed ``downsample`` (never upsample)."""
