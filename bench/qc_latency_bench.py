@@ -2,7 +2,7 @@
 
     python -m bench.qc_latency_bench [--slides 12] [--workers 1] [--mode sampled|full] [--running]
 
-Starts its own stack (ports 38092.., state in a temp dir) and ``--workers`` agent workers,
+Starts its own stack (ports 37092.., state in a temp dir) and ``--workers`` agent workers,
 unless ``--running`` uses the configured stack and the workers already running there.
 Latency is measured from the broker's acknowledgement of ``slide.scanned`` (the original is
 already in the ingest bucket) to the arrival of ``slide.qc_passed`` / ``slide.qc_failed`` at a
@@ -29,16 +29,16 @@ from scanner.ids import validate_ids
 from scanner.ingest import Ingestor, open_ingestor
 from scanner.samples import Sample, real_samples
 from scanner.verdicts import VerdictListener, listen_for_verdicts
-from schemas.events import SlideQcPassed
+from schemas.events import DeadLetter, SlideQcPassed
 from slidestream.logging import configure_logging
 from slidestream.settings import Settings, get_settings
 
 PORTS = {
-    "SLIDESTREAM_KAFKA__PORT": "38092",
-    "SLIDESTREAM_KAFKA__CONTROLLER_PORT": "38093",
-    "SLIDESTREAM_STORAGE__PORT": "38000",
-    "SLIDESTREAM_STORAGE__CONSOLE_PORT": "38001",
-    "SLIDESTREAM_MONGO__PORT": "38017",
+    "SLIDESTREAM_KAFKA__PORT": "37092",
+    "SLIDESTREAM_KAFKA__CONTROLLER_PORT": "37093",
+    "SLIDESTREAM_STORAGE__PORT": "37000",
+    "SLIDESTREAM_STORAGE__CONSOLE_PORT": "37001",
+    "SLIDESTREAM_MONGO__PORT": "37017",
 }
 VERDICT_TIMEOUT_S = 600.0
 
@@ -64,7 +64,10 @@ class Run:
 
     async def verdict_ms(self, exam: str, acked: float) -> tuple[float, str]:
         verdict = await self.listener.for_slide(exam, 1, VERDICT_TIMEOUT_S)
-        outcome = "passed" if isinstance(verdict, SlideQcPassed) else f"failed ({verdict.kind.value})"
+        if isinstance(verdict, DeadLetter):
+            outcome = "dead-lettered"
+        else:
+            outcome = "passed" if isinstance(verdict, SlideQcPassed) else f"failed ({verdict.kind.value})"
         return (self.listener.arrival(verdict) - acked) * 1000, outcome
 
 

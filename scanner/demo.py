@@ -12,8 +12,8 @@ from pathlib import Path
 from scanner.ids import validate_ids
 from scanner.ingest import open_ingestor
 from scanner.samples import Sample, bad_samples, real_samples
-from scanner.verdicts import Verdict, listen_for_verdicts
-from schemas.events import SlideQcPassed
+from scanner.verdicts import Verdict, listen_for_verdicts, slide_of
+from schemas.events import DeadLetter, SlideQcPassed
 from slidestream.settings import Settings
 
 DEMO_PATIENT = "DEMO-PATIENT-1"
@@ -21,7 +21,9 @@ DEMO_PATIENT = "DEMO-PATIENT-1"
 
 def describe(label: str, verdict: Verdict, seconds: float) -> str:
     """One readable line per slide."""
-    head = f"slide {verdict.slide_number} {label}:"
+    head = f"slide {slide_of(verdict)[1]} {label}:"
+    if isinstance(verdict, DeadLetter):
+        return f"{head} NOT JUDGED, event dead-lettered: {verdict.error} ({seconds:.1f} s)"
     if isinstance(verdict, SlideQcPassed):
         hr = ", HR scan kept as hr-cache candidate" if verdict.hr_candidate else ""
         return (f"{head} PASSED -> LR {verdict.width}x{verdict.height} px at {verdict.magnification:g}x "

@@ -1,22 +1,36 @@
-"""Wait for QC verdicts on the real broker (demo, bench, tests): a consumer on both
-``slide.qc_passed`` and ``slide.qc_failed``, positioned at their end before anything is sent,
-that remembers every verdict it has read so several slides can be awaited in any order."""
+"""Wait for QC verdicts on the real broker (demo, bench, tests): a consumer on
+``slide.qc_passed``, ``slide.qc_failed`` and the dead-letter topic, positioned at their end
+before anything is sent, that remembers every outcome it has read so several slides can be
+awaited in any order. A dead-lettered ``slide.scanned`` is an outcome too: no verdict will
+follow it, and waiting on would only end in a timeout."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.events import SlideQcFailed, SlideQcPassed
+from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Topic
 from slidestream.settings import Settings
 
-Verdict = SlideQcPassed | SlideQcFailed
-VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value)
+Verdict = SlideQcPassed | SlideQcFailed | DeadLetter
+VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value, Topic.DEAD_LETTER.value)
+
+
+def slide_of(verdict: Verdict) -> tuple[str | None, int | None]:
+    """(exam, slide) a verdict is about; for a dead letter, read from the rejected event."""
+    if not isinstance(verdict, DeadLetter):
+        return verdict.exam_id, verdict.slide_number
+    try:
+        document = json.loads(verdict.raw_payload())
+        return document.get("exam_id"), document.get("slide_number")
+    except (ValueError, AttributeError):
+        return None, None
 
 
 class VerdictListener:
@@ -44,10 +58,12 @@ class VerdictListener:
                         event = parse_event(record.topic, record.value)
                     except EventValidationError:
                         continue  # not ours to judge; the agents dead-letter such events
+                    if isinstance(event, DeadLetter) and event.source_topic != Topic.SLIDE_SCANNED.value:
+                        continue
                     self.seen.append((now, event))  # type: ignore[arg-type]
 
     async def for_slide(self, exam_id: str, slide_number: int, timeout: float) -> Verdict:
-        return await self.wait(lambda v: v.exam_id == exam_id and v.slide_number == slide_number, timeout)
+        return await self.wait(lambda v: slide_of(v) == (exam_id, slide_number), timeout)
 
     def arrival(self, verdict: Verdict) -> float:
         return next(at for at, seen in self.seen if seen is verdict)

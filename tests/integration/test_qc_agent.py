@@ -94,6 +94,7 @@ async def test_vendor_wsi_is_judged_and_a_pass_gets_its_lr_at_the_target_magnifi
     if isinstance(verdict, SlideQcPassed):
         assert (verdict.width, verdict.height, verdict.hr_candidate) == (555, 742, scanned.ingest)
     else:
+        assert isinstance(verdict, SlideQcFailed), verdict
         assert verdict.kind is QcFailureKind.QUALITY and verdict.checks[0].passed  # readable
 
 

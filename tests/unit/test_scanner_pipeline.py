@@ -182,3 +182,14 @@ def test_report_json_is_strict_json_even_with_undefined_metrics() -> None:
     verdict = ScanVerdict(True, "passed", normalisation={"delta_e_after": float("nan"), "x": [float("inf"), 1.0]})
     document = json.loads(verdict.report_json())
     assert document["lr"]["normalisation"] == {"delta_e_after": None, "x": [None, 1.0]}
+
+
+def test_a_dead_lettered_scan_event_is_attributed_to_its_slide() -> None:
+    from scanner.verdicts import slide_of
+    from schemas.events import DeadLetter
+
+    raw = _scanned_json(patient_id="bad id")
+    letter = DeadLetter.wrap(raw, source_topic="slide.scanned", partition=0, offset=3, error="patient_id: bad")
+    assert slide_of(letter) == ("E1", 1)
+    garbage = DeadLetter.wrap(b"\xff\x00", source_topic="slide.scanned", partition=0, offset=4, error="not JSON")
+    assert slide_of(garbage) == (None, None)
