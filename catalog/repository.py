@@ -80,12 +80,12 @@ def key_of(image: ImageRecord) -> dict[str, Any]:
     return image_key(image.exam_id, image.slide_number, image.state)
 
 
-def _move_filter(image: ImageRecord, pending: PendingMove, step: str | None = None) -> dict[str, Any]:
-    # started_at identifies one move: a stale worker's update never lands on a newer move.
-    flt = {**key_of(image), "pending_move.started_at": pending.started_at}
-    if step is not None:
-        flt["pending_move.step"] = step
-    return flt
+def _move_filter(image: ImageRecord, pending: PendingMove) -> dict[str, Any]:
+    """Matches the image only while its marker is exactly ``pending`` (same move, same step):
+    a stale worker's update can never land on a newer move or a later step. The whole
+    sub-document is compared rather than ``pending_move.step``: a dotted path in the filter
+    makes FerretDB scan the collection instead of using the ``_id`` pushdown."""
+    return {**key_of(image), "pending_move": _pending_document(image, pending)}
 
 
 def _pending_document(image: ImageRecord, pending: PendingMove) -> dict[str, Any]:
@@ -319,17 +319,19 @@ class Catalog:
         return ImageRecord.from_document(doc) if doc else None
 
     async def advance_move(self, image: ImageRecord, pending: PendingMove, to_step: str) -> bool:
-        result = await self.images.update_one(_move_filter(image, pending, pending.step),
-                                              {"$set": {"pending_move.step": to_step}})
+        advanced = pending.model_copy(update={"step": to_step})
+        result = await self.images.update_one(_move_filter(image, pending),
+                                              {"$set": {"pending_move": _pending_document(image, advanced)}})
         return result.matched_count == 1
 
     async def relocate(self, image: ImageRecord, pending: PendingMove, to_tier: StorageTier,
                        target: ObjectRef) -> bool:
         """The one atomic catalog update of a move: the image now lives at ``target``."""
+        updated = pending.model_copy(update={"step": "catalog_updated"})
         result = await self.images.update_one(
-            _move_filter(image, pending, pending.step),
+            _move_filter(image, pending),
             {"$set": {"tier": to_tier.value, "object": target.model_dump(),
-                      "pending_move.step": "catalog_updated"}})
+                      "pending_move": _pending_document(image, updated)}})
         return result.matched_count == 1
 
     async def clear_move(self, image: ImageRecord, pending: PendingMove) -> bool:

@@ -72,8 +72,11 @@ class TierMover:
             if current is None:
                 return _result(image, "unchanged", detail="image no longer in the catalog")
             if current.pending_move is not None:
+                # A move left by a dead worker, or one in flight elsewhere: finishing it is safe
+                # either way (every step is compare-and-set), and it may be the move we want.
                 finished = await self._run(current, current.pending_move)
-                if finished.outcome in ("dropped", "conflict", "failed"):
+                if finished.outcome in ("dropped", "conflict", "failed") or (
+                        finished.outcome == "moved" and finished.to_tier is to_tier):
                     return finished
                 current = await self.catalog.reload(image)
                 if current is None:
@@ -157,7 +160,9 @@ class TierMover:
             await self.publish(self._event(image, pending))
             return pending
         if action is Action.CLEAR:
-            await self.catalog.clear_move(image, pending)
+            if not await self.catalog.clear_move(image, pending):
+                raise MoveConflict(f"move of exam {image.exam_id} slide {image.slide_number} was finished "
+                                   "by another worker")
             return pending
         if action is Action.DELETE_OBJECTS:
             ref = pending.source or image.object
@@ -167,7 +172,9 @@ class TierMover:
                 await self.store.delete(ref)
             return pending
         if action is Action.DELETE_RECORD:
-            await self.catalog.delete_image(image, pending)
+            if not await self.catalog.delete_image(image, pending):
+                raise MoveConflict(f"HR entry of exam {image.exam_id} slide {image.slide_number} was dropped "
+                                   "by another worker")
             return pending
         raise AssertionError(f"unknown action {action}")  # pragma: no cover
 
