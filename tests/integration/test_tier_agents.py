@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.common import ImageState, ObjectRef, StorageTier
+from schemas.common import ImageState, StorageTier
 from schemas.events import PatientDischarged, TierMoved
-from schemas.layout import hr_prefix, hr_tile_key
+from schemas.layout import hr_prefix
 from schemas.topics import Topic
 from slidestream.kafka_client import producer, send_event
 from slidestream.settings import Settings

@@ -3,7 +3,6 @@ queue quietness."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from pathlib import Path, PurePosixPath
