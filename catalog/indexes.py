@@ -3,7 +3,8 @@ services make (the query each serves is named next to it).
 
 ``ensure_indexes`` is idempotent (createIndexes with the same spec is a no-op) and uses only
 plain, compound and unique indexes, which MongoDB and FerretDB both support (FerretDB has
-no partial or TTL indexes).
+no partial or TTL indexes). Documents carry their natural key as ``_id`` (see
+``catalog.repository.natural_id``), so point lookups use the primary index.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ class IndexSpec:
 
 INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("patients", "patient_id_unique", (("patient_id", ASCENDING),), True,
-              "one patient per ID; lookup by patient ID"),
+              "one patient per ID (point lookups use the natural _id)"),
     IndexSpec("exams", "exam_id_unique", (("exam_id", ASCENDING),), True,
-              "one exam per ID; lookup by exam ID"),
+              "one exam per ID (point lookups use the natural _id)"),
     IndexSpec("exams", "patient_exams", (("patient_id", ASCENDING), ("exam_date", DESCENDING)), False,
               "a patient's exams, newest first (retrieve, export, discharge)"),
     IndexSpec("images", "slide_state_unique",
               (("exam_id", ASCENDING), ("slide_number", ASCENDING), ("state", ASCENDING)), True,
-              "one image per exam + slide + state; lookup by exam and by exam + slide"),
+              "one image per exam + slide + state; an exam's images (point lookups use _id)"),
     IndexSpec("images", "patient_images",
               (("patient_id", ASCENDING), ("state", ASCENDING), ("tier", ASCENDING)), False,
               "a patient's images by state and tier (discharge, admission, retrieve, export)"),
