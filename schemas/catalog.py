@@ -151,6 +151,9 @@ class ImageRecord(CatalogRecord):
     access_count: NonNegativeInt = 0
     last_accessed_at: DbDatetime | None = None
     pending_move: PendingMove | None = None
+    # Bumped by every change of tier, object or move marker: the compare-and-set key of
+    # tier moves (a top-level integer, which FerretDB can match without a collection scan).
+    revision: NonNegativeInt = 0
     created_at: DbDatetime = Field(default_factory=db_now)
 
 
