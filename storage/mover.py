@@ -74,7 +74,7 @@ class TierMover:
             if current.pending_move is not None:
                 # A move left by a dead worker, or one in flight elsewhere: finishing it is safe
                 # either way (every step is compare-and-set), and it may be the move we want.
-                finished = await self._run(current, current.pending_move)
+                finished = await self._run(current)
                 if finished.outcome in ("dropped", "conflict", "failed") or (
                         finished.outcome == "moved" and finished.to_tier is to_tier):
                     return finished
@@ -98,7 +98,7 @@ class TierMover:
             if claimed is None:
                 return _result(current, "conflict", pending, "image changed or is being moved by another worker")
             self.faults.checkpoint("after_plan")
-            return await self._run(claimed, pending)
+            return await self._run(claimed)
 
     async def resume(self, image: ImageRecord) -> MoveResult:
         """Finish the interrupted move recorded in ``image.pending_move``."""
@@ -106,76 +106,86 @@ class TierMover:
             current = await self.catalog.reload(image)
             if current is None or current.pending_move is None:
                 return _result(image, "unchanged", detail="no move pending")
-            return await self._run(current, current.pending_move)
+            return await self._run(current)
 
     # --- the protocol ------------------------------------------------------------------
 
-    async def _run(self, image: ImageRecord, pending: PendingMove) -> MoveResult:
-        source = pending.source or image.object
-        same = pending.target is not None and self.store.same_location(source, pending.target)
+    async def _run(self, image: ImageRecord) -> MoveResult:
+        """Run the remaining actions of the move recorded in ``image.pending_move``. ``image``
+        is replaced by the stored record after every compare-and-set, so each step checks
+        that nobody changed the image since the previous one."""
+        move = image.pending_move
+        assert move is not None
+        source = move.source or image.object
+        same = move.target is not None and self.store.same_location(source, move.target)
+        current: ImageRecord = image
         try:
-            for action in moves.plan(pending, same_location=same):
-                pending = await self._do(action, image, pending)
+            for action in moves.plan(move, same_location=same):
+                current = await self._do(action, current, move)
                 fault = moves.FAULT_AFTER.get(action)
                 if fault is not None:
                     self.faults.checkpoint(fault)
         except MoveConflict as exc:
             log.info("tier_move.conflict", exam_id=image.exam_id, slide=image.slide_number, detail=str(exc))
-            return _result(image, "conflict", pending, str(exc))
+            return _result(image, "conflict", move, str(exc))
         except ImageLost as exc:
-            await self._abort(image, pending)
+            await self._abort(current)
             log.error("tier_move.failed", exam_id=image.exam_id, slide=image.slide_number, detail=str(exc))
-            await self._audit(image, pending, "error", str(exc))
-            return _result(image, "failed", pending, str(exc))
-        outcome: Outcome = "dropped" if pending.to_tier is None else "moved"
-        await self._audit(image, pending, "ok")
+            await self._audit(image, move, "error", str(exc))
+            return _result(image, "failed", move, str(exc))
+        outcome: Outcome = "dropped" if move.to_tier is None else "moved"
+        await self._audit(image, move, "ok")
         log.info("tier_move.done", exam_id=image.exam_id, slide=image.slide_number, state=int(image.state),
-                 from_tier=pending.from_tier.value if pending.from_tier else None,
-                 to_tier=pending.to_tier.value if pending.to_tier else None, reason=pending.reason)
-        return _result(image, outcome, pending)
+                 from_tier=move.from_tier.value if move.from_tier else None,
+                 to_tier=move.to_tier.value if move.to_tier else None, reason=move.reason)
+        return _result(image, outcome, move)
 
-    async def _advance(self, image: ImageRecord, pending: PendingMove, step: str) -> PendingMove:
-        if not await self.catalog.advance_move(image, pending, step):
-            raise MoveConflict(f"move marker of exam {image.exam_id} slide {image.slide_number} changed")
-        return pending.model_copy(update={"step": step})
+    @staticmethod
+    def _conflict(image: ImageRecord, what: str) -> MoveConflict:
+        return MoveConflict(f"exam {image.exam_id} slide {image.slide_number} changed {what}")
 
-    async def _do(self, action: Action, image: ImageRecord, pending: PendingMove) -> PendingMove:
+    async def _advance(self, image: ImageRecord, step: str) -> ImageRecord:
+        advanced = await self.catalog.advance_move(image, step)
+        if advanced is None:
+            raise self._conflict(image, f"before the move reached '{step}'")
+        return advanced
+
+    async def _do(self, action: Action, image: ImageRecord, move: PendingMove) -> ImageRecord:
         if action is Action.COPY:
-            await self._copy(image, pending)
-            return await self._advance(image, pending, "copied")
+            await self._copy(image, move)
+            return await self._advance(image, "copied")
         if action is Action.VERIFY:
-            await self._verify(image, pending)
-            return await self._advance(image, pending, "verified")
+            await self._verify(image, move)
+            return await self._advance(image, "verified")
         if action is Action.UPDATE_CATALOG:
-            assert pending.to_tier is not None and pending.target is not None
-            if not await self.catalog.relocate(image, pending, pending.to_tier, pending.target):
-                raise MoveConflict(f"exam {image.exam_id} slide {image.slide_number} changed before the catalog update")
-            return pending.model_copy(update={"step": "catalog_updated"})
+            relocated = await self.catalog.relocate(image)
+            if relocated is None:
+                raise self._conflict(image, "before the catalog update")
+            return relocated
         if action is Action.DELETE_SOURCE:
-            source = pending.source or image.object
-            if pending.target is not None and not self.store.same_location(source, pending.target):
+            source = move.source or image.object
+            if move.target is not None and not self.store.same_location(source, move.target):
                 await self.store.delete(source)
-            return await self._advance(image, pending, "deleting")
+            return await self._advance(image, "deleting")
         if action is Action.PUBLISH:
-            await self.publish(self._event(image, pending))
-            return pending
+            await self.publish(self._event(image, move))
+            return image
         if action is Action.CLEAR:
-            if not await self.catalog.clear_move(image, pending):
-                raise MoveConflict(f"move of exam {image.exam_id} slide {image.slide_number} was finished "
-                                   "by another worker")
-            return pending
+            cleared = await self.catalog.clear_move(image)
+            if cleared is None:
+                raise self._conflict(image, "(the move was finished by another worker)")
+            return cleared
         if action is Action.DELETE_OBJECTS:
-            ref = pending.source or image.object
+            ref = move.source or image.object
             if ref.key.endswith("/"):
                 await self.store.delete_prefix(ref.bucket, ref.key)
             else:
                 await self.store.delete(ref)
-            return pending
+            return image
         if action is Action.DELETE_RECORD:
-            if not await self.catalog.delete_image(image, pending):
-                raise MoveConflict(f"HR entry of exam {image.exam_id} slide {image.slide_number} was dropped "
-                                   "by another worker")
-            return pending
+            if not await self.catalog.delete_image(image):
+                raise self._conflict(image, "(the HR entry was dropped by another worker)")
+            return image
         raise AssertionError(f"unknown action {action}")  # pragma: no cover
 
     async def _copy(self, image: ImageRecord, pending: PendingMove) -> None:
@@ -215,14 +225,15 @@ class TierMover:
                 return
         raise ImageLost(f"exam {image.exam_id} slide {image.slide_number}: no copy with the catalog's checksum")
 
-    async def _abort(self, image: ImageRecord, pending: PendingMove) -> None:
+    async def _abort(self, image: ImageRecord) -> None:
         """Undo a move that cannot complete, while the catalog still names the source."""
-        if not moves.may_abort(pending):
+        move = image.pending_move
+        if move is None or not moves.may_abort(move):
             return
-        source = pending.source or image.object
-        if pending.target is not None and not self.store.same_location(source, pending.target):
-            await self.store.delete(pending.target)
-        await self.catalog.clear_move(image, pending)
+        source = move.source or image.object
+        if move.target is not None and not self.store.same_location(source, move.target):
+            await self.store.delete(move.target)
+        await self.catalog.clear_move(image)
 
     def _event(self, image: ImageRecord, pending: PendingMove) -> TierMoved:
         return TierMoved(
