@@ -109,7 +109,7 @@ def panel(lr: np.ndarray, outputs: dict[str, np.ndarray], hr: np.ndarray, scale:
     left = int(np.clip(cx - size // 2, 0, w - size)) // scale * scale
     region = (slice(top, top + size), slice(left, left + size))
     lr_region = lr[top // scale:(top + size) // scale, left // scale:(left + size) // scale]
-    columns = [("LR (5x)" if scale == 8 else f"LR (1/{scale})", interpolate(lr_region, scale, "nearest")),
+    columns = [(f"LR 1/{scale}", interpolate(lr_region, scale, "nearest")),
                ("bicubic", outputs["bicubic"][region])]
     columns += [(label, out[region]) for label, out in outputs.items() if label not in BASELINES]
     columns.append(("HR", hr[region]))
@@ -119,7 +119,7 @@ def panel(lr: np.ndarray, outputs: dict[str, np.ndarray], hr: np.ndarray, scale:
     for i, (label, pixels) in enumerate(columns):
         x = i * (size + gap)
         canvas.paste(Image.fromarray(np.ascontiguousarray(pixels)), (x, label_h))
-        draw.text((x + 3, 2), f"{label} x{scale}" if label != "HR" else "HR", fill="black")
+        draw.text((x + 3, 2), label if label.startswith(("LR", "HR")) else f"{label} x{scale}", fill="black")
     return canvas
 
 

@@ -58,8 +58,15 @@ REGISTRY: dict[str, ModelSpec] = {
             name="sr-cascade-small",
             architecture="small",
             weights="sr-cascade-small.pt",
-            sha256=None,
-            description="CPU default: pixel-loss phase + short adversarial/perceptual fine-tune",
+            sha256="af0f6f094abb19cdaa944fd357314d9a471b386f4b1c90d3dcadac7e1933b3e3",
+            description="CPU default: pixel phase + short adversarial/perceptual fine-tune (MODEL_CARD.md)",
+        ),
+        ModelSpec(
+            name="sr-cascade-small-psnr",
+            architecture="small",
+            weights="sr-cascade-small-psnr.pt",
+            sha256="d610c6469a888c36ccf2bd9eaa258c045cb0dbf7aa4a0ed1b02581891f81f8a1",
+            description="pixel phase only: highest PSNR, no adversarial texture",
         ),
     )
 }
