@@ -25,11 +25,18 @@ def start_stack(settings: Settings, workers: int = 1) -> None:
 
 async def _flow(settings: Settings) -> int:
     from scanner.demo import demo_ingest_and_qc
+    from storage.demo import demo_store_and_discharge
 
     _banner("scanner -> slide.scanned -> QC agent")
     verdicts = await demo_ingest_and_qc(settings)
     passed = [v for v in verdicts if v.event_type == "slide.qc_passed"]
     print(f"{len(passed)} of {len(verdicts)} slides passed QC")
+    if not passed:
+        print("no slide passed QC: nothing to store")
+        return 1
+
+    _banner("save agent -> catalog + recent tier; HIS discharge -> tier agent moves recent -> mid")
+    await demo_store_and_discharge(settings, passed)
     return 0
 
 
