@@ -4,8 +4,12 @@ Faster R-CNN / CenterNet / YOLO) can replace the classical detectors here withou
 
 * ``FoldDetector`` - a fold lays tissue over itself, so optical density roughly doubles over
   a band (the density/saturation cue of Palokangas et al. 2007 and Bautista & Yagi 2010).
-  Nuclei are erased by smoothing first; a region must be dark in absolute terms and
-  relative to the slide's own median tissue density, and be elongated (a band, not a blob).
+  Doubling raises *both* stains, in about the slide's own proportion, so the image is
+  unmixed into haematoxylin and eosin (Ruifrok colour deconvolution) and each is compared
+  with the slide's own median tissue density. Tissue that is dense in one stain only - keratin
+  and granular layer (haematoxylin-heavy here), collagen, out-of-focus nuclei - is not a fold.
+  Nuclei are erased by smoothing first; a region must also be dark in absolute terms and be
+  elongated (a band, not a blob).
 * ``BubbleDetector`` - an air bubble under the cover slip shows as a thin, dark, unstained
   (grey) rim that follows a circle. Thin dark structures come from a black top-hat; each
   connected rim candidate is fitted with a circle by RANSAC and kept if the radius is
@@ -19,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.color import rgb2hed
 from skimage.measure import CircleModel, ransac, regionprops
 from skimage.morphology import disk
 
@@ -85,23 +90,37 @@ class FoldDetector:
     def __init__(self, config: FoldConfig = FoldConfig()) -> None:
         self.config = config
 
-    def density_map(self, rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
-        """Optical density smoothed enough to erase nuclei. Glass dilutes it at tissue borders,
-        which suppresses edge effects (a normalised convolution did worse on the evaluation)."""
-        return ndi.gaussian_filter(optical_density(rgb).mean(axis=-1), self.config.smoothing_px)
+    def stain_maps(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Haematoxylin, eosin and mean optical density, smoothed enough to erase nuclei. Glass
+        dilutes them at tissue borders, which suppresses edge effects."""
+        sigma = self.config.smoothing_px
+        hed = np.clip(rgb2hed(rgb), 0.0, None)  # negative stain amounts are unmixing noise
+        haematoxylin = ndi.gaussian_filter(hed[..., 0].astype(np.float32), sigma)
+        eosin = ndi.gaussian_filter(hed[..., 1].astype(np.float32), sigma)
+        density = ndi.gaussian_filter(optical_density(rgb).mean(axis=-1), sigma)
+        return haematoxylin, eosin, density
+
+    def fold_likeness(self, rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel candidate mask and score (the weaker stain's multiple of its slide median)."""
+        c = self.config
+        haematoxylin, eosin, density = self.stain_maps(rgb)
+        h_ratio = haematoxylin / max(float(np.median(haematoxylin[tissue])), 1e-6)
+        e_ratio = eosin / max(float(np.median(eosin[tissue])), 1e-6)
+        both_doubled = (h_ratio > c.relative_od) & (e_ratio > c.relative_od)
+        # Two layers of the same tissue keep its stain proportion; one-stain-heavy tissue does not.
+        balanced = (e_ratio < c.max_stain_imbalance * h_ratio) & (h_ratio < c.max_stain_imbalance * e_ratio)
+        candidates = both_doubled & balanced & (density > c.min_od) & tissue
+        return candidates, np.minimum(h_ratio, e_ratio)
 
     def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
         if not tissue.any():
             return Detection(np.zeros(tissue.shape, bool))
-        density = self.density_map(rgb, tissue)
-        median = float(np.median(density[tissue]))
-        threshold = max(self.config.min_od, self.config.relative_od * median)
-        candidates = (density > threshold) & tissue
+        candidates, score = self.fold_likeness(rgb, tissue)
         candidates = ndi.binary_opening(candidates, structure=disk(2))
         min_px = max(16, int(self.config.min_region_fraction * tissue.size))
         mask, _ = regions_from_mask(candidates, min_px)
         mask = self._elongated_only(mask)
-        return Detection(mask, regions_from_mask(mask, min_px, density)[1])
+        return Detection(mask, regions_from_mask(mask, min_px, score)[1])
 
     def _elongated_only(self, mask: np.ndarray) -> np.ndarray:
         """Folds are bands; dense cell clusters that pass the density test are blobs."""

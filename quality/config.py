@@ -69,13 +69,17 @@ class BlurConfig(_Section):
 
 
 class FoldConfig(_Section):
-    """Folds: two tissue layers roughly double the optical density. A pixel is fold-like when
-    its smoothed OD exceeds both ``min_od`` and ``relative_od`` x the slide's median tissue OD;
-    regions must be elongated."""
+    """Folds: two tissue layers roughly double the optical density in both stains. After colour
+    deconvolution (haematoxylin, eosin) a pixel is fold-like when each smoothed stain exceeds
+    ``relative_od`` x that stain's median over the slide's tissue, the two stains are within
+    ``max_stain_imbalance`` of the slide's own proportion, and the mean OD exceeds ``min_od``;
+    regions must be elongated. One-stain-dense tissue (keratin, collagen, epithelium) fails the
+    balance or the other stain's test - the CMU-1 skin sample was refused before this."""
 
     smoothing_px: float = Field(16.0, gt=0, description="Gaussian sigma that erases nuclei (overview px)")
     min_od: float = Field(0.2, gt=0, description="mean optical density (log10) a fold must exceed")
-    relative_od: float = Field(1.7, gt=1, description="... and this multiple of the median tissue OD")
+    relative_od: float = Field(1.6, gt=1, description="each stain must exceed this multiple of its median tissue density")
+    max_stain_imbalance: float = Field(1.8, gt=1, description="max ratio between the two stains' relative densities")
     min_elongation: float = Field(2.0, ge=1, description="major / minor axis: folds are bands")
     min_region_fraction: float = Field(0.003, gt=0, lt=1, description="of the image area")
     max_area_fraction: float = Field(0.002, ge=0, le=1, description="fold area / tissue area allowed")

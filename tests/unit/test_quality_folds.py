@@ -1,0 +1,87 @@
+"""Fold detector regressions on real slides: dense normal tissue must pass, real folds must not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quality import QcConfig, run_qc
+from quality.artefacts import Detector, FoldDetector
+from quality.synthetic import add_fold
+from quality.tissue import tissue_mask
+from slide_io import open_slide
+from slidestream.settings import get_settings
+
+DATA = get_settings().shared_data
+QC = DATA / "qc_artefacts"
+CMU1 = DATA / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs"
+RED_PEN_FOLD = QC / "histolab/high-nuclei-score-red-pen-level1.png"
+pytestmark = [
+    pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+
+def load(path) -> np.ndarray:
+    with open_slide(path) as slide:
+        return slide.read_level(0)
+
+
+def test_normal_skin_with_dense_keratin_passes_the_fold_check() -> None:
+    # CMU-1 (Aperio sample, normal skin): its keratin / granular layer is dark and
+    # haematoxylin-heavy, which a density-only rule called a fold covering 10% of the tissue.
+    with open_slide(CMU1) as slide:
+        report = run_qc(slide, QcConfig())
+    folds = report.check("folds")
+    assert folds.judged and folds.passed and folds.region_count == 0
+    assert report.passed, report.summary()
+
+
+def test_real_tissue_fold_is_still_flagged_and_localised_on_the_dark_band() -> None:
+    image = load(RED_PEN_FOLD)[:, :, :3]
+    report = run_qc(image)
+    folds = report.check("folds")
+    assert not folds.passed and folds.region_count == 1
+    # The fold is the dark band crossing the image from the left edge at about y = 240 down
+    # to the right edge at about y = 370; its box must span the width and sit on that band.
+    region = folds.regions[0]
+    assert region.x < 20 and region.x + region.width > 400
+    assert 180 < region.y and region.y + region.height < 420
+    band = report.overlay_masks["folds"]
+    assert band[:, :60].any(axis=1)[200:300].any()  # left end of the band is inside the mask
+
+
+def test_fold_needs_both_stains_elevated() -> None:
+    # The out-of-focus scan is haematoxylin-dense but not eosin-dense: density alone flagged it.
+    image = load(QC / "focus/fqpath_sample_out_of_focus.png")[:, :, :3]
+    tissue = tissue_mask(image)
+    detector = FoldDetector()
+    candidates, score = detector.fold_likeness(image, tissue)
+    haematoxylin, eosin, _ = detector.stain_maps(image)
+    h_ratio = haematoxylin / np.median(haematoxylin[tissue])
+    assert (h_ratio[tissue] > 2 * detector.config.relative_od).any()  # very dense in one stain
+    assert not detector.detect(image, tissue).regions
+    assert not (candidates & (score < detector.config.relative_od)).any()  # score = weaker stain
+
+
+def test_doubled_bands_of_clean_tissue_are_mostly_found() -> None:
+    # Synthetic doubled-OD bands on clean MoNuSeg tiles other than the one the check tests use.
+    # Not all: a band lying mostly over stroma doubles eosin only relative to the slide median
+    # and is missed by design (EVALUATION.md gives the measured rate), so at most one miss.
+    names = ("TCGA-A7-A13E-01Z-00-DX1.tif", "TCGA-AR-A1AS-01Z-00-DX1.tif", "TCGA-HE-7129-01Z-00-DX1.tif",
+             "TCGA-G9-6362-01Z-00-DX1.tif")
+    found = 0
+    for seed, name in enumerate(names):
+        clean = load(DATA / "monuseg2018" / name)
+        folded, band = add_fold(clean, np.random.default_rng(seed))
+        assert run_qc(clean).check("folds").passed
+        detection = FoldDetector().detect(folded, tissue_mask(folded))
+        if detection.regions:
+            assert (detection.mask & band).sum() > 0.6 * detection.mask.sum()  # found where painted
+            found += 1
+    assert found >= len(names) - 1
+
+
+def test_fold_detector_keeps_the_detector_protocol() -> None:
+    assert isinstance(FoldDetector(), Detector)
+    assert FoldDetector().detect(np.full((64, 64, 3), 255, np.uint8), np.zeros((64, 64), bool)).area_px == 0
