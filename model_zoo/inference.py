@@ -20,9 +20,7 @@ from .images import as_rgb_uint8
 from .registry import DEFAULT_MODEL, get_spec, load_generator
 from .tiling import Tile, plan_tiles
 
-# Default LR core size per scale: windows of roughly 1-2 output megapixels keep the
-# margin overhead small while bounding per-window activation memory.
-DEFAULT_TILE = {2: 512, 4: 256, 8: 160}
+MIN_TILE = 32  # LR pixels; below this the context margin would dominate the work
 
 
 class SuperResolver:
@@ -53,8 +51,15 @@ class SuperResolver:
         """LR context pixels that make tiles seamless at every supported scale."""
         return max(self.margin_for(s) for s in self.scales)
 
-    def tile_for(self, scale: int) -> int:
-        return self.tile or DEFAULT_TILE.get(scale, 128)
+    def tile_for(self, scale: int, height: int, width: int) -> int:
+        """LR core size: the whole image when it fits the memory budget (no margin
+        overhead), else the largest square window that does."""
+        if self.tile:
+            return self.tile
+        if self.window_bytes(height, width, scale) <= self.max_batch_bytes:
+            return max(height, width)
+        side = int(np.sqrt(self.max_batch_bytes / self.window_bytes(1, 1, scale)))
+        return max(MIN_TILE, side - 2 * self.margin_for(scale))
 
     def window_bytes(self, height: int, width: int, scale: int) -> int:
         """Rough peak activation bytes for one window (float32)."""
@@ -112,7 +117,7 @@ class SuperResolver:
     def _run(self, arrays: list[np.ndarray], scale: int, as_float: bool = False
              ) -> Iterator[tuple[int, int, int, np.ndarray]]:
         h, w = arrays[0].shape[:2]
-        tiles = plan_tiles(h, w, self.tile_for(scale), self.margin_for(scale))
+        tiles = plan_tiles(h, w, self.tile_for(scale, h, w), self.margin_for(scale))
         win_h, win_w = tiles[0].rows.window_size, tiles[0].cols.window_size
         batch = max(1, self.max_batch_bytes // self.window_bytes(win_h, win_w, scale))
         jobs = ((i, t) for i in range(len(arrays)) for t in tiles)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -24,3 +27,18 @@ def random_generator(cfg: GeneratorConfig = TINY, seed: int = 0) -> CascadeGener
 
 def random_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, then restore the previous setting.
+
+    Tiny test networks gain nothing from a second thread, and on a shared, busy machine
+    OpenMP threads waiting for each other make small ops tens of times slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
 
 from model_zoo.architecture import CascadeGenerator, GeneratorConfig
 from model_zoo.registry import ARCHITECTURES
-from model_zoo.testing import TINY, random_generator
+from model_zoo.testing import TINY, random_generator, single_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

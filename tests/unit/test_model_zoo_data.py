@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 from model_zoo.data import (VALIDATION_IMAGES, PatchSampler, default_data_dir, list_sources,
                             source_id, split_sources)
 from model_zoo.degradation import DegradationConfig, box_downsample, crop_to_multiple, degrade
-from model_zoo.testing import random_image
+from model_zoo.testing import random_image, single_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
 
 DATA_DIR = default_data_dir()
 needs_data = pytest.mark.skipif(not (DATA_DIR / "monuseg2018").is_dir(), reason="shared data not present")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 
 from model_zoo.inference import SuperResolver
-from model_zoo.testing import random_generator, random_image
+from model_zoo.testing import random_generator, random_image, single_thread
 from model_zoo.tiling import plan_axis, plan_tiles
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 def single_pass(model, image: np.ndarray, scale: int) -> np.ndarray:
@@ -106,3 +114,16 @@ def test_oversized_output_is_refused_before_allocating() -> None:
     resolver = SuperResolver(random_generator(), max_output_bytes=10_000)
     with pytest.raises(ValueError, match="iter_upscale"):
         resolver.upscale(random_image(40, 40), 8)
+
+
+def test_automatic_tiles_follow_the_memory_budget() -> None:
+    model = random_generator()
+    roomy = SuperResolver(model)
+    assert roomy.tile_for(4, 60, 50) == 60  # fits: one window, no margin overhead
+    tight = SuperResolver(model, max_batch_bytes=roomy.window_bytes(50, 50, 4))
+    tile = tight.tile_for(4, 120, 90)
+    windows = plan_tiles(120, 90, tile, tight.margin_for(4))
+    assert len(windows) > 1
+    assert tight.window_bytes(windows[0].rows.window_size, windows[0].cols.window_size, 4) <= tight.max_batch_bytes
+    image = random_image(120, 90, seed=9)
+    np.testing.assert_allclose(tight.upscale_float(image, 4), single_pass(model, image, 4), atol=1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,13 @@ from model_zoo.images import load_rgb
 from model_zoo.metrics import psnr
 from model_zoo.registry import (REGISTRY, WEIGHTS_DIR, ModelSpec, WeightsChecksumError, WeightsError,
                                 load_generator, save_weights, sha256_of)
-from model_zoo.testing import random_generator
+from model_zoo.testing import random_generator, single_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 def test_weights_round_trip_with_checksum(tmp_path: Path) -> None:

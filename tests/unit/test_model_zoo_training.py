@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,13 @@ from model_zoo.data import PatchSampler, default_data_dir
 from model_zoo.images import load_rgb
 from model_zoo.losses import RandomFeatureNet, stain_colour_loss
 from model_zoo.training import Trainer, TrainConfig
+from model_zoo.testing import single_thread
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with single_thread():
+        yield
 
 
 def textured_image(size: int, seed: int) -> np.ndarray:
