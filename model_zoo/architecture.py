@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -165,8 +164,9 @@ class CascadeGenerator(nn.Module):
         radius = 1.0 + 2 * self.cfg.blocks + 1  # head, blocks, body
         for i in range(n_stages):
             res_in, res_out = 2 ** i, 2 ** (i + 1)
-            up = 1.0 if self.cfg.upsample == "pixel_shuffle" else 1.0  # 3x3 conv / 4x4 deconv
-            radius += up / res_in + (self.cfg.stage_convs + 1) / res_out
+            # The upsampler (3x3 conv + shuffle, or 4x4 stride-2 deconv) reaches one input
+            # pixel; the refine convs and the RGB head reach one pixel each at the new size.
+            radius += 1.0 / res_in + (self.cfg.stage_convs + 1) / res_out
         return radius
 
     def context_margin(self, scale: int) -> int:

@@ -64,8 +64,9 @@ def test_unsupported_scale_is_refused() -> None:
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_context_margin_covers_receptive_field(scale: int) -> None:
-    model = random_generator()
+@pytest.mark.parametrize("upsample", ["pixel_shuffle", "transposed"])
+def test_context_margin_covers_receptive_field(scale: int, upsample: str) -> None:
+    model = random_generator(GeneratorConfig(channels=8, blocks=2, stage_channels=(8, 8, 4), upsample=upsample))
     margin = model.context_margin(scale)
     size = 2 * margin + 12
     x = torch.rand(1, 3, size, size)

@@ -53,6 +53,12 @@ def test_missing_file_and_wrong_architecture_name_the_file(tmp_path: Path) -> No
         load_generator(ModelSpec("t", "small", "w.pt", digest), weights_dir=tmp_path)
 
 
+def test_package_default_is_the_registry_default() -> None:
+    from model_zoo import registry
+
+    assert DEFAULT_MODEL == registry.DEFAULT_MODEL and DEFAULT_MODEL in REGISTRY
+
+
 def test_unknown_model_lists_registered_ones() -> None:
     with pytest.raises(KeyError, match=DEFAULT_MODEL):
         load_model("no-such-model")
