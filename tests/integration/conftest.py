@@ -61,9 +61,13 @@ def stack() -> Iterator[Settings]:
             get_settings.cache_clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def agent_worker(stack: Settings) -> Iterator[Settings]:
-    """One real Faust worker process (all agents) on the test stack, answering probes."""
+    """One real Faust worker process (all agents) on the test stack, answering probes.
+
+    Module-scoped: a worker left running would also consume the events of later test modules
+    that run their own workers (in their own consumer groups) and expect to be the only ones.
+    """
     import asyncio
 
     from slidestream.probe import probe_agents
