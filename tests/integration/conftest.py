@@ -18,6 +18,7 @@ import pytest
 
 from infra import stack as local_stack
 from slidestream.settings import Settings, get_settings
+from slidestream.workers import stop_workers
 from tests.conftest import TEST_PORT_BASE
 
 # Ports of the test stack: the development stack uses 19092/19093, 19000/19001 and 27117.
@@ -51,11 +52,13 @@ def stack() -> Iterator[Settings]:
         get_settings.cache_clear()
         settings = get_settings()
         try:
-            local_stack.down(settings, echo=lambda _: None)  # leftovers of a killed session
+            stop_workers(settings)  # leftovers of a killed session
+            local_stack.down(settings, echo=lambda _: None)
             shutil.rmtree(state_dir, ignore_errors=True)
             local_stack.up(settings, timeout_s=START_TIMEOUT_S)
             yield settings
         finally:
+            stop_workers(settings)
             local_stack.down(settings)
             shutil.rmtree(state_dir, ignore_errors=True)
             get_settings.cache_clear()
