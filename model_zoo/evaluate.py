@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from .architecture import CascadeGenerator
 from .baselines import METHODS, interpolate
 from .data import default_data_dir, list_sources, split_sources
-from .degradation import box_downsample, crop_to_multiple, to_uint8
+from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, to_uint8
 from .images import load_rgb
 from .inference import SuperResolver, load_model
 from .metrics import delta_e, psnr, ssim
@@ -54,9 +54,11 @@ def load_custom(weights: Path, arch: str, device: str) -> SuperResolver:
     return SuperResolver(model, name=f"{weights.stem}", device=device)
 
 
-def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, SuperResolver]
-                   ) -> tuple[list[Row], dict[str, np.ndarray], np.ndarray]:
+def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, SuperResolver],
+                   lr_jpeg: int | None = None) -> tuple[list[Row], dict[str, np.ndarray], np.ndarray]:
     lr = to_uint8(box_downsample(hr, scale))
+    if lr_jpeg:
+        lr = jpeg_roundtrip(lr, lr_jpeg)
     rows, outputs = [], {}
     candidates: dict[str, object] = {m: m for m in BASELINES}
     candidates.update(models)
@@ -85,9 +87,10 @@ def summarise(rows: list[Row]) -> dict[int, dict[str, dict[str, float]]]:
     return table
 
 
-def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str]) -> str:
+def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str], lr_jpeg: int | None = None) -> str:
+    jpeg = f", then JPEG quality {lr_jpeg} (4:2:0)" if lr_jpeg else ""
     lines = [f"Validation split: {len(images)} held-out images ({', '.join(images)}).",
-             "LR = area (box) downsampling of the HR image, 8-bit; metrics skip an s-pixel border.",
+             f"LR = area (box) downsampling of the HR image, 8-bit{jpeg}; metrics skip an s-pixel border.",
              "", "| scale | method | PSNR dB | dPSNR vs bicubic | SSIM | dSSIM vs bicubic | dE00 | s/image |",
              "|---|---|---|---|---|---|---|---|"]
     for scale, methods in table.items():
@@ -133,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=Path("out") / "eval")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--lr-jpeg", type=int, default=None,
+                   help="JPEG-compress the LR at this quality (slide_io stores LR tiles as JPEG q90)")
     p.add_argument("--panel-size", type=int, default=256, help="HR pixels per panel column")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for index, path in enumerate(val_paths):
         hr = crop_to_multiple(load_rgb(path), max(args.scales))
         for scale in args.scales:
-            image_rows, outputs, lr = evaluate_image(path.stem, hr, scale, models)
+            image_rows, outputs, lr = evaluate_image(path.stem, hr, scale, models, args.lr_jpeg)
             rows += image_rows
             if index == 0:
                 panel(lr, outputs, hr, scale, args.panel_size).save(args.out_dir / f"panel_x{scale}.png",
@@ -166,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(rows)
     names = [p.stem for p in val_paths]
     (args.out_dir / "results.json").write_text(json.dumps(
-        {"images": names, "summary": {f"x{s}": v for s, v in table.items()},
+        {"images": names, "lr_jpeg": args.lr_jpeg, "summary": {f"x{s}": v for s, v in table.items()},
          "rows": [r.__dict__ for r in rows]}, indent=1))
-    text = markdown(table, names)
+    text = markdown(table, names, args.lr_jpeg)
     (args.out_dir / "results.md").write_text(text)
     print(text)
     return 0

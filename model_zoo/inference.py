@@ -26,12 +26,13 @@ MIN_TILE = 32  # LR pixels; below this the context margin would dominate the wor
 class SuperResolver:
     def __init__(self, model: CascadeGenerator, *, name: str = "custom",
                  device: str | torch.device = "cpu", tile: int | None = None,
-                 max_batch_bytes: int = 1 << 30, max_output_bytes: int = 8 << 30,
+                 max_batch_bytes: int | None = None, max_output_bytes: int = 8 << 30,
                  compile: bool = False) -> None:
         self.name = name
         self.device = torch.device(device)
         self.tile = tile
-        self.max_batch_bytes = max_batch_bytes
+        # Activation budget per forward pass: 1 GiB of host RAM, 4 GiB on a GPU.
+        self.max_batch_bytes = max_batch_bytes or ((4 << 30) if self.device.type == "cuda" else (1 << 30))
         self.max_output_bytes = max_output_bytes
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         self._autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
