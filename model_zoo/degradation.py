@@ -87,8 +87,10 @@ def degrade(hr: np.ndarray, factor: int, cfg: DegradationConfig | None = None,
     return lr8
 
 
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_roundtrip(image: np.ndarray, quality: int, full_chroma: bool = False) -> np.ndarray:
+    """Encode and decode as JPEG; ``full_chroma`` keeps 4:4:4 as slide_io stores LR tiles,
+    otherwise the common 4:2:0 of scanners and web images (training's harsher case)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0 if full_chroma else 2)
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"))

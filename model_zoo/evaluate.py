@@ -58,7 +58,7 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, Supe
                    lr_jpeg: int | None = None) -> tuple[list[Row], dict[str, np.ndarray], np.ndarray]:
     lr = to_uint8(box_downsample(hr, scale))
     if lr_jpeg:
-        lr = jpeg_roundtrip(lr, lr_jpeg)
+        lr = jpeg_roundtrip(lr, lr_jpeg, full_chroma=True)  # as slide_io stores LR tiles
     rows, outputs = [], {}
     candidates: dict[str, object] = {m: m for m in BASELINES}
     candidates.update(models)
@@ -88,7 +88,7 @@ def summarise(rows: list[Row]) -> dict[int, dict[str, dict[str, float]]]:
 
 
 def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str], lr_jpeg: int | None = None) -> str:
-    jpeg = f", then JPEG quality {lr_jpeg} (4:2:0)" if lr_jpeg else ""
+    jpeg = f", then JPEG quality {lr_jpeg} (4:4:4, as slide_io stores LR tiles)" if lr_jpeg else ""
     lines = [f"Validation split: {len(images)} held-out images ({', '.join(images)}).",
              f"LR = area (box) downsampling of the HR image, 8-bit{jpeg}; metrics skip an s-pixel border.",
              "", "| scale | method | PSNR dB | dPSNR vs bicubic | SSIM | dSSIM vs bicubic | dE00 | s/image |",

@@ -139,6 +139,9 @@ class QcAgentSettings(_Group):
     reference_image: Path | None = None
     # Colour-normalise the LR toward the reference before it is stored.
     normalise: bool = False
+    # JPEG q90 4:4:4 keeps the LR ~10x smaller than the scanner's 40x JPEG; lossless "zstd" is
+    # ~4x larger again (only ~3x below the 40x scan) but gives super-resolution 1.7 dB more at x4
+    # (model_zoo/MODEL_CARD.md). A site's choice between storage and reconstruction fidelity.
     lr_compression: Literal["jpeg", "zstd"] = "jpeg"
 
 
