@@ -107,13 +107,16 @@ def register(app: faust.App, settings: Settings, *, upscaler: Upscaler | None = 
     service = UpscaleService(app, settings, upscaler=upscaler)
     app.service(service)  # type: ignore[arg-type] - faust accepts an instance as well as a class
 
-    @app.on_partitions_revoked.connect
-    async def hand_over(sender: faust.App, revoked: set[TP], **_: Any) -> None:
-        # With stream_wait_empty (Faust's default) nothing of ours is left unacknowledged
-        # by now; without it (compute workers), queued requests of revoked partitions go to
-        # their new owner instead of being computed here too.
+    @app.on_partitions_assigned.connect
+    async def hand_over(sender: faust.App, assigned: set[TP], **_: Any) -> None:
+        # Queued requests of partitions that are no longer ours go to their new owner
+        # (unacknowledged, so it gets them) instead of being computed here too. Judged on
+        # the new assignment, not on the revocation: the eager protocol revokes everything
+        # at each rebalance and most partitions come straight back. With Faust's default
+        # stream_wait_empty nothing of ours is left by now; compute workers turn it off.
         if service.runtime is not None:
-            service.runtime.engine.drop_sources({tp for tp in revoked if tp.topic == Topic.UPSCALE_REQUESTED.value})
+            engine = service.runtime.engine
+            engine.drop_sources({source for source in engine.known_sources() if source not in assigned})
 
     @app.agent(raw_topic(app, Topic.UPSCALE_REQUESTED.value), name="upscale")
     async def upscale(stream: faust.StreamT) -> None:

@@ -234,6 +234,9 @@ class ComputeEngine:
                  if item.request in self._requests and item.job.key in self._requests[item.request].pending]
         self.scheduler.defer(again, self.clock() + delay)
 
+    def known_sources(self) -> set[Hashable]:
+        return {source for state in self._requests.values() for source in state.sources}
+
     def drop_sources(self, revoked: set[Hashable]) -> int:
         """Forget requests whose every source was revoked (another worker owns those
         partitions now and will get the messages again, since we never acknowledged them).

@@ -93,7 +93,26 @@ class PartitionGate:
         if self._consumer is not None:
             held = self._assigned(self.held_tps())
             if held:
-                self._consumer.pause_partitions(held)
+                self._pause(held)
+
+    def _pause(self, tps: set[Any]) -> None:
+        """Pause without losing records of a fetch in flight.
+
+        Faust's ``pause_partitions`` removes the partitions from the very set object that a
+        running ``getmany`` filters its records by: records of a partition paused mid-fetch
+        are then dropped after the client consumed their offsets, and once later messages
+        arrive Faust books the hole as a gap and commits over it - those requests would be
+        lost. So we hand Faust a new set instead; the fetch in flight still delivers what
+        it got (a few requests beyond the limit), the next one skips the paused partitions.
+        Faust's own pauses (rebalances) are followed by a seek to the committed offsets.
+        """
+        consumer = self._consumer
+        if not hasattr(consumer, "_active_partitions") or not hasattr(consumer, "_paused_partitions"):
+            consumer.pause_partitions(tps)
+            return
+        active = set(consumer._get_active_partitions())  # noqa: SLF001 - see above
+        consumer._paused_partitions.update(tps)  # noqa: SLF001
+        consumer._active_partitions = active - tps  # noqa: SLF001
 
     def on_backlog(self, backlogs: Mapping[Priority, int]) -> None:
         hold, release = self.policy.update(backlogs)

@@ -17,26 +17,30 @@ import warnings
 import faust
 
 from agents.app import create_app
+from agents.upscale import UpscaleService
+from compute.upscaler import Upscaler
 from slidestream.logging import configure_logging
 from slidestream.settings import Settings, get_settings
 
-AGENT_MODULES = ("agents.upscale",)
+def create_compute_app(settings: Settings, *, upscaler: Upscaler | None = None) -> tuple[faust.App, UpscaleService]:
+    """The app of a compute worker and its upscale service (``upscaler`` overrides the
+    configured model: tests and the bench)."""
+    from agents.upscale import register
 
-
-def create_compute_app(settings: Settings) -> faust.App:
-    app = create_app(settings, agent_modules=AGENT_MODULES)
+    app = create_app(settings, agent_modules=())
+    service = register(app, settings, upscaler=upscaler)
     with warnings.catch_warnings():
         # Read by Faust only when a rebalance or shutdown starts, so setting it after the
         # app was built (create_app is shared by every worker kind) is effective.
         warnings.simplefilter("ignore")
         app.conf.stream_wait_empty = False
-    return app
+    return app, service
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
-    app = create_compute_app(settings)
+    app, _ = create_compute_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 
