@@ -28,16 +28,20 @@ PRIORITY_ORDER: tuple[Priority, ...] = (Priority.INTERACTIVE, Priority.DISTRIBUT
 PARTITIONS_PER_PRIORITY = 2
 
 
+# The classes are interleaved (0 interactive, 1 distribution, 2 background, 3 interactive,
+# ...), not in blocks: Faust's assignor hands each worker a contiguous range of partitions,
+# and with blocks one of two workers would get all the background work and the other all
+# the interactive work. Interleaved, every contiguous range of three partitions (and every
+# round-robin share) holds one partition of each class, so each worker serves every class.
 def priority_partitions(priority: Priority) -> tuple[int, ...]:
     """Partition numbers of ``upscale.requested`` that carry ``priority``."""
-    start = priority.rank * PARTITIONS_PER_PRIORITY
-    return tuple(range(start, start + PARTITIONS_PER_PRIORITY))
+    return tuple(priority.rank + i * len(PRIORITY_ORDER) for i in range(PARTITIONS_PER_PRIORITY))
 
 
 def priority_of_partition(partition: int) -> Priority:
     if not 0 <= partition < len(PRIORITY_ORDER) * PARTITIONS_PER_PRIORITY:
         raise ValueError(f"partition {partition} of upscale.requested has no priority class")
-    return PRIORITY_ORDER[partition // PARTITIONS_PER_PRIORITY]
+    return PRIORITY_ORDER[partition % len(PRIORITY_ORDER)]
 
 
 class Topic(str, Enum):
