@@ -164,3 +164,23 @@ async def test_priority_pauses_survive_rebalances(stack: Settings, lr_pixels: np
         await answers.wait_finished([interactive, *backlog], 300)
     for request in backlog:
         assert len({(r.tile.col, r.tile.row) for r in answers.results(request)}) == 4
+
+
+async def test_demo_hook_saves_lr_and_sr_side_by_side(stack: Settings, lr_pixels: np.ndarray, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from compute.demo import GAP_PX, demo_upscale_region
+
+    exam = unique("IT-DEMO")
+    await store_sample_slide(stack, exam, 1, lr_pixels)
+    settings = group_settings(stack, unique("it-demo"))
+    async with inprocess_worker(settings, ControlledUpscaler(), tmp_path):
+        path = await demo_upscale_region(settings, exam, 1, scale=8, output_dir=tmp_path / "out")
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (512, 2 * 512 + GAP_PX, 3)
+    left, right = pixels[:, :512], pixels[:, 512 + GAP_PX :]
+    # With the bicubic stand-in for the model both halves are the same interpolation of
+    # the same LR pixels: the panels line up exactly (a real model differs, but aligned).
+    np.testing.assert_array_equal(left, right)
+    assert right.std() > 10  # tissue, not blank
