@@ -37,6 +37,15 @@ async def _flow(settings: Settings) -> int:
 
     _banner("save agent -> catalog + recent tier; HIS discharge -> tier agent moves recent -> mid")
     await demo_store_and_discharge(settings, passed)
+
+    # Retrospective reading of the largest stored slide: a 40x region computed on demand from
+    # its 5x LR (interactive priority), saved next to plain bicubic upsampling.
+    from compute.demo import demo_upscale_region
+
+    largest = max(passed, key=lambda v: v.width * v.height)
+    _banner(f"viewer asks for 40x of slide {largest.slide_number} -> upscale.requested -> SR -> upscale.done")
+    png = await demo_upscale_region(settings, largest.exam_id, largest.slide_number, scale=8)
+    print(f"side-by-side LR upsampled | SR saved to {png}")
     return 0
 
 
