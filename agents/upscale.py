@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 STOP_GRACE_S = 60.0  # on shutdown, the running batch may finish (its leases are then dropped)
 SUBMIT_RETRY_S = 2.0
+FETCH_MAX_WAIT_MS = 50  # see _shorten_fetch_wait
 
 
 class UpscaleService(Service):
@@ -55,6 +56,7 @@ class UpscaleService(Service):
 
     async def on_start(self) -> None:
         self.gate.attach(self.app.consumer)
+        _shorten_fetch_wait(self.app, FETCH_MAX_WAIT_MS)
         self.runtime = await open_runtime(self.settings, self._publish, upscaler=self._upscaler,
                                           on_backlog=self.gate.on_backlog)
         self._engine_task = asyncio.create_task(self.runtime.engine.run(), name="upscale-engine")
@@ -101,6 +103,21 @@ class UpscaleService(Service):
                 log.error("upscale.submit_failed", request_id=str(request.request_id),
                           error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(SUBMIT_RETRY_S)
+
+
+def _shorten_fetch_wait(app: faust.App, wait_ms: int) -> None:
+    """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and offers no setting.
+    aiokafka keeps one fetch in flight per broker, built without the partitions whose
+    records were still buffered at that moment; a request landing on such a partition
+    (typically the interactive one, right after its previous request) waits for that fetch
+    to return: up to 1.5 s added to a viewer's wait. The fetcher reads the value on every
+    request, so it can be lowered once the consumer exists."""
+    fetcher = getattr(getattr(getattr(getattr(app.consumer, "_thread", None), "_consumer", None), "_fetcher", None),
+                      "_fetch_max_wait_ms", None)
+    if fetcher is None:
+        log.warning("upscale.fetch_wait_unchanged", reason="faust/aiokafka internals differ")
+        return
+    app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001
 
 
 def register(app: faust.App, settings: Settings, *, upscaler: Upscaler | None = None) -> UpscaleService:

@@ -23,6 +23,7 @@ from storage.upscale import partition_for
 
 Answer = UpscaleDone | UpscaleFailed
 ANSWER_TOPICS = (Topic.UPSCALE_DONE.value, Topic.UPSCALE_FAILED.value)
+FETCH_MAX_WAIT_MS = 20
 
 
 class UpscaleError(RuntimeError):
@@ -40,7 +41,12 @@ class AnswerStream:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> "AnswerStream":
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
+        # fetch_max_wait_ms: aiokafka keeps one fetch in flight per broker and leaves out the
+        # partitions that still had buffered records when it was sent; an answer landing on
+        # one of those waits for that fetch to come back. The default (500 ms) showed up as
+        # a 500 ms floor on every round trip after the first.
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         await consumer.start()
         try:
             tps: list[TopicPartition] = []

@@ -148,7 +148,8 @@ class Answers:
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> "Answers":
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False,
+                                          fetch_max_wait_ms=20)
         await self._consumer.start()
         deadline = time.monotonic() + 60
         while True:  # a freshly started broker may not list every topic yet
