@@ -35,6 +35,20 @@ def partition_for(priority: Priority, exam_id: str, slide_number: int) -> int:
     return partitions[zlib.crc32(f"{exam_id}/{slide_number}".encode()) % len(partitions)]
 
 
+def merge_answers(parts: list[Answer]) -> Answer:
+    """One answer for a request answered in several tile batches: the first failure if any
+    batch failed, else every batch's tiles in one ``UpscaleDone`` (timings added up)."""
+    failed = [part for part in parts if isinstance(part, UpscaleFailed)]
+    if failed:
+        return failed[0].model_copy(update={"remaining": 0})
+    timings: dict[str, float] = {}
+    for part in parts:
+        for name, ms in part.timings_ms.items():
+            timings[name] = timings.get(name, 0.0) + ms
+    results = [result for part in parts for result in part.results]
+    return parts[-1].model_copy(update={"results": results, "timings_ms": timings, "remaining": 0})
+
+
 class UpscaleGateway(Protocol):
     async def request(self, event: UpscaleRequested, timeout_s: float) -> Answer | None:
         """Send ``event``; its answer, or None if none came within ``timeout_s``."""
@@ -48,13 +62,18 @@ class KafkaUpscaleGateway:
         self._consumer = None
         self._reader: asyncio.Task | None = None
         self._waiting: dict[UUID, asyncio.Future[Answer]] = {}
+        # Answers come per tile batch (``remaining`` counts down to 0); partial ones wait here.
+        self._partial: dict[UUID, list[Answer]] = {}
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
         self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        # A short fetch wait: a viewer is waiting, and aiokafka's 500 ms default long poll would
+        # put a floor under every round trip after the first.
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+                                          fetch_max_wait_ms=20)
         await self._consumer.start()
         tps = [TopicPartition(topic.value, p)
                for topic in (Topic.UPSCALE_DONE, Topic.UPSCALE_FAILED)
@@ -94,8 +113,12 @@ class KafkaUpscaleGateway:
             except EventValidationError:
                 continue  # the agents dead-letter bad answers; a waiter only wants its own
             future = self._waiting.get(answer.request_id)  # type: ignore[attr-defined]
-            if future is not None and not future.done():
-                future.set_result(answer)  # type: ignore[arg-type]
+            if future is None or future.done():
+                continue
+            parts = self._partial.setdefault(answer.request_id, [])  # type: ignore[attr-defined]
+            parts.append(answer)  # type: ignore[arg-type]
+            if answer.remaining == 0:  # type: ignore[attr-defined]
+                future.set_result(merge_answers(parts))
 
     async def request(self, event: UpscaleRequested, timeout_s: float) -> Answer | None:
         if self._producer is None:
@@ -113,3 +136,4 @@ class KafkaUpscaleGateway:
             return None
         finally:
             self._waiting.pop(event.request_id, None)
+            self._partial.pop(event.request_id, None)
