@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from slidestream.settings import Settings, get_settings
 
@@ -76,15 +76,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(), stop_after=args.stop)
 
 
-def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return int(importlib.import_module(module).main(args.rest) or 0)
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slidestream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,17 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_commands(sub, _settings)  # export
     add_his_commands(sub, _settings)  # his
 
-    for name, module, text in (
-        ("train", "model_zoo.train", "train a super-resolution model (see --help)"),
-        ("evaluate", "model_zoo.evaluate", "evaluate super-resolution models against interpolation"),
-    ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_delegate(module))
+    # Listed for --help only; main() hands their arguments to model_zoo before parsing.
+    sub.add_parser("train", help="train a super-resolution model (slidestream train --help)", add_help=False)
+    sub.add_parser("evaluate", help="evaluate SR models against interpolation (slidestream evaluate --help)",
+                   add_help=False)
     return parser
 
 
+# Subcommands that hand their whole argument list to another tool's own parser (argparse's
+# REMAINDER cannot pass on a leading option such as --help).
+DELEGATED = {"train": "model_zoo.train", "evaluate": "model_zoo.evaluate"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return int(importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return args.func(args)
 
