@@ -5,8 +5,7 @@ missing object (a QC verdict) from an outage (retried, see ``storage.retry``).
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import os
 from pathlib import Path
 
 from minio.error import S3Error
@@ -17,7 +16,10 @@ from storage.objects import ObjectStore, StoredObject
 from storage.retry import with_retries
 
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "NoSuchVersion"})
-CHUNK = 1 << 20
+
+
+def _open_for_write(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 
 class MissingObject(FileNotFoundError):
@@ -52,28 +54,14 @@ class IngestBucket:
                            what="ingest write", attempts=self._attempts)
         return ref
 
-    def _download(self, ref: ObjectRef, destination: Path) -> tuple[str, int]:
-        # Streamed to disk (scans are gigabytes); the file is opened only once the GET answered.
-        response = self.store.client(ref.bucket).get_object(ref.bucket, ref.key)
-        digest, size = hashlib.sha256(), 0
-        try:
-            with destination.open("wb") as out:
-                for chunk in response.stream(CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-        finally:
-            response.close()
-            response.release_conn()
-        return digest.hexdigest(), size
-
     async def download(self, ref: ObjectRef, destination: Path) -> tuple[str, int]:
         """Write ``ref`` to ``destination``; its SHA-256 and size. ``MissingObject`` if absent."""
         if ref.bucket != self.bucket:
             # Events name the bucket; the agent only ever reads the configured ingest bucket.
             raise MissingObject(f"{ref.bucket} is not the ingest bucket")
         try:
-            return await with_retries(lambda: asyncio.to_thread(self._download, ref, destination),
+            # Each attempt starts the file afresh; the shared store streams and hashes it.
+            return await with_retries(lambda: self.store.download_to_fd(ref, _open_for_write(destination)),
                                       what="ingest download", attempts=self._attempts)
         except S3Error as exc:
             if exc.code in _MISSING_CODES:

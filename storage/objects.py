@@ -195,7 +195,11 @@ class ObjectStore:
 
     def _download(self, ref: ObjectRef, fd: int) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0
-        response = self.client(ref.bucket).get_object(ref.bucket, ref.key)
+        try:
+            response = self.client(ref.bucket).get_object(ref.bucket, ref.key)
+        except BaseException:
+            os.close(fd)  # the caller handed the descriptor over: close it on every path
+            raise
         try:
             with os.fdopen(fd, "wb", closefd=True) as out:
                 for chunk in response.stream(CHUNK):
