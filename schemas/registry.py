@@ -28,41 +28,25 @@ from schemas.events import (
 )
 from schemas.topics import Topic
 
-EVENT_MODELS: dict[Topic, type[Event]] = {
-    model.topic: model
-    for model in (
-        SlideScanned,
-        SlideQcPassed,
-        SlideQcFailed,
-        SlideStored,
-        UpscaleRequested,
-        UpscaleDone,
-        UpscaleFailed,
-        PatientAdmitted,
-        PatientDischarged,
-        TierMoved,
-        DistributionAssigned,
-        DeadLetter,
-    )
-}
+# Every event model, once: the topic map and the discriminated union are both built from it.
+_MODELS: tuple[type[Event], ...] = (
+    SlideScanned,
+    SlideQcPassed,
+    SlideQcFailed,
+    SlideStored,
+    UpscaleRequested,
+    UpscaleDone,
+    UpscaleFailed,
+    PatientAdmitted,
+    PatientDischarged,
+    TierMoved,
+    DistributionAssigned,
+    DeadLetter,
+)
 
-AnyEvent = Annotated[
-    Union[
-        SlideScanned,
-        SlideQcPassed,
-        SlideQcFailed,
-        SlideStored,
-        UpscaleRequested,
-        UpscaleDone,
-        UpscaleFailed,
-        PatientAdmitted,
-        PatientDischarged,
-        TierMoved,
-        DistributionAssigned,
-        DeadLetter,
-    ],
-    Field(discriminator="event_type"),
-]
+EVENT_MODELS: dict[Topic, type[Event]] = {model.topic: model for model in _MODELS}
+
+AnyEvent = Annotated[Union[_MODELS], Field(discriminator="event_type")]
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 MAX_EVENT_BYTES = 1 << 20  # events carry references, never image data
