@@ -9,8 +9,10 @@ Written for MongoDB and FerretDB alike, so it uses no multi-document transaction
 * referential integrity is kept by ordering: a patient row exists before its exam, an exam
   before its images, and the repository refuses an exam or image whose parent is missing
   or belongs to another patient; permanent LR images are never deleted;
-* tier moves change the image document only through compare-and-set on the move marker
-  (``pending_move``), so two workers can never both think they own a move.
+* every change to an existing document is a compare-and-set through ``catalog.claims``
+  (on the image's and report's ``revision``, on a patient's time fields), which holds on
+  FerretDB too, whose updates are not atomic; so two workers can never both think they own
+  a move, and no update overwrites another.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from catalog.claims import Claims, compare_and_delete, compare_and_set
 from catalog.errors import (
     CatalogError,
     ExamPatientMismatch,
@@ -80,10 +83,11 @@ def key_of(image: ImageRecord) -> dict[str, Any]:
 
 
 def _at_revision(image: ImageRecord) -> dict[str, Any]:
-    """Matches the image only while it is unchanged since ``image`` was read. Scalars only:
-    a sub-document or a dotted path in the filter makes FerretDB scan the whole collection
-    instead of using its ``_id`` pushdown (seconds per update at 10,000 images)."""
-    return {**key_of(image), "revision": image.revision}
+    """What a compare-and-set expects besides the ``_id``: the image unchanged since
+    ``image`` was read. Scalars only: a sub-document or a dotted path in the filter makes
+    FerretDB scan the whole collection instead of using its ``_id`` pushdown (seconds per
+    update at 10,000 images)."""
+    return {"revision": image.revision}
 
 
 def _pending_document(image: ImageRecord, pending: PendingMove) -> dict[str, Any]:
@@ -92,8 +96,9 @@ def _pending_document(image: ImageRecord, pending: PendingMove) -> dict[str, Any
 
 
 class Catalog:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, *, claims: Claims | None = None) -> None:
         self.db = db
+        self.claims = claims or Claims(db)
         self.patients = db[PatientRecord.collection]
         self.exams = db[ExamRecord.collection]
         self.images = db[ImageRecord.collection]
@@ -144,9 +149,9 @@ class Catalog:
             before, after = current.to_document(), updated.to_document()
             flt = {"_id": patient_id,
                    **{name: before.get(name) for name in ("admitted_at", "discharged_at", "last_exam_at")}}
+            expected = {name: value for name, value in flt.items() if name != "_id"}
             changes = {name: value for name, value in after.items() if before.get(name) != value}
-            result = await self.patients.update_one(flt, {"$set": changes})
-            if result.matched_count:
+            if await compare_and_set(self.patients, self.claims, patient_id, expected, {"$set": changes}):
                 return updated, created_any
         raise CatalogError("patient record kept changing under concurrent updates; retry")
 
@@ -231,16 +236,20 @@ class Catalog:
         await self._check_parent(image)
         doc = image.to_document()
         refresh = {name: doc[name] for name in ("object", "width", "height", "magnification")}
-        insert_only = {name: value for name, value in doc.items() if name not in refresh and name != "revision"}
-        bump = {"$inc": {"revision": 1}}
-        try:
-            await self.images.update_one(key_of(image), {"$set": refresh, "$setOnInsert": insert_only, **bump},
-                                         upsert=True)
-        except DuplicateKeyError:
-            await self.images.update_one(key_of(image), {"$set": refresh, **bump})
-        stored = await self.reload(image)
-        assert stored is not None
-        return stored
+        for _ in range(_CAS_ATTEMPTS):
+            current = await self.reload(image)
+            if current is None:
+                try:
+                    await self.images.insert_one(document(image.model_copy(update={"revision": 1})))
+                except DuplicateKeyError:
+                    continue  # created meanwhile: refresh it instead
+                stored = await self.reload(image)
+                assert stored is not None
+                return stored
+            refreshed = await self._compare_and_set(current, refresh)
+            if refreshed is not None:
+                return refreshed
+        raise CatalogError("HR image record kept changing under concurrent updates; retry")
 
     async def find_images(self, *, patient_id: str | None = None, exam_id: str | None = None,
                           slide_number: int | None = None, state: ImageState | int | None = None,
@@ -287,8 +296,17 @@ class Catalog:
         return [ImageRecord.from_document(doc) async for doc in cursor]
 
     async def record_access(self, image: ImageRecord, at: datetime | None = None) -> None:
-        await self.images.update_one(key_of(image), {"$inc": {"access_count": 1},
-                                                     "$set": {"last_accessed_at": at or db_now()}})
+        """Count a read. Claimed like every other write (so it can never undo a concurrent
+        move on FerretDB), but without a new revision, so it never disturbs a move."""
+        at = at or db_now()
+        for _ in range(_CAS_ATTEMPTS):
+            current = await self.reload(image)
+            if current is None:
+                return
+            change = {"$inc": {"access_count": 1}, "$set": {"last_accessed_at": at}}
+            if await compare_and_set(self.images, self.claims, natural_id(current), _at_revision(current), change):
+                return
+        raise CatalogError("image record kept changing under concurrent updates; access not counted")
 
     async def usage_by_tier(self) -> dict[tuple[int, str], tuple[int, int]]:
         """(state, tier) -> (images, bytes) over the whole catalog."""
@@ -310,17 +328,16 @@ class Catalog:
     # --- tier moves (compare-and-set on the image's revision) ---------------------------
 
     async def _compare_and_set(self, image: ImageRecord, changes: dict[str, Any]) -> ImageRecord | None:
-        doc = await self.images.find_one_and_update(
-            _at_revision(image), {"$set": changes, "$inc": {"revision": 1}}, return_document=ReturnDocument.AFTER)
+        """``changes`` and the next revision, if the image is still at ``image.revision``."""
+        doc = await compare_and_set(self.images, self.claims, natural_id(image), _at_revision(image),
+                                    {"$set": changes, "$inc": {"revision": 1}})
         return ImageRecord.from_document(doc) if doc else None
 
     async def begin_move(self, image: ImageRecord, pending: PendingMove) -> ImageRecord | None:
-        """Claim ``image`` for a move; None if it is no longer in its tier or already moving."""
-        flt = {**key_of(image), "tier": image.tier.value, "pending_move": None}
-        doc = await self.images.find_one_and_update(
-            flt, {"$set": {"pending_move": _pending_document(image, pending)}, "$inc": {"revision": 1}},
-            return_document=ReturnDocument.AFTER)
-        return ImageRecord.from_document(doc) if doc else None
+        """Claim ``image`` for a move; None if it changed since read (moved, or already moving)."""
+        if image.pending_move is not None:
+            return None
+        return await self._compare_and_set(image, {"pending_move": _pending_document(image, pending)})
 
     async def advance_move(self, image: ImageRecord, to_step: str) -> ImageRecord | None:
         """Record that the move reached ``to_step``; None if the image changed meanwhile."""
@@ -344,8 +361,7 @@ class Catalog:
         """Remove an HR cache entry whose objects are gone (only if unchanged since read)."""
         if image.state is not ImageState.HR:
             raise ValueError("permanent LR images are never deleted from the catalog")
-        result = await self.images.delete_one(_at_revision(image))
-        return result.deleted_count == 1
+        return await compare_and_delete(self.images, self.claims, natural_id(image), _at_revision(image))
 
     async def pending_moves(self, started_before: datetime, *, limit: int = 1000) -> list[ImageRecord]:
         flt = {"pending_move.started_at": {"$lt": started_before}}
@@ -374,9 +390,8 @@ class Catalog:
         doc = report.to_document()
         changes = {name: doc[name] for name in ("author", "findings", "diagnosis", "status")}
         changes.update(revision=expected_revision + 1, updated_at=now)
-        stored = await self.reports.find_one_and_update(
-            {"_id": report.exam_id, "revision": expected_revision}, {"$set": changes},
-            return_document=ReturnDocument.AFTER)
+        stored = await compare_and_set(self.reports, self.claims, report.exam_id,
+                                       {"revision": expected_revision}, {"$set": changes})
         if stored is None:
             raise ReportConflict(report.exam_id, expected_revision)
         return ReportRecord.from_document(stored)
