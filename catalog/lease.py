@@ -1,40 +1,111 @@
-"""A time-limited lease in the catalog database, so only one worker runs a singleton job
-(the idle-time tier sweep) at a time, without relying on Kafka leader election.
+"""Time-limited leases in the catalog database: one owner at a time per key, and a dead
+owner's lease simply expires. Used for singleton jobs (the idle-time tier sweep), for one
+worker per tier move, and by compute for one worker per HR tile.
 
-One document per lease in ``leases``: taking it is a single conditional upsert (free, expired,
-or already ours), which MongoDB and FerretDB both do atomically on one document.
+One document per lease (``_id`` = key, ``owner``, ``expires_at``). A free key is taken by
+insert (the unique ``_id`` decides); a lease that is ours or expired is renewed or taken
+over through ``catalog.claims.compare_and_set`` on the (owner, expiry) we read, so two
+workers can never both hold it, on MongoDB and on FerretDB alike.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from catalog.claims import Claims, compare_and_delete, compare_and_set
 from schemas.catalog import db_now
 
 COLLECTION = "leases"
 
 
+def _aware(value: Any) -> datetime | None:
+    """BSON dates come back naive (UTC); compare them as aware datetimes."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+class Leases:
+    """Leases on many keys in one collection."""
+
+    def __init__(self, coll: AsyncCollection, *, claims: Claims | None = None,
+                 clock: Callable[[], datetime] = db_now) -> None:
+        self._coll = coll
+        self._claims = claims or Claims(coll.database, clock=clock)
+        self._clock = clock
+
+    async def acquire(self, key: str, owner: str, ttl: timedelta, *, now: datetime | None = None) -> bool:
+        """Take or renew the lease on ``key``; False while another owner holds it unexpired."""
+        now = now or self._clock()
+        fresh = {"owner": owner, "acquired_at": now, "expires_at": now + ttl}
+        held = await self._coll.find_one({"_id": key})
+        if held is None:
+            try:
+                await self._coll.insert_one({"_id": key, **fresh})
+                return True
+            except DuplicateKeyError:
+                return False  # another worker took the free key first
+        expires = _aware(held.get("expires_at"))
+        if held.get("owner") != owner and expires is not None and expires > now:
+            return False
+        if held.get("owner") == owner:
+            fresh["acquired_at"] = held.get("acquired_at", now)
+        expected = {"owner": held.get("owner"), "expires_at": held.get("expires_at")}
+        return await compare_and_set(self._coll, self._claims, key, expected, {"$set": fresh}) is not None
+
+    async def release(self, key: str, owner: str) -> None:
+        """Drop our lease on ``key`` (nothing happens if someone else holds it now)."""
+        held = await self._coll.find_one({"_id": key})
+        if held is not None and held.get("owner") == owner:
+            await compare_and_delete(self._coll, self._claims, key,
+                                     {"owner": owner, "expires_at": held.get("expires_at")})
+
+    async def holder(self, key: str) -> str | None:
+        held = await self._coll.find_one({"_id": key})
+        expires = _aware(held.get("expires_at")) if held else None
+        return str(held["owner"]) if held and expires is not None and expires > self._clock() else None
+
+    async def purge_expired(self, grace: timedelta = timedelta(0)) -> int:
+        """Delete leases expired more than ``grace`` ago, each only if nobody renewed it."""
+        purged = 0
+        cursor = self._coll.find({"expires_at": {"$lte": self._clock() - grace}})
+        async for held in cursor:
+            expected = {"owner": held.get("owner"), "expires_at": held.get("expires_at")}
+            purged += await compare_and_delete(self._coll, self._claims, held["_id"], expected)
+        return purged
+
+    async def wait_for(self, key: str, owner: str, ttl: timedelta, *, timeout: timedelta,
+                       poll_s: float = 0.05) -> bool:
+        """Acquire, waiting up to ``timeout`` for the holder to release it or let it expire."""
+        deadline = self._clock() + timeout
+        while True:
+            if await self.acquire(key, owner, ttl):
+                return True
+            if self._clock() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 2, 0.2)
+
+
 class Lease:
+    """One named lease held by one worker (e.g. the tier sweep)."""
+
     def __init__(self, db: AsyncDatabase, name: str, holder: str, ttl: timedelta) -> None:
-        self._coll = db[COLLECTION]
+        self._leases = Leases(db[COLLECTION])
         self.name = name
         self.holder = holder
         self.ttl = ttl
 
     async def acquire(self, now: datetime | None = None) -> bool:
         """Take or renew the lease; False while another live holder has it."""
-        now = now or db_now()
-        flt = {"_id": self.name, "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}]}
-        try:
-            await self._coll.update_one(flt, {"$set": {"holder": self.holder, "expires_at": now + self.ttl}},
-                                        upsert=True)
-        except DuplicateKeyError:  # the document exists and names a live holder
-            return False
-        doc = await self._coll.find_one({"_id": self.name})
-        return doc is not None and doc.get("holder") == self.holder
+        return await self._leases.acquire(self.name, self.holder, self.ttl, now=now)
 
     async def release(self) -> None:
-        await self._coll.delete_one({"_id": self.name, "holder": self.holder})
+        await self._leases.release(self.name, self.holder)

@@ -4,8 +4,8 @@ A lease names a tile key, its owner and an expiry. It is taken before a tile is 
 and dropped after the tile is in the hr-cache; a worker that dies leaves a lease that
 simply expires, after which anyone may take the tile over - nothing stays "in flight"
 forever. Shared between workers through MongoDB (``MongoLeases``: one document per tile,
-the tile key as ``_id``, so the unique index on ``_id`` arbitrates races; works on MongoDB
-and FerretDB, which has neither TTL indexes nor transactions). ``LocalLeases`` serves a
+the tile key as ``_id``; ``catalog.lease`` keeps one owner per key on MongoDB and FerretDB,
+which has neither TTL indexes nor atomic updates). ``LocalLeases`` serves a
 single process (tests, bench, a one-worker deployment).
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
+
+from catalog.lease import Leases
 
 LEASE_COLLECTION = "upscale_leases"
 
@@ -69,40 +71,20 @@ class LocalLeases:
 
 
 class MongoLeases:
-    """Leases in a MongoDB collection shared by every worker.
-
-    ``acquire`` is one ``find_one_and_update`` with upsert whose filter matches only a
-    lease that is ours or expired; if another owner holds it, the upsert's insert collides
-    on ``_id`` and the server answers DuplicateKeyError: lease refused. One round trip,
-    atomic on the server, no transactions.
-    """
+    """Leases in a MongoDB collection shared by every worker: ``catalog.lease.Leases`` (one
+    owner per key on MongoDB and FerretDB alike) behind this module's seconds-based API."""
 
     def __init__(self, collection: Any, clock: Callable[[], datetime] = _utc_now) -> None:
-        self._coll = collection  # pymongo AsyncCollection
-        self._clock = clock
+        self._leases = Leases(collection, clock=clock)
 
     async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
-        from pymongo.errors import DuplicateKeyError
-
-        now = self._clock()
-        try:
-            await self._coll.find_one_and_update(
-                {"_id": key, "$or": [{"owner": owner}, {"expires_at": {"$lte": now}}]},
-                {"$set": {"owner": owner, "acquired_at": now, "expires_at": now + timedelta(seconds=ttl_s)}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return False
-        return True
+        return await self._leases.acquire(key, owner, timedelta(seconds=ttl_s))
 
     async def release(self, key: str, owner: str) -> None:
-        await self._coll.delete_one({"_id": key, "owner": owner})
+        await self._leases.release(key, owner)
 
     async def purge_expired(self, grace_s: float = 0.0) -> int:
-        cutoff = self._clock() - timedelta(seconds=grace_s)
-        result = await self._coll.delete_many({"expires_at": {"$lte": cutoff}})
-        return int(result.deleted_count)
+        return await self._leases.purge_expired(timedelta(seconds=grace_s))
 
     async def holder(self, key: str) -> str | None:
-        doc = await self._coll.find_one({"_id": key, "expires_at": {"$gt": self._clock()}})
-        return None if doc is None else str(doc["owner"])
+        return await self._leases.holder(key)
