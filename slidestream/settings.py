@@ -108,6 +108,9 @@ class TieringSettings(_Group):
     quiet_topics: tuple[str, ...] = ("slide.scanned", "slide.qc_passed", "upscale.requested")
     # A pending move untouched this long is taken over (its worker is presumed dead).
     stale_move_s: float = Field(120.0, gt=0)
+    # A worker holds a lease on the image it moves, renewed every third of this; a dead
+    # worker's move is taken over once its lease ran out.
+    move_lease_s: float = Field(30.0, gt=0)
     # HR tiles of patients not in hospital are dropped after this long without access.
     hr_idle_evict_h: float = Field(24.0, ge=0)
     # Retrieval waits this long for ``upscale.done`` before answering with LR.

@@ -3,21 +3,30 @@
 copy -> verify checksum -> update catalog -> delete source -> publish ``tier.moved``, with
 the step recorded in the image's catalog document after each action, so a restarted
 worker resumes the move where it stopped (``resume``) and no image is lost or kept twice.
+
+One worker runs an image's move at a time: it holds a lease on the image
+(``catalog.lease``, renewed while it works) and every catalog step is a compare-and-set,
+so a second worker waits for the first and then finds the image moved, and a worker that
+died mid-move is taken over once its lease has expired.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 import structlog
 
 from catalog import moves
 from catalog.errors import ImageLost, MoveConflict
+from catalog.lease import COLLECTION as LEASES, Leases
 from catalog.moves import Action
-from catalog.repository import Catalog
+from catalog.repository import Catalog, image_id
 from catalog.tiering import MoveReason
 from schemas.catalog import AuditEntry, ImageRecord, PendingMove, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
@@ -54,26 +63,60 @@ def _result(image: ImageRecord, outcome: Outcome, pending: PendingMove | None = 
 
 class TierMover:
     def __init__(self, catalog: Catalog, store: ObjectStore, publish: EventSink, *,
-                 faults: FaultInjector = NO_FAULTS, actor: str = "tier-agent") -> None:
+                 faults: FaultInjector = NO_FAULTS, actor: str = "tier-agent",
+                 lease_ttl: timedelta = timedelta(seconds=30)) -> None:
         self.catalog = catalog
         self.store = store
         self.publish = publish
         self.faults = faults
         self.actor = actor
-        self._locks: defaultdict[tuple, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.owner = f"{actor}:{uuid.uuid4().hex[:12]}"  # one per mover: in-process movers exclude each other too
+        self.lease_ttl = lease_ttl
+        self._leases = Leases(catalog.db[LEASES], claims=catalog.claims)
+
+    @contextlib.asynccontextmanager
+    async def _owning(self, image: ImageRecord) -> AsyncIterator[bool]:
+        """Hold the image's move lease (True) while the block runs, renewing it; False if
+        another worker kept it past two lease periods (it is alive and still moving)."""
+        key = f"tier-move/{image_id(image.exam_id, image.slide_number, image.state)}"
+        if not await self._leases.wait_for(key, self.owner, self.lease_ttl, timeout=2 * self.lease_ttl):
+            yield False
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_ttl.total_seconds() / 3)
+                try:
+                    await self._leases.acquire(key, self.owner, self.lease_ttl)
+                except Exception as exc:  # noqa: BLE001 - the compare-and-set steps still guard the move
+                    log.warning("tier_move.lease_renewal_failed", error=type(exc).__name__)
+
+        heartbeat = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            try:
+                await self._leases.release(key, self.owner)
+            except Exception as exc:  # noqa: BLE001 - it expires by itself
+                log.warning("tier_move.lease_release_failed", error=type(exc).__name__)
 
     # --- entry points ------------------------------------------------------------------
 
     async def move(self, image: ImageRecord, to_tier: StorageTier | None, reason: MoveReason) -> MoveResult:
         """Move ``image`` to ``to_tier`` (None: drop an HR cache entry). An interrupted earlier
         move of the same image is finished first."""
-        async with self._locks[(image.exam_id, image.slide_number, int(image.state))]:
+        async with self._owning(image) as owned:
+            if not owned:
+                return _result(image, "conflict", detail="being moved by another worker")
             current = await self.catalog.reload(image)
             if current is None:
                 return _result(image, "unchanged", detail="image no longer in the catalog")
             if current.pending_move is not None:
-                # A move left by a dead worker, or one in flight elsewhere: finishing it is safe
-                # either way (every step is compare-and-set), and it may be the move we want.
+                # We hold the lease, so the move's worker died: finish it (every step is
+                # compare-and-set, so this is safe even if it was only slow); it may be ours.
                 finished = await self._run(current)
                 if finished.outcome in ("dropped", "conflict", "failed") or (
                         finished.outcome == "moved" and finished.to_tier is to_tier):
@@ -102,7 +145,9 @@ class TierMover:
 
     async def resume(self, image: ImageRecord) -> MoveResult:
         """Finish the interrupted move recorded in ``image.pending_move``."""
-        async with self._locks[(image.exam_id, image.slide_number, int(image.state))]:
+        async with self._owning(image) as owned:
+            if not owned:
+                return _result(image, "conflict", detail="being moved by another worker")
             current = await self.catalog.reload(image)
             if current is None or current.pending_move is None:
                 return _result(image, "unchanged", detail="no move pending")

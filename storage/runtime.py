@@ -59,7 +59,8 @@ async def open_services(settings: Settings, sink: EventSink, *, gateway: Upscale
     catalog = Catalog(db)
     store = ObjectStore(settings.storage)
     tiering = settings.tiering
-    mover = TierMover(catalog, store, sink, faults=FaultInjector(tiering.fault_at))
+    mover = TierMover(catalog, store, sink, faults=FaultInjector(tiering.fault_at),
+                      lease_ttl=timedelta(seconds=tiering.move_lease_s))
     scheduler = TierScheduler(catalog, mover, TierPolicy.from_settings(tiering), batch=tiering.sweep_batch,
                               stale_after=timedelta(seconds=tiering.stale_move_s))
     return Services(

@@ -39,6 +39,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODULES = ("agents.tiering",)
 LR_FAULTS = ["after_plan", "after_copy", "after_verify", "after_catalog_update", "after_delete", "after_publish"]
 HR_FAULTS = ["after_plan", "after_delete", "after_publish"]
+# The crashed worker's move lease runs out after 2 s, so the restart takes the move over
+# without waiting the default 30 s.
+SHORT_LEASE = {"SLIDESTREAM_TIERING__MOVE_LEASE_S": "2"}
 
 
 async def _catalog_names_a_verified_object(svc, exam: str, state: ImageState) -> None:
@@ -96,7 +99,7 @@ async def _crash_and_recover(stack: Settings, tmp_path: Path, fault: str, exam: 
     crashed = uid("crash-")
     await commit_offsets(stack, crashed, {tp: o for tp, o in before.items() if tp.topic != Topic.TIER_MOVED.value})
     worker = WorkerProcess(stack, crashed, MODULES, tmp_path / f"{crashed}.log",
-                           {"SLIDESTREAM_TIERING__FAULT_AT": fault}).start()
+                           {"SLIDESTREAM_TIERING__FAULT_AT": fault, **SHORT_LEASE}).start()
     try:
         async with producer(stack) as prod:
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
@@ -175,7 +178,7 @@ async def test_the_idle_sweep_also_finishes_an_interrupted_move(stack: Settings,
     group = uid("crash-")
     await commit_offsets(stack, group, before)
     worker = WorkerProcess(stack, group, MODULES, tmp_path / f"{group}.log",
-                           {"SLIDESTREAM_TIERING__FAULT_AT": "after_verify"}).start()
+                           {"SLIDESTREAM_TIERING__FAULT_AT": "after_verify", **SHORT_LEASE}).start()
     try:
         async with producer(stack) as prod:
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
