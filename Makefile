@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-run servers up down status bench clean
+.PHONY: demo test test-unit test-run lint servers up down status bench clean
 
 $(STAMP): pyproject.toml
 	bash infra/ensure-tools.sh
@@ -20,9 +20,16 @@ servers: $(STAMP)
 demo: servers
 	$(VENV)/bin/slidestream demo
 
-# pytest exits 5 when a selection holds no test; a subset run (PYTEST_ARGS) is not a failure then.
+# Static checks first (seconds), then the suite against the real servers.
 test: servers
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when a selection holds no test; a subset run (PYTEST_ARGS) is not a failure then.
 
 test-unit: $(STAMP)
 	$(MAKE) --no-print-directory test-run PYTEST_ARGS='-m "not integration" $(PYTEST_ARGS)'

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import faust
 
-from slidestream.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 # Each module exposes ``register(app, settings)`` and owns one concern.
 DEFAULT_AGENT_MODULES: tuple[str, ...] = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 import faust
 
 from agents.app import create_app
-from slidestream.logging import configure_logging
-from slidestream.settings import get_settings
+from core.logging import configure_logging
+from core.settings import get_settings
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import faust
 import structlog
 from pydantic import BaseModel
 
+from schemas.events import Event
 from schemas.topics import Topic
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,16 @@ async def publish(app: faust.App, topic: str, event: BaseModel, *, key: str | No
         partition=partition,
     )
     await fut
+
+
+class FaustSink:
+    """``core.kafka.EventSink`` for services called from agents: publishes through the app."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def __call__(self, event: Event, *, partition: int | None = None) -> None:
+        await publish(self._app, event.topic.value, event, key=event.kafka_key(), partition=partition)
 
 
 def dead_letter_event(message: Any, reason: str) -> BaseModel:

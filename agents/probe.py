@@ -9,10 +9,10 @@ import faust
 from pydantic import ValidationError
 
 from agents.messaging import dead_letter, publish, raw_topic
+from core.settings import Settings
 from schemas.probe import Probe, ProbeReply
 from schemas.registry import describe_validation_error
 from schemas.topics import PROBE_REPLY_TOPIC, PROBE_TOPIC
-from slidestream.settings import Settings
 
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -1,6 +1,6 @@
 """QC agent: ``slide.scanned`` -> ``slide.qc_passed`` / ``slide.qc_failed``.
 
-Thin: the work is ``scanner.qc_service.QcService`` (download, judge in a worker thread so the
+Thin: the work is ``qc.service.QcService`` (download, judge in a worker thread so the
 event loop keeps heartbeating, store LR and report). Several workers share the partitions of
 ``slide.scanned`` through the consumer group.
 
@@ -16,12 +16,12 @@ import faust
 import structlog
 
 from agents.messaging import dead_letter, publish, raw_topic
-from scanner.objects import IngestBucket
-from scanner.qc_service import QcService, invalid_ids_failure, pipeline_options
+from core.settings import Settings
+from qc.service import QcService, invalid_ids_failure, pipeline_options
 from schemas.events import SlideScanned
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Topic
-from slidestream.settings import Settings
+from storage.ingest_bucket import IngestBucket
 
 log = structlog.get_logger(__name__)
 

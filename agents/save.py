@@ -3,14 +3,16 @@ rows, ``slide.stored`` (SPEC 2, save). Logic in ``storage.save``."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 
-from agents.handling import process
+from agents.event_processing import process
 from agents.messaging import decode, raw_topic
+from agents.storage_services import LazyServices
+from core.settings import Settings
 from schemas.events import SlideQcPassed
 from schemas.topics import Topic
-from slidestream.settings import Settings
-from storage.runtime import LazyServices
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -23,4 +25,4 @@ def register(app: faust.App, settings: Settings) -> None:
             if not isinstance(slide, SlideQcPassed):
                 continue
             svc = await services.get()
-            await process(app, event.message, lambda: svc.saver.save(slide), what="save slide")
+            await process(app, event.message, partial(svc.saver.save, slide), what="save slide")

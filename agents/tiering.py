@@ -10,20 +10,23 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 import structlog
 
-from agents.handling import process
+from agents.event_processing import process
 from agents.messaging import decode, raw_topic
+from agents.storage_services import LazyServices
 from catalog.errors import UnknownExam
+from core.settings import Settings
 from schemas.catalog import ImageRecord, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import PatientAdmitted, PatientDischarged, UpscaleDone
 from schemas.layout import hr_prefix
 from schemas.topics import Topic
-from slidestream.settings import Settings
-from storage.quiet import KafkaQueueMonitor
-from storage.runtime import LazyServices, Services
+from storage.queue_idle import KafkaQueueMonitor
+from storage.runtime import Services
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +59,7 @@ def register(app: faust.App, settings: Settings) -> None:
             if not isinstance(discharge, PatientDischarged):
                 continue
             svc = await services.get()
-            outcome = await process(app, event.message, lambda: svc.scheduler.on_discharge(discharge),
+            outcome = await process(app, event.message, partial(svc.scheduler.on_discharge, discharge),
                                     what="discharge")
             if outcome is not None:
                 log.info("tier.discharge_handled", known=outcome.patient_known, moved=outcome.moved,
@@ -69,7 +72,7 @@ def register(app: faust.App, settings: Settings) -> None:
             if not isinstance(admission, PatientAdmitted):
                 continue
             svc = await services.get()
-            outcome = await process(app, event.message, lambda: svc.scheduler.on_admission(admission),
+            outcome = await process(app, event.message, partial(svc.scheduler.on_admission, admission),
                                     what="admission")
             if outcome is not None:
                 log.info("tier.admission_handled", known=outcome.patient_known, moved=outcome.moved)
@@ -81,7 +84,7 @@ def register(app: faust.App, settings: Settings) -> None:
             if not isinstance(done, UpscaleDone):
                 continue
             svc = await services.get()
-            await process(app, event.message, lambda: record_hr(svc, done), what="record HR tiles")
+            await process(app, event.message, partial(record_hr, svc, done), what="record HR tiles")
 
     @app.timer(interval=settings.tiering.sweep_interval_s, name="tier-sweep")
     async def sweep() -> None:

@@ -25,9 +25,9 @@ from compute.engine import ComputeEngine
 from compute.gate import PartitionGate, PrefetchPolicy
 from compute.runtime import ComputeRuntime, open_runtime, prefetch_limits
 from compute.upscaler import Upscaler
+from core.settings import Settings
 from schemas.events import Event, UpscaleRequested
 from schemas.topics import Priority, Topic, priority_of_partition
-from slidestream.settings import Settings
 
 log = structlog.get_logger(__name__)
 

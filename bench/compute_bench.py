@@ -12,7 +12,7 @@ model; the pixels are meaningless, timing only). Trained weights are used when m
 has them.
 
 Part 2, on a real stack of its own (Kafka, MinIO, FerretDB on ports 39192..., temp state):
-compute worker processes (``python -m compute.worker``, bicubic) in one consumer group;
+compute worker processes (``python -m slidestream.compute_worker``, bicubic) in one consumer group;
 a whole-slide job with one and with two workers, and interactive round trips
 (request -> upscale.done) with and without a background backlog.
 """
@@ -34,14 +34,14 @@ import numpy as np
 
 from bench.report import machine, percentiles, table
 from compute.engine import ComputeEngine, EngineConfig
-from compute.leases import LocalLeases
-from compute.objects import DirectoryTileCache
 from compute.samples import downsample, load_rgb, shared_images, tile_mosaic, write_lr_slide
 from compute.slides import DirectorySlides
+from compute.tile_cache import DirectoryTileCache
+from compute.tile_leases import LocalLeases
 from compute.upscaler import InterpolationUpscaler, ModelUpscaler, Upscaler
+from core.settings import Settings, get_settings
 from schemas.events import Event, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import lr_key
-from slidestream.settings import Settings, get_settings
 
 EXAM = "BENCH-EXAM"
 
@@ -241,7 +241,7 @@ def start_compute_workers(settings: Settings, count: int, workdir: Path) -> list
 
     procs = []
     for i in range(count):
-        argv = [sys.executable, "-m", "compute.worker", "worker", "--loglevel", "warning"]
+        argv = [sys.executable, "-m", "slidestream.compute_worker", "worker", "--loglevel", "warning"]
         env = {"SLIDESTREAM_APP_ID": settings.app_id, "SLIDESTREAM_COMPUTE__MODEL": "bicubic",
                "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         pid = workdir / f"{settings.app_id}-{i}.pid"
@@ -259,7 +259,7 @@ def stop_compute_workers(pids: list) -> None:
 
 async def wait_for_workers(settings: Settings, exam: str, timeout: float = 300) -> None:
     """Until an interactive request gets answered (workers joined and warmed up)."""
-    from compute.client import upscale_tiles
+    from core.upscale_client import upscale_tiles
 
     deadline = time.monotonic() + timeout
     while True:
@@ -277,32 +277,21 @@ async def interactive_round_trips(settings: Settings, exam: str, count: int, wid
                                   spacing_s: float, still_busy: Callable[[], bool] = lambda: True,
                                   start: int = 0) -> list[float]:
     """One request at a time (one tile), timed from send to its last answer."""
-    from aiokafka import AIOKafkaProducer
-
-    from compute.client import AnswerStream
-    from schemas.topics import Topic
-    from storage.upscale import partition_for
+    from core.upscale_client import UpscaleClient
 
     reqs = [r.model_copy(update={"exam_id": exam}) for r in interactive_requests(width, height, 8, count, start)]
     latencies = []
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=0)
-    await producer.start()
-    try:
-        async with AnswerStream(settings) as stream:
-            answers = stream.answers()
-            for r in reqs:
-                if not still_busy():
-                    break
-                t0 = time.perf_counter()
-                await producer.send_and_wait(Topic.UPSCALE_REQUESTED.value, r.to_json_bytes(), key=exam.encode(),
-                                             partition=partition_for(r.priority, r.exam_id, r.slide_number))
-                async for answer in answers:
-                    if answer.request_id == r.request_id and answer.remaining == 0:
-                        latencies.append(1000 * (time.perf_counter() - t0))
-                        break
-                await asyncio.sleep(spacing_s)
-    finally:
-        await producer.stop()
+    async with UpscaleClient(settings) as client:
+        for r in reqs:
+            if not still_busy():
+                break
+            expected = client.expect([r.request_id])
+            t0 = time.perf_counter()
+            await client.send([(r, None)])
+            await expected.collect(timeout_s=60)
+            latencies.append(1000 * (time.perf_counter() - t0))
+            client.forget(expected)
+            await asyncio.sleep(spacing_s)
     return latencies
 
 
@@ -331,7 +320,7 @@ async def stack_part(settings: Settings, quick: bool) -> None:
                 while not progress and not job.done():  # the backlog is queued and being worked on
                     await asyncio.sleep(0.05)
                 # other tiles than the idle round's (none of slide 2 is cached)
-                busy = await interactive_round_trips(group, exam, n, w, h, 0.2, still_busy=lambda: not job.done(),
+                busy = await interactive_round_trips(group, exam, n, w, h, 0.2, still_busy=lambda j=job: not j.done(),
                                                      start=n)
                 result = await job
             finally:

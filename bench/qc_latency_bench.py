@@ -25,13 +25,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.report import machine, percentiles, table
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
 from scanner.ids import validate_ids
 from scanner.ingest import Ingestor, open_ingestor
 from scanner.samples import Sample, real_samples
 from scanner.verdicts import VerdictListener, listen_for_verdicts
 from schemas.events import DeadLetter, SlideQcPassed
-from slidestream.logging import configure_logging
-from slidestream.settings import Settings, get_settings
 
 PORTS = {
     "SLIDESTREAM_KAFKA__PORT": "37092",

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.report import machine, percentiles, table
+from core.settings import Settings, get_settings
 from infra import stack
 from slidestream.probe import probe_agents, probe_many
-from slidestream.settings import Settings, get_settings
 from slidestream.workers import start_workers, stop_workers
 
 PORTS = {

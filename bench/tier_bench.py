@@ -29,20 +29,19 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.report import machine, percentiles, table
 from catalog.indexes import ensure_indexes
 from catalog.repository import document
 from catalog.tiering import TierPolicy
+from core.kafka import KafkaSink, producer
+from core.settings import Settings, get_settings
 from infra import stack
 from schemas.catalog import ExamRecord, ImageRecord, PatientRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.layout import lr_key
-from slidestream.kafka_client import producer
-from slidestream.settings import Settings, get_settings
-from storage.events import KafkaSink
 from storage.runtime import Services, open_services
 
 PORTS = {
@@ -53,7 +52,7 @@ PORTS = {
     "SLIDESTREAM_MONGO__PORT": "38017",
 }
 SLIDES_PER_EXAM = 4
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _bench_settings(state_dir: Path) -> Settings:

@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -82,7 +82,7 @@ class Claims:
                 continue
             at = held.get("at")
             if isinstance(at, datetime) and at.tzinfo is None:
-                at = at.replace(tzinfo=timezone.utc)
+                at = at.replace(tzinfo=UTC)
             if not isinstance(at, datetime) or now - at >= self.stale_after:
                 log.warning("catalog.claim_stale", generation=generation)
                 generation += 1

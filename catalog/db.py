@@ -8,7 +8,7 @@ from __future__ import annotations
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from slidestream.settings import MongoSettings
+from core.settings import MongoSettings
 
 
 def connect(mongo: MongoSettings, *, timeout_s: float = 10.0) -> AsyncMongoClient:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from catalog.tiering import PatientStatus
 from schemas.catalog import PatientRecord
 from schemas.common import PatientIdentity
-from catalog.tiering import PatientStatus
 
 
 def status_from(admitted_at: datetime | None, discharged_at: datetime | None) -> PatientStatus:

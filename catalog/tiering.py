@@ -47,10 +47,10 @@ class TierPolicy:
             raise ValueError("hr_idle_evict must not be negative")
 
     @classmethod
-    def from_settings(cls, tiering: object) -> "TierPolicy":
+    def from_settings(cls, tiering: object) -> TierPolicy:
         return cls(
-            age_limit=timedelta(days=getattr(tiering, "age_limit_days")),
-            hr_idle_evict=timedelta(hours=getattr(tiering, "hr_idle_evict_h")),
+            age_limit=timedelta(days=tiering.age_limit_days),
+            hr_idle_evict=timedelta(hours=tiering.hr_idle_evict_h),
         )
 
 

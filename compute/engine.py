@@ -4,7 +4,7 @@ One loop takes one batch at a time from the priority scheduler, so higher-priori
 preempts lower-priority work at batch (tile) granularity. For each batch:
 
 1. tiles already in the hr-cache are answered ``cached=True`` without computing;
-2. the others are leased (``compute.leases``); a tile leased by another worker is deferred
+2. the others are leased (``compute.tile_leases``); a tile leased by another worker is deferred
    and looked at again shortly (then it is cached, or its lease expired and we take it);
    after taking a lease the cache is checked again, closing the race with a worker that
    finished between our first check and our lease;
@@ -28,21 +28,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import structlog
 
 from compute.codec import CONTENT_TYPE, encode_png
-from compute.leases import LeaseStore
-from compute.objects import TileCache
-from compute.plan import InvalidRequest, TileJob, plan_request
+from compute.plan import InvalidRequest, plan_request
 from compute.scheduler import Batch, PriorityScheduler, QueuedTile
 from compute.slides import LrSlide, SlideRepository, UnknownSlide
+from compute.tile_cache import TileCache
+from compute.tile_leases import LeaseStore
+from compute.tile_pixels import hr_tile, lr_window
 from compute.upscaler import Upscaler
-from compute.windows import hr_tile, lr_window
-from schemas.layout import hr_tile_key
 from schemas.events import Event, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.layout import hr_tile_key
 from schemas.topics import Priority
 from slide_io import SlideError
 
@@ -203,7 +203,7 @@ class ComputeEngine:
             callback()
 
     def _past_deadline(self, request: UpscaleRequested) -> bool:
-        return request.deadline is not None and request.deadline <= datetime.now(timezone.utc)
+        return request.deadline is not None and request.deadline <= datetime.now(UTC)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -366,7 +366,7 @@ class ComputeEngine:
             *(self.cache.put(item.job.key, data, CONTENT_TYPE) for (item, _), data in zip(encoded, payloads)),
             return_exceptions=True,
         )
-        for (item, tile), result in zip(encoded, results):
+        for (item, _), result in zip(encoded, results):
             if isinstance(result, BaseException):
                 outcomes[item.job.key] = _TileOutcome(item, error=f"hr-cache write failed ({type(result).__name__}: {result})")
             else:
@@ -486,7 +486,7 @@ class ComputeEngine:
             self.stats.preemptions += 1
 
     async def _expire_deadlines(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for key, state in list(self._requests.items()):
             deadline = state.request.deadline
             if deadline is not None and deadline <= now:

@@ -12,12 +12,12 @@ from typing import Any
 from catalog.db import connect, database
 from catalog.repository import Catalog
 from compute.engine import BacklogListener, ComputeEngine, EngineConfig, Publish
-from compute.leases import LEASE_COLLECTION, MongoLeases
-from compute.objects import S3TileCache
 from compute.slides import CatalogSlides
+from compute.tile_cache import S3TileCache
+from compute.tile_leases import LEASE_COLLECTION, MongoLeases
 from compute.upscaler import Upscaler, load_upscaler
+from core.settings import Settings
 from schemas.topics import Priority
-from slidestream.settings import Settings
 from storage.objects import ObjectStore
 
 

@@ -6,6 +6,7 @@ A 40x MoNuSeg tile area-downsampled by 8 is what a 5x scan of the same tissue lo
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,8 @@ from slide_io import Compression, open_slide, write_pyramid
 from slide_io.resample import area_resize
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from schemas.catalog import ImageRecord
-    from slidestream.settings import Settings
 
 MONUSEG = "monuseg2018"
 
@@ -52,13 +53,13 @@ def write_lr_slide(pixels: np.ndarray, dest: Path, *, mpp: float = 2.0, magnific
     return dest
 
 
-async def store_sample_slide(settings: "Settings", exam_id: str, slide_number: int, pixels: np.ndarray,
+async def store_sample_slide(settings: Settings, exam_id: str, slide_number: int, pixels: np.ndarray,
                              *, patient_id: str = "SAMPLE-PATIENT-1", mpp: float = 2.0,
-                             magnification: float = 5.0) -> "ImageRecord":
+                             magnification: float = 5.0) -> ImageRecord:
     """Put an LR slide where the save function leaves one: the TIFF in the recent tier and
     patient, exam and image rows in the catalog (idempotent)."""
     import io
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from catalog.db import connect, database
     from catalog.repository import Catalog
@@ -75,7 +76,7 @@ async def store_sample_slide(settings: "Settings", exam_id: str, slide_number: i
         ref = store.ref(StorageTier.RECENT, lr_key(exam_id, slide_number))
         stored = await store.put_bytes(ref, buffer.getvalue(), content_type="image/tiff")
         catalog = Catalog(database(client, settings.mongo))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         await catalog.ensure_patient(patient_id)
         await catalog.ensure_exam(exam_id, patient_id, now)
         image, _ = await catalog.add_image(ImageRecord(

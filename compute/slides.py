@@ -108,7 +108,7 @@ class DirectorySlides(_LruSlides):
 class CatalogSlides(_LruSlides):
     """The catalog's LR image record says which tier object holds the slide."""
 
-    def __init__(self, catalog: "Catalog", store: "ObjectStore", capacity: int = 16) -> None:
+    def __init__(self, catalog: Catalog, store: ObjectStore, capacity: int = 16) -> None:
         super().__init__(capacity)
         self._catalog = catalog
         self._store = store
@@ -116,7 +116,7 @@ class CatalogSlides(_LruSlides):
     async def _open_uncached(self, exam_id: str, slide_number: int) -> LrSlide:
         from minio.error import S3Error
 
-        from compute.objects import is_missing
+        from storage.errors import is_missing
 
         image = await self._catalog.get_image(exam_id, slide_number, ImageState.LR)
         if image is None:

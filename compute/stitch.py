@@ -95,7 +95,7 @@ def write_hr_pyramid(dest: Path, width: int, height: int, fetch_row: FetchRow, *
                 writer.write(level, photometric="rgb", tile=(TILE_SIZE, TILE_SIZE), subfiletype=1,
                              metadata=None, **resolution(level.shape[1]), **codec)
                 level.flush()
-        del maps
+        maps.clear()
     return sizes
 
 

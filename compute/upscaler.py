@@ -44,7 +44,7 @@ class InterpolationUpscaler:
     """Bicubic interpolation (torch, replicate borders).
 
     Border handling matters: torch clamps sample indices at the image edge, which equals
-    edge-replicate padding, the padding ``compute.windows`` applies at slide borders. So
+    edge-replicate padding, the padding ``compute.tile_pixels`` applies at slide borders. So
     tiles with ``context_margin`` px of context reproduce the whole-image result exactly.
     """
 
@@ -73,7 +73,7 @@ class ModelUpscaler:
     def __init__(self, resolver: object, name: str) -> None:
         self._resolver = resolver
         self.name = name
-        self.context_margin = int(getattr(resolver, "context_margin"))
+        self.context_margin = int(resolver.context_margin)
 
     def margin_for(self, scale: int) -> int:
         per_scale = getattr(self._resolver, "margin_for", None)
@@ -94,7 +94,7 @@ def load_upscaler(name: str = "default", device: str = "cpu", threads: int | Non
     try:
         import model_zoo
 
-        loader = getattr(model_zoo, "load_model")
+        loader = model_zoo.load_model
         resolver = loader(device=device) if name == "default" else loader(name, device=device)
     except Exception as exc:  # noqa: BLE001 - any failure to load means: no usable weights
         log.warning("compute.model_unavailable", model=name, error=f"{type(exc).__name__}: {exc}",

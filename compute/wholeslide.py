@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +28,16 @@ from uuid import UUID
 import numpy as np
 import structlog
 
-from compute.client import Answer, AnswerStream, UpscaleError, send_requests
 from compute.codec import decode_png
 from compute.plan import SlideGeometry
 from compute.stitch import write_hr_pyramid
+from core.settings import Settings
+from core.upscale_client import Answer, UpscaleClient, UpscaleError
 from schemas.common import ObjectRef, StorageTier
 from schemas.events import TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.layout import TILE_SIZE, hr_prefix, hr_tile_key
 from schemas.topics import Priority, priority_partitions
 from slide_io import Compression
-from slidestream.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -165,8 +165,8 @@ async def generate_whole_slide(
     them into a pyramidal TIFF in the hr-cache (and at ``output`` if given)."""
     from catalog.db import connect, database
     from catalog.repository import Catalog
-    from compute.objects import S3TileCache
     from compute.slides import CatalogSlides
+    from compute.tile_cache import S3TileCache
     from storage.objects import ObjectStore
 
     client = connect(settings.mongo)
@@ -181,9 +181,10 @@ async def generate_whole_slide(
                                    for r, _ in requests})
         log.info("wholeslide.started", exam_id=exam_id, slide_number=slide_number, scale=scale,
                  tiles=tracker.total, requests=len(requests), priority=priority.value)
-        async with AnswerStream(settings) as stream:
-            await send_requests(settings, requests)
-            await asyncio.wait_for(_follow(stream, tracker, on_progress), timeout_s)
+        async with UpscaleClient(settings) as upscale:
+            expected = upscale.expect(r.request_id for r, _ in requests)
+            await upscale.send(requests)
+            await asyncio.wait_for(_follow(expected.answers(), tracker, on_progress), timeout_s)
         compute_s = tracker.progress().elapsed_s
         if tracker.failures:
             raise UpscaleError(tracker.failures)
@@ -222,10 +223,10 @@ async def generate_whole_slide(
         store.close()
 
 
-async def _follow(stream: AnswerStream, tracker: ProgressTracker,
+async def _follow(answers: AsyncIterator[Answer], tracker: ProgressTracker,
                   on_progress: Callable[[Progress], None] | None) -> None:
     last_decile = -1
-    async for answer in stream.answers():
+    async for answer in answers:
         if not tracker.feed(answer):
             continue
         progress = tracker.progress()

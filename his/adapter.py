@@ -8,13 +8,13 @@ HIS resends; a message we can never accept gets AR. Either way the reason is in 
 from __future__ import annotations
 
 import asyncio
-from datetime import timezone, tzinfo
+from datetime import UTC, tzinfo
 
 import structlog
 
+from core.kafka import EventSink
 from his import hl7_adt
 from his.hl7_adt import AdtEvent, Hl7Rejected
-from storage.events import EventSink
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +24,7 @@ class PublishFailed(Exception):
 
 
 class HisAdapter:
-    def __init__(self, publish: EventSink, *, tz: tzinfo = timezone.utc, publish_timeout_s: float = 15.0) -> None:
+    def __init__(self, publish: EventSink, *, tz: tzinfo = UTC, publish_timeout_s: float = 15.0) -> None:
         self._publish = publish
         self._tz = tz
         self._timeout = publish_timeout_s

@@ -19,7 +19,7 @@ resend). Reasons name fields, never their values: they go back over the wire and
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import hl7
 from pydantic import ValidationError
@@ -41,7 +41,7 @@ class Hl7Rejected(Exception):
         super().__init__(f"{code}: {reason}")
 
 
-def parse_ts(text: str, tz: tzinfo = timezone.utc) -> datetime:
+def parse_ts(text: str, tz: tzinfo = UTC) -> datetime:
     """An HL7 TS/DTM (``YYYYMMDD[HHMM[SS[.SSSS]]][+/-ZZZZ]``) as an aware datetime."""
     match = _TS.match(text.strip())
     if not match or match.group(3) is None:
@@ -53,7 +53,7 @@ def parse_ts(text: str, tz: tzinfo = timezone.utc) -> datetime:
         sign = 1 if offset[0] == "+" else -1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
     return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro,
-                    tzinfo=zone).astimezone(timezone.utc)
+                    tzinfo=zone).astimezone(UTC)
 
 
 def _field(message: hl7.Message, path: str) -> str:
@@ -104,7 +104,7 @@ def _identity(message: hl7.Message) -> PatientIdentity | None:
     return PatientIdentity(**values) if values else None  # type: ignore[arg-type]
 
 
-def to_event(message: hl7.Message, tz: tzinfo = timezone.utc) -> AdtEvent:
+def to_event(message: hl7.Message, tz: tzinfo = UTC) -> AdtEvent:
     kind, trigger = _field(message, "MSH.F9.R1.C1"), _field(message, "MSH.F9.R1.C2")
     if kind != "ADT" or trigger not in ("A01", "A03"):
         raise Hl7Rejected("AR", f"message type {kind or '?'}^{trigger or '?'} is not handled "
@@ -147,7 +147,7 @@ def ack(message: hl7.Message | None, code: str, reason: str = "") -> str:
             return f"{text}|{_escape(reason)}" if reason else text
         except Exception:  # noqa: BLE001 - a broken MSH: fall back to the minimal form
             pass
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    control = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    control = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     msh = f"MSH|^~\\&|SLIDESTREAM||||{stamp}||ACK|{control}|P|2.5"
     return f"{msh}\rMSA|{code}||{_escape(reason)}"

@@ -8,20 +8,19 @@ import structlog
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
+from core.kafka import KafkaSink, new_producer
+from core.retry import with_retries
+from core.settings import Settings
 from his.adapter import HisAdapter
 from his.http import create_http_app
 from his.mllp import MllpListener
-from slidestream.settings import Settings
-from storage.events import KafkaSink
-from storage.retry import with_retries
 
 log = structlog.get_logger(__name__)
 
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
     async def start() -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all",
-                                    enable_idempotence=True, request_timeout_ms=10_000)
+        producer = new_producer(settings, request_timeout_ms=10_000)
         try:
             await producer.start()
         except Exception:

@@ -9,10 +9,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from core.settings import Settings, get_settings
 from infra import stack
 from infra.bootstrap import bootstrap
 from infra.errors import InfraError
-from slidestream.settings import Settings, get_settings
 
 
 def _settings() -> Settings:

@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from core.settings import MongoSettings, Settings, StorageSettings, TierEndpoint
 from infra.build import Echo
 from infra.errors import BootstrapError
 from schemas.topics import TOPICS, TopicSpec
-from slidestream.settings import MongoSettings, Settings, StorageSettings, TierEndpoint
 
 PARTS = ("kafka", "minio", "ferretdb")
 # Replicas per partition: as many brokers as there are, up to 3 (one on the local stack).

@@ -12,7 +12,7 @@ PROBE_TIMEOUT_S = 3.0
 async def tcp_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     try:
@@ -36,7 +36,7 @@ async def kafka_ready(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) 
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         return bool(cluster.get("brokers"))
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()

@@ -7,11 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+from core.settings import KafkaSettings
 from infra.build import Echo, digest, is_current, mark_current, require_tool, run_logged
 from infra.errors import BuildError
 from infra.health import kafka_ready
 from infra.server import Server
-from slidestream.settings import KafkaSettings
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 NODE_ID = 1

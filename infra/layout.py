@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class Layout:
     build_cache: Path  # built servers, shared by every stack of this user
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Layout":
+    def from_settings(cls, settings: Settings) -> Layout:
         # Absolute paths: servers run detached and must not depend on the caller's cwd.
         return cls(settings.state_dir.expanduser().resolve(), settings.build_cache.expanduser().resolve())
 

@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from core.settings import Settings
 from infra.build import Echo
 from infra.layout import Layout
-from slidestream.settings import Settings
 
 
 class Server(ABC):

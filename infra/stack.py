@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from core.settings import Settings
 from infra import process
 from infra.bootstrap import BootstrapReport, bootstrap
 from infra.build import Echo
@@ -25,7 +26,6 @@ from infra.kafka_broker import KafkaBroker
 from infra.layout import Layout
 from infra.minio_server import MinioServer
 from infra.server import Server
-from slidestream.settings import Settings
 
 SERVER_TYPES: tuple[type[Server], ...] = (KafkaBroker, MinioServer, FerretDBServer)
 SERVER_NAMES: tuple[str, ...] = tuple(kind.name for kind in SERVER_TYPES)

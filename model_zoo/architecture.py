@@ -64,7 +64,7 @@ class GeneratorConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
+    def from_dict(cls, data: dict) -> GeneratorConfig:
         data = dict(data)
         data["stage_channels"] = tuple(data.get("stage_channels", cls.stage_channels))
         return cls(**data)

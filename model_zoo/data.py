@@ -36,7 +36,7 @@ VALIDATION_IMAGES: tuple[str, ...] = (
 def default_data_dir() -> Path:
     """The shared data folder: settings.shared_data, else ../shared/data from the repo root."""
     try:
-        from slidestream.settings import get_settings
+        from core.settings import get_settings
 
         candidate = Path(get_settings().shared_data)
         if candidate.is_dir():
@@ -112,7 +112,7 @@ class PatchSampler:
         self.weights = areas / areas.sum()
 
     @classmethod
-    def from_paths(cls, paths: list[Path], **kwargs) -> "PatchSampler":
+    def from_paths(cls, paths: list[Path], **kwargs) -> PatchSampler:
         return cls([load_rgb(p) for p in paths], **kwargs)
 
     def crop(self, size: int) -> np.ndarray:

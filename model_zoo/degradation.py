@@ -64,7 +64,7 @@ class DegradationConfig:
     jpeg_quality: tuple[int, int] = (80, 95)
 
     @classmethod
-    def mild(cls) -> "DegradationConfig":
+    def mild(cls) -> DegradationConfig:
         """The training default for shipped weights: each extra on a fifth of the crops."""
         return cls(blur_prob=0.2, noise_prob=0.2, jpeg_prob=0.2)
 

@@ -73,7 +73,7 @@ class RandomFeatureNet(nn.Module):
             feats.append(x)
         return feats
 
-    def train(self, mode: bool = True) -> "RandomFeatureNet":
+    def train(self, mode: bool = True) -> RandomFeatureNet:
         return super().train(False)  # always frozen
 
 

@@ -24,7 +24,7 @@ from .data import PatchSampler, default_data_dir, list_sources, split_sources
 from .degradation import DegradationConfig
 from .images import load_rgb
 from .registry import ARCHITECTURES, save_weights
-from .training import StepStats, Trainer, TrainConfig
+from .training import StepStats, TrainConfig, Trainer
 from .validation import ValidationSet
 
 

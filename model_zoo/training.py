@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +28,14 @@ import torch
 from .architecture import CascadeGenerator
 from .data import Batch, PatchSampler
 from .discriminator import PatchDiscriminator
-from .losses import (RandomFeatureNet, charbonnier, discriminator_loss, feature_distance,
-                     generator_adversarial_loss, stain_colour_loss)
+from .losses import (
+    RandomFeatureNet,
+    charbonnier,
+    discriminator_loss,
+    feature_distance,
+    generator_adversarial_loss,
+    stain_colour_loss,
+)
 from .registry import ARCHITECTURES
 from .validation import ValidationSet
 
@@ -68,7 +74,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         data["scale_weights"] = tuple(data["scale_weights"])
         return cls(**data)

@@ -39,7 +39,7 @@ class ValidationSet:
 
     @classmethod
     def from_images(cls, images: dict[str, np.ndarray], scales: tuple[int, ...] = (4, 8),
-                    crop: int = 384) -> "ValidationSet":
+                    crop: int = 384) -> ValidationSet:
         pairs = []
         for name, image in images.items():
             hr = centre_crop(image, crop)

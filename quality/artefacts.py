@@ -42,7 +42,7 @@ class Region:
     area_px: int
     score: float
 
-    def scaled(self, factor: float) -> "Region":
+    def scaled(self, factor: float) -> Region:
         return Region(round(self.x * factor), round(self.y * factor), max(1, round(self.width * factor)),
                       max(1, round(self.height * factor)), round(self.area_px * factor**2), self.score)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import get_settings
 from quality import QcConfig, run_qc
 from slide_io import downsample_to_magnification, open_slide, write_pyramid
-from slidestream.settings import get_settings
 
 WIDTH, HEIGHT = 8192, 6144
 LR_MAGNIFICATION = 5.0
@@ -81,7 +81,10 @@ def main() -> None:
     for label, kwargs in (("JPEG q90 (default)", {}), ("JPEG q80", {"jpeg_quality": 80}),
                           ("ZSTD lossless", {"compression": "zstd"})):
         path = workdir / f"{label.split()[0]}{kwargs.get('jpeg_quality', '')}.tif"
-        seconds, _ = timed(lambda: write_pyramid(pixels, path, mpp=LR_MPP, magnification=LR_MAGNIFICATION, **kwargs), 1)
+        def write(path: Path = path, kwargs: dict = kwargs) -> None:
+            write_pyramid(pixels, path, mpp=LR_MPP, magnification=LR_MAGNIFICATION, **kwargs)
+
+        seconds, _ = timed(write, 1)
         with open_slide(path) as slide:
             decoded = slide.read_region(0, 2048, 2048, 2048, 2048).astype(np.float64)
         mse = ((decoded - pixels[2048:4096, 2048:4096]) ** 2).mean()
@@ -96,7 +99,8 @@ def main() -> None:
         ("sampled 10%", QcConfig(colour={"reference_path": reference}, sampling={"mode": "sampled", "fraction": 0.10})),
         ("sampled 5%", QcConfig(colour={"reference_path": reference}, sampling={"mode": "sampled", "fraction": 0.05})),
     ]
-    print(f"| mode | tissue tiles | judged | QC s (median of {args.repeats}) | overview+tissue s | tiles s | detectors s | verdict |")
+    print(f"| mode | tissue tiles | judged | QC s (median of {args.repeats}) | overview+tissue s | tiles s "
+          "| detectors s | verdict |")
     print("|---|---|---|---|---|---|---|---|")
     run_qc(lr, modes[0][1])  # warm caches (reference image, imports)
     for label, config in modes:

@@ -39,7 +39,7 @@ class ColourStats:
     lab_std: np.ndarray  # (3,)
     pixels: int
 
-    def merged(self, other: "ColourStats") -> "ColourStats":
+    def merged(self, other: ColourStats) -> ColourStats:
         n = self.pixels + other.pixels
         if n == 0:
             return self
@@ -88,7 +88,7 @@ class ColourReference:
 
     @classmethod
     def from_pixels(cls, rgb: np.ndarray, name: str = "reference", config: ColourConfig = ColourConfig(),
-                    tissue: TissueConfig = TissueConfig()) -> "ColourReference":
+                    tissue: TissueConfig = TissueConfig()) -> ColourReference:
         fine = config.model_copy(update={"pixel_stride": max(1, config.pixel_stride // 2)})
         return cls(reference_stats(rgb, fine, tissue), rgb, name)
 

@@ -21,13 +21,14 @@ import platform
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from core.settings import get_settings
 from quality import synthetic
 from quality.artefacts import BubbleDetector, FoldDetector
 from quality.blur import tile_sharpness
@@ -37,7 +38,6 @@ from quality.pen import PenDetector
 from quality.qc import QcMeasurements, measure
 from slide_io import open_slide
 from slide_io.resample import area_resize
-from slidestream.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = "qc_artefacts/histoqc/templates/template1.png"
@@ -95,8 +95,8 @@ def build_samples(data: Path, seed: int = 7) -> list[Sample]:
         samples.append(Sample(f"{path.name}:bubble", "synthetic_bubbles", split, {"bubbles"}, set(), _variant(
             base, lambda a, s=bubble_seed: synthetic.add_bubble(a, np.random.default_rng(s))[0])))
 
-    def real(rel: str, group: str, positive: set[str], negative: set[str] = set(), mask: str | None = None) -> None:
-        samples.append(Sample(rel.split("/")[-1], group, "real", positive, negative, _reader(qc / rel),
+    def real(rel: str, group: str, positive: set[str], negative: set[str] | None = None, mask: str | None = None) -> None:
+        samples.append(Sample(rel.split("/")[-1], group, "real", positive, negative or set(), _reader(qc / rel),
                               qc / mask if mask else None))
 
     real("focus/fqpath_sample_out_of_focus.png", "real_blur", {"blur"})

@@ -19,13 +19,13 @@ from quality.artefacts import BubbleDetector, Detection, Detector, FoldDetector,
 from quality.colour import (
     ColourReference,
     ColourStats,
+    colour_stats,
     conditional_entropy,
     empty_stats,
     hellinger_distance,
     load_reference,
     mean_delta_e,
     mutual_information,
-    colour_stats,
 )
 from quality.config import QcConfig
 from quality.normalise import normalise
@@ -143,7 +143,8 @@ def judge_tissue(m: QcMeasurements, config: QcConfig) -> CheckResult:
     if enough:
         reason = f"tissue covers {fraction:.1%} of the slide ({len(m.tissue_tiles)} tiles of {config.tile_size} px)"
     else:
-        reason = f"no tissue found: {fraction:.2%} of the slide, below {c.min_slide_fraction:.1%} (empty glass or missed scan area)"
+        reason = (f"no tissue found: {fraction:.2%} of the slide, below {c.min_slide_fraction:.1%} "
+                  "(empty glass or missed scan area)")
     return CheckResult("tissue", fraction, c.min_slide_fraction, enough or not c.fail_without_tissue, reason,
                        details={"tissue_tiles": len(m.tissue_tiles)})
 
@@ -325,7 +326,8 @@ def _apply_normalisation(source: SlideSource, m: QcMeasurements, report: QcRepor
     report.timings["normalisation"] = time.perf_counter() - clock
     colour_check = report.check("colour_cast")
     if colour_check.judged and not colour_check.passed and config.normalise.fixes_colour_cast:
-        after = metrics.mutual_information_after if config.colour.metric == "mutual_information" else metrics.histogram_distance_after
+        after = (metrics.mutual_information_after if config.colour.metric == "mutual_information"
+                 else metrics.histogram_distance_after)
         if after <= colour_check.threshold:
             colour_check.passed = True
             colour_check.reason = (f"colour cast corrected by {metrics.method} normalisation: "

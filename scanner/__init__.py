@@ -3,7 +3,8 @@
 * ``scanner.ids``       - validate patient / exam / slide identifiers from outside
 * ``scanner.ingest``    - upload an original scan to the ingest bucket, publish ``slide.scanned``
 * ``scanner.watch``     - watch-folder adapter for scanners that can only write files
-* ``scanner.pipeline``  - the QC agent's domain work: open the scan, build the LR, run QC
-* ``scanner.cli``       - ``slidestream ingest`` and ``slidestream watch``
-* ``scanner.demo``      - sample slides through scanner -> QC on the running stack
+* ``scanner.verdicts`` - wait for QC's verdicts on the broker (demo, bench, tests)
+
+QC itself is the ``qc`` package; ``slidestream ingest`` / ``watch`` are in
+``slidestream.commands.scanner``.
 """

@@ -13,16 +13,16 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
+from core.settings import Settings
 from scanner.ids import SlideIds
-from scanner.objects import IngestBucket
 from schemas.events import SlideScanned
 from schemas.layout import ingest_key
-from slidestream.settings import Settings
+from storage.ingest_bucket import IngestBucket
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ def examine(path: Path) -> ScanFacts:
 
 def file_time(path: Path) -> datetime:
     """When the scanner finished writing the file (its modification time), in UTC."""
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
 
 
 class Ingestor:
@@ -100,7 +100,7 @@ class Ingestor:
     ``magnification`` / ``mpp`` given by the scanner are used when the file states none.
     """
 
-    def __init__(self, settings: Settings, bucket: IngestBucket, publish: "Publisher") -> None:
+    def __init__(self, settings: Settings, bucket: IngestBucket, publish: Publisher) -> None:
         self.settings = settings
         self.bucket = bucket
         self._publish = publish
@@ -141,7 +141,7 @@ class Publisher:
         self._producer = producer
 
     async def __call__(self, event: SlideScanned) -> None:
-        from slidestream.kafka_client import send_event
+        from core.kafka import send_event
 
         await send_event(self._producer, event.topic.value, event, key=event.kafka_key())  # type: ignore[arg-type]
 
@@ -149,7 +149,7 @@ class Publisher:
 @asynccontextmanager
 async def open_ingestor(settings: Settings) -> AsyncIterator[Ingestor]:
     """An ``Ingestor`` connected to the configured broker and ingest bucket."""
-    from slidestream.kafka_client import producer
+    from core.kafka import producer
 
     async with producer(settings) as prod:
         yield Ingestor(settings, IngestBucket(settings.storage), Publisher(prod))

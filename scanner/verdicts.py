@@ -11,12 +11,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from core.kafka import tail_from_end
+from core.settings import Settings
 from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Topic
-from slidestream.settings import Settings
 
 Verdict = SlideQcPassed | SlideQcFailed | DeadLetter
 VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value, Topic.DEAD_LETTER.value)
@@ -71,25 +72,9 @@ class VerdictListener:
 
 @asynccontextmanager
 async def listen_for_verdicts(settings: Settings) -> AsyncIterator[VerdictListener]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions: list[TopicPartition] = []
-        for topic in VERDICT_TOPICS:
-            found = consumer.partitions_for_topic(topic)
-            if not found:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh cluster metadata
-                found = consumer.partitions_for_topic(topic)
-            if not found:
-                raise RuntimeError(f"topic {topic} does not exist; run `slidestream up` to bootstrap")
-            partitions += [TopicPartition(topic, p) for p in sorted(found)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:  # resolve the lazy seek before the caller sends anything
-            await consumer.position(tp)
+    """Open before sending the scans whose verdicts are awaited."""
+    async with tail_from_end(settings, *VERDICT_TOPICS) as consumer:
         yield VerdictListener(consumer)
-    finally:
-        await consumer.stop()
 
 
 async def gather_verdicts(listener: VerdictListener, slides: list[tuple[str, int]], timeout: float) -> list[Verdict]:

@@ -245,7 +245,7 @@ class WatchFolder:
                     on_outcome(outcome)
             try:
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _consider(self, scan: Path) -> Outcome | None:

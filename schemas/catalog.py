@@ -9,7 +9,7 @@ itself after a round trip through the database.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
@@ -57,7 +57,7 @@ def _to_bson(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):  # BSON has no bare date
-        return datetime.combine(value, time(), tzinfo=timezone.utc)
+        return datetime.combine(value, time(), tzinfo=UTC)
     return value
 
 
@@ -67,7 +67,7 @@ def _from_bson(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_bson(item) for item in value]
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)  # pymongo returns naive UTC by default
+        return value.replace(tzinfo=UTC)  # pymongo returns naive UTC by default
     return value
 
 
@@ -76,7 +76,8 @@ class CatalogRecord(Strict):
     key_fields: ClassVar[tuple[str, ...]]
 
     def to_document(self) -> dict[str, Any]:
-        return _to_bson(self.model_dump(mode="python"))
+        document: dict[str, Any] = _to_bson(self.model_dump(mode="python"))
+        return document
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Self:
@@ -85,7 +86,8 @@ class CatalogRecord(Strict):
 
     def natural_key(self) -> dict[str, Any]:
         """Filter selecting this record (the collection has a unique index on these fields)."""
-        return _to_bson({name: getattr(self, name) for name in self.key_fields})
+        key: dict[str, Any] = _to_bson({name: getattr(self, name) for name in self.key_fields})
+        return key
 
 
 class PatientRecord(CatalogRecord):

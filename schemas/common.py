@@ -8,7 +8,7 @@ to UTC, so MongoDB (which stores UTC) and Kafka consumers see one representation
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from enum import Enum, IntEnum
 from typing import Annotated, Any, Literal
 
@@ -39,11 +39,11 @@ SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_bool)]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 UtcDatetime = Annotated[AwareDatetime, Field(strict=True), AfterValidator(_to_utc)]
@@ -200,7 +200,7 @@ def _parse_birth_date(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return date.fromisoformat(value)
-        except ValueError as exc:
+        except ValueError:
             raise ValueError("birth_date must be an ISO date YYYY-MM-DD") from None
     raise ValueError(f"birth_date must be a date, got {type(value).__name__}")
 

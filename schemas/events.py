@@ -69,10 +69,11 @@ class Event(Strict):
 
     def kafka_key(self) -> str | None:
         """Partition key: events about one exam (or patient) stay in order on one partition."""
-        exam_id = getattr(self, "exam_id", None)
-        if exam_id is not None:
-            return exam_id
-        return getattr(self, "patient_id", None)
+        for name in ("exam_id", "patient_id"):
+            value = getattr(self, name, None)
+            if isinstance(value, str):
+                return value
+        return None
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
@@ -191,7 +192,7 @@ class UpscaleRequested(Event):
     deadline: UtcDatetime | None = None
 
     @model_validator(mode="after")
-    def _tiles_xor_region(self) -> "UpscaleRequested":
+    def _tiles_xor_region(self) -> UpscaleRequested:
         if (self.tiles is None) == (self.region is None):
             raise ValueError("give exactly one of 'tiles' (non-empty list) or 'region'")
         return self
@@ -318,8 +319,9 @@ class DeadLetter(Event):
         offset: int,
         error: str,
         key: bytes | str | None = None,
-    ) -> "DeadLetter":
+    ) -> DeadLetter:
         """Build a dead letter from a rejected message, keeping its bytes intact."""
+        encoding: Literal["utf-8", "base64"]
         try:
             payload, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:

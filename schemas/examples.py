@@ -6,7 +6,7 @@ fresh objects (new event IDs).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 from schemas.catalog import (
@@ -56,7 +56,7 @@ IDENTITY = PatientIdentity(
     phone="+46 70 000 00 00",
 )
 SHA = "0123456789abcdef" * 4
-WHEN = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
+WHEN = datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 REQUEST_ID = UUID("6f1c8a52-3d4e-4b7a-9c0d-1e2f3a4b5c6d")
 
 

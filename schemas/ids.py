@@ -1,7 +1,7 @@
 """Constrained identifier types shared by every event and catalog record.
 
 Patient IDs may be national ID numbers, so they are treated as sensitive: the logging
-redactor masks them (see ``slidestream.logging``). All IDs use one safe charset so they
+redactor masks them (see ``core.logging``). All IDs use one safe charset so they
 can appear in object keys and file names without escaping or path traversal.
 """
 
@@ -21,19 +21,13 @@ ID_MAX_LENGTH = 64
 _ID_RE = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 
-def _id_type(description: str) -> type[str]:
-    return Annotated[  # type: ignore[return-value]
-        str,
-        StringConstraints(strict=True, min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN),
-        Field(description=description),
-    ]
-
-
-PatientId = _id_type("patient ID (may be a national ID number: sensitive, masked in logs)")
-ExamId = _id_type("pathology exam ID")
-VisitId = _id_type("hospital visit / encounter ID from the HIS")
-TerminalId = _id_type("diagnosis terminal ID")
-ScannerId = _id_type("scanner ID")
+# Written out as plain aliases (not built by a function) so type checkers see them as str.
+_ID = StringConstraints(strict=True, min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
+PatientId = Annotated[str, _ID, Field(description="patient ID (may be a national ID number: sensitive, masked in logs)")]
+ExamId = Annotated[str, _ID, Field(description="pathology exam ID")]
+VisitId = Annotated[str, _ID, Field(description="hospital visit / encounter ID from the HIS")]
+TerminalId = Annotated[str, _ID, Field(description="diagnosis terminal ID")]
+ScannerId = Annotated[str, _ID, Field(description="scanner ID")]
 
 SlideNumber = Annotated[int, Field(strict=True, ge=1, le=9999, description="slide number within an exam")]
 

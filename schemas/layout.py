@@ -27,6 +27,16 @@ def ingest_key(exam_id: str, slide_number: int, filename: str) -> str:
     return f"scans/{_slide(exam_id, slide_number)}/{filename}"
 
 
+def lr_staging_key(exam_id: str, slide_number: int) -> str:
+    """QC's LR of a slide that passed, in the ingest bucket until the save agent stores it."""
+    return f"lr-staging/{_slide(exam_id, slide_number)}.tiff"
+
+
+def qc_report_prefix(exam_id: str, slide_number: int) -> str:
+    """QC's report.json (and overlay.png) of a scan, in the ingest bucket, also for refusals."""
+    return f"qc/{_slide(exam_id, slide_number)}/"
+
+
 def lr_key(exam_id: str, slide_number: int) -> str:
     """The LR pyramidal TIFF, identical key in every permanent tier and in the mirror."""
     return f"lr/{_slide(exam_id, slide_number)}.tiff"

@@ -58,7 +58,7 @@ class SlideSource(ABC):
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Region inside the level bounds, uint8 RGB."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: readers holding no handle need no close
         pass
 
     # --- shared behaviour ---------------------------------------------------------------
@@ -149,7 +149,7 @@ class SlideSource(ABC):
             raise UnreadableSlide(f"reader returned {region.shape} {region.dtype} for a {width}x{height} region", name=self.name)
         return region
 
-    def __enter__(self) -> "SlideSource":
+    def __enter__(self) -> SlideSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -61,7 +61,7 @@ class FileRangeReader:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> "FileRangeReader":
+    def __enter__(self) -> FileRangeReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -146,7 +146,7 @@ class TiledTiff:
         if self._owns_reader:
             self._reader.close()  # type: ignore[attr-defined]
 
-    def __enter__(self) -> "TiledTiff":
+    def __enter__(self) -> TiledTiff:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from slidestream.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def _settings() -> Settings:
@@ -102,12 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="store_true", help="stop the stack afterwards (default: leave it up)")
     p.set_defaults(func=cmd_demo)
 
-    from scanner.cli import add_commands as add_scanner_commands
+    from slidestream.commands.scanner import add_commands as add_scanner_commands
 
     add_scanner_commands(sub, _settings)  # ingest, watch
 
-    from his.cli import add_commands as add_his_commands
-    from storage.cli import add_commands as add_storage_commands
+    from slidestream.commands.export import add_commands as add_storage_commands
+    from slidestream.commands.his import add_commands as add_his_commands
 
     add_storage_commands(sub, _settings)  # export
     add_his_commands(sub, _settings)  # his

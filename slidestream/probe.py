@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from core.kafka import producer, send_event, tail_from_end, wait_for
+from core.settings import Settings
 from schemas.probe import Probe, ProbeReply
 from schemas.topics import PROBE_REPLY_TOPIC, PROBE_TOPIC
-from slidestream.kafka_client import producer, send_event, tail, wait_for
-from slidestream.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ async def _one(prod: AIOKafkaProducer, replies: AIOKafkaConsumer, timeout: float
 
 
 async def probe_agents(settings: Settings, timeout: float = 30.0) -> ProbeResult:
-    async with tail(settings, PROBE_REPLY_TOPIC) as replies, producer(settings) as prod:
+    async with tail_from_end(settings, PROBE_REPLY_TOPIC) as replies, producer(settings) as prod:
         return await _one(prod, replies, timeout)
 
 
 async def probe_many(settings: Settings, count: int, timeout: float = 30.0) -> list[ProbeResult]:
     """``count`` sequential round trips over one producer and one consumer (for the bench)."""
-    async with tail(settings, PROBE_REPLY_TOPIC) as replies, producer(settings) as prod:
+    async with tail_from_end(settings, PROBE_REPLY_TOPIC) as replies, producer(settings) as prod:
         return [await _one(prod, replies, timeout) for _ in range(count)]

@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import Settings
 from infra import process
-from slidestream.settings import Settings
 
 MAX_WORKERS = 16
 

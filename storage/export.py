@@ -23,17 +23,18 @@ from pathlib import PurePosixPath
 
 import structlog
 
-from catalog.errors import ChecksumMismatch, UnknownPatient, UnsafeExportPath
+from catalog.errors import UnknownPatient
 from catalog.repository import Catalog
+from core.upscale_client import UpscaleGateway
 from schemas.catalog import AuditEntry, ImageRecord, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import Region, UpscaleFailed, UpscaleRequested
 from schemas.layout import hr_prefix
 from schemas.topics import Priority
 from storage import export_paths as paths
+from storage.errors import ChecksumMismatch, UnsafeExportPath
 from storage.objects import ObjectStore
 from storage.retrieval import tiles_for_region
-from storage.upscale import UpscaleGateway
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from catalog.errors import UnsafeExportPath
 from schemas.common import BUCKET_PATTERN, KEY_MAX_LENGTH
 from schemas.layout import hr_prefix
+from storage.errors import UnsafeExportPath
 
 _BUCKET_RE = re.compile(BUCKET_PATTERN)
 MANIFEST_NAME = "manifest.json"

@@ -23,15 +23,16 @@ from typing import Literal
 import structlog
 
 from catalog import moves
-from catalog.errors import ImageLost, MoveConflict
-from catalog.lease import COLLECTION as LEASES, Leases
+from catalog.lease import COLLECTION as LEASES
+from catalog.lease import Leases
 from catalog.moves import Action
 from catalog.repository import Catalog, image_id
 from catalog.tiering import MoveReason
+from core.kafka import EventSink
 from schemas.catalog import AuditEntry, ImageRecord, PendingMove, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import TierMoved
-from storage.events import EventSink
+from storage.errors import ImageLost, MoveConflict
 from storage.faults import NO_FAULTS, FaultInjector
 from storage.objects import ObjectStore
 

@@ -17,6 +17,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import urllib3
 from minio import Minio
@@ -24,13 +25,16 @@ from minio.commonconfig import ComposeSource, CopySource
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
+from core.settings import StorageSettings, TierEndpoint
 from schemas.common import ObjectRef, StorageTier
-from slidestream.settings import StorageSettings, TierEndpoint
+from storage.errors import MISSING_CODES
+
+if TYPE_CHECKING:
+    from storage.range_reader import S3RangeReader
 
 CHUNK = 1 << 20
 SINGLE_COPY_LIMIT = 5 * (1 << 30)  # S3 CopyObject limit; larger objects use multipart copy
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256 next to each object we write
-_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion"})
 
 
 class StorageError(RuntimeError):
@@ -97,7 +101,7 @@ class ObjectStore:
     def _client_for(self, location: Location) -> Minio:
         client = self._clients.get(location)
         if client is None:
-            # Connection errors are retried by our own backoff (storage.retry), not by urllib3
+            # Connection errors are retried by our own backoff (core.retry), not by urllib3
             # for minutes; 5xx answers get urllib3's short retry like minio's default client.
             http = urllib3.PoolManager(
                 timeout=self._timeout, maxsize=self._max_pool,
@@ -128,7 +132,7 @@ class ObjectStore:
         try:
             stat = self.client(ref.bucket).stat_object(ref.bucket, ref.key)
         except S3Error as exc:
-            if exc.code in _MISSING_CODES:
+            if exc.code in MISSING_CODES:
                 return None
             raise
         metadata = {str(k).lower(): v for k, v in (stat.metadata or {}).items()}
@@ -184,11 +188,11 @@ class ObjectStore:
         try:
             return await asyncio.to_thread(self._hash, ref)
         except S3Error as exc:
-            if exc.code in _MISSING_CODES:
+            if exc.code in MISSING_CODES:
                 return None
             raise
 
-    def range_reader(self, ref: ObjectRef, size: int | None = None) -> "S3RangeReader":
+    def range_reader(self, ref: ObjectRef, size: int | None = None) -> S3RangeReader:
         from storage.range_reader import S3RangeReader
 
         return S3RangeReader(self.client(ref.bucket), ref, size=size)
@@ -277,7 +281,7 @@ class ObjectStore:
         try:
             await asyncio.to_thread(self._copy, source, target, sha256)
         except S3Error as exc:
-            if exc.code in _MISSING_CODES:
+            if exc.code in MISSING_CODES:
                 raise FileNotFoundError(f"{source} does not exist") from None
             raise
 
@@ -286,7 +290,7 @@ class ObjectStore:
         try:
             await asyncio.to_thread(self.client(ref.bucket).remove_object, ref.bucket, ref.key)
         except S3Error as exc:
-            if exc.code not in _MISSING_CODES:
+            if exc.code not in MISSING_CODES:
                 raise
 
     def _list(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
@@ -303,7 +307,7 @@ class ObjectStore:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
             batch = [DeleteObject(key) for key in keys[start:start + 1000]]
             errors = list(client.remove_objects(bucket, batch))  # lazy: must be consumed
-            failed = [e for e in errors if e.code not in _MISSING_CODES]
+            failed = [e for e in errors if e.code not in MISSING_CODES]
             if failed:
                 raise StorageError(f"could not delete {len(failed)} object(s) under {bucket}/{prefix}: "
                                    f"{failed[0].code}")

@@ -23,6 +23,7 @@ import structlog
 
 from catalog.errors import PermanentError, UnknownExam, UnknownImage, UnknownPatient
 from catalog.repository import Catalog
+from core.upscale_client import UpscaleGateway
 from schemas.catalog import AuditEntry, ImageRecord, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
@@ -30,7 +31,6 @@ from schemas.layout import ALLOWED_SCALES, TILE_SIZE, dzi_max_level, hr_tile_key
 from schemas.topics import Priority
 from storage.objects import ObjectStore
 from storage.range_reader import S3RangeReader
-from storage.upscale import UpscaleGateway
 
 log = structlog.get_logger(__name__)
 

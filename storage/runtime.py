@@ -1,12 +1,11 @@
 """Wiring: one object holding the catalog, the object store and the services built on them,
-opened inside the running event loop (agents, CLI, demo and bench all use it)."""
+opened inside the running event loop (agents, CLI, demo and bench all use it; the agents
+share one per Faust app through ``agents.storage_services``)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,17 +16,17 @@ from catalog.indexes import ensure_indexes
 from catalog.lease import Lease
 from catalog.repository import Catalog
 from catalog.tiering import TierPolicy
-from slidestream.settings import Settings
-from storage.events import EventSink
+from core.kafka import EventSink
+from core.retry import with_retries
+from core.settings import Settings
+from core.upscale_client import UpscaleGateway
 from storage.export import ExportService
 from storage.faults import FaultInjector
 from storage.mover import TierMover
 from storage.objects import ObjectStore
 from storage.retrieval import RetrievalService
-from storage.retry import with_retries
 from storage.save import SaveService
 from storage.scheduler import TierScheduler
-from storage.upscale import UpscaleGateway
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -70,34 +69,3 @@ async def open_services(settings: Settings, sink: EventSink, *, gateway: Upscale
         exporter=ExportService(catalog, store, gateway),
         sweep_lease=Lease(db, "tier-sweep", WORKER_ID, timedelta(seconds=max(60.0, 3 * tiering.sweep_interval_s))),
     )
-
-
-class LazyServices:
-    """Opens ``Services`` on first use inside the worker's event loop (agents register
-    before the loop runs). ``for_app`` gives every agent module of one Faust app the same
-    instance, so a worker holds one database client and one S3 client pool."""
-
-    _by_app: "weakref.WeakKeyDictionary[object, LazyServices]" = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def for_app(cls, app: object, settings: Settings) -> "LazyServices":
-        from storage.events import FaustSink
-
-        holder = cls._by_app.get(app)
-        if holder is None:
-            holder = cls._by_app[app] = cls(settings, FaustSink(app))
-        return holder
-
-    def __init__(self, settings: Settings, sink: EventSink) -> None:
-        self._settings = settings
-        self._sink = sink
-        self._services: Services | None = None
-        self._lock: asyncio.Lock | None = None
-
-    async def get(self) -> Services:
-        if self._services is None:
-            self._lock = self._lock or asyncio.Lock()
-            async with self._lock:
-                if self._services is None:
-                    self._services = await open_services(self._settings, self._sink)
-        return self._services

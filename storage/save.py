@@ -20,13 +20,14 @@ from typing import Literal
 
 import structlog
 
-from catalog.errors import ChecksumMismatch, ExamPatientMismatch, ImageConflict, MissingObject
+from catalog.errors import ExamPatientMismatch
 from catalog.repository import Catalog
+from core.kafka import EventSink
 from schemas.catalog import AuditEntry, ImageRecord, db_now
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import SlideQcPassed, SlideStored
 from schemas.layout import lr_key
-from storage.events import EventSink
+from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
 from storage.objects import ObjectStore
 
 log = structlog.get_logger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings, get_settings
 from infra import stack as local_stack
-from slidestream.settings import Settings, get_settings
 from slidestream.workers import stop_workers
 from tests.conftest import TEST_PORT_BASE
 

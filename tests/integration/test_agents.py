@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from core.kafka import producer, tail_from_end, wait_for
+from core.settings import Settings
 from schemas.events import DeadLetter
 from schemas.topics import PROBE_TOPIC, Topic
-from slidestream.kafka_client import producer, tail, wait_for
 from slidestream.probe import probe_agents
-from slidestream.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ async def test_worker_answers_probe(agent_worker: Settings) -> None:
     ids=["binary", "not-json", "schema-violation"],
 )
 async def test_bad_probe_is_dead_lettered_and_worker_keeps_running(agent_worker: Settings, payload: bytes) -> None:
-    async with tail(agent_worker, Topic.DEAD_LETTER.value) as letters:
+    async with tail_from_end(agent_worker, Topic.DEAD_LETTER.value) as letters:
         await _send_raw(agent_worker, PROBE_TOPIC, payload)
         letter = await wait_for(letters, _dead_letter_with(payload), timeout=30)
     assert letter.source_topic == PROBE_TOPIC

@@ -3,7 +3,7 @@ independent patient status, reports, terminals, audit, lease."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo.errors import DuplicateKeyError
@@ -11,13 +11,13 @@ from pymongo.errors import DuplicateKeyError
 from catalog.errors import ExamPatientMismatch, ReportConflict, UnknownExam, UnknownPatient
 from catalog.indexes import INDEXES
 from catalog.lease import Lease
+from core.settings import Settings
 from schemas.catalog import AuditEntry, ImageRecord, ReportRecord, TerminalRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
-from slidestream.settings import Settings
 from tests.integration.tierkit import services, uid
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2026, 2, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 
 
 def lr_image(exam_id: str, patient_id: str, slide: int = 1) -> ImageRecord:

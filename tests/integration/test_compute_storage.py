@@ -14,14 +14,14 @@ from catalog.db import connect, database
 from catalog.repository import Catalog
 from compute.codec import decode_png
 from compute.engine import ComputeEngine, EngineConfig
-from compute.leases import LEASE_COLLECTION, MongoLeases
-from compute.objects import S3TileCache
 from compute.samples import downsample, load_rgb, shared_images, store_sample_slide
 from compute.slides import CatalogSlides
+from compute.tile_cache import S3TileCache
+from compute.tile_leases import LEASE_COLLECTION, MongoLeases
 from compute.upscaler import InterpolationUpscaler
+from core.settings import Settings
 from schemas.events import Event, Region, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import TILE_SIZE
-from slidestream.settings import Settings
 from storage.objects import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ async def test_expired_leases_are_taken_over_and_purged(leases: MongoLeases) -> 
 
 @pytest.fixture(scope="module")
 def lr_pixels() -> np.ndarray:
-    from slidestream.settings import get_settings
+    from core.settings import get_settings
 
     images = shared_images(get_settings().shared_data)
     if not images:

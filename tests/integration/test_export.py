@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from catalog.errors import UnknownPatient, UnsafeExportPath
+from catalog.errors import UnknownPatient
+from core.kafka import tail_from_end
+from core.settings import Settings
+from core.upscale_client import UpscaleClient
 from schemas.common import ObjectRef, StorageTier
 from schemas.events import UpscaleRequested
 from schemas.layout import hr_tile_key
 from schemas.topics import Priority, Topic, priority_partitions
-from slidestream.kafka_client import tail
-from slidestream.settings import Settings
+from storage.errors import UnsafeExportPath
 from storage.export import ExportService
 from storage.export_paths import LocalTarget, S3Target, parse_target
-from storage.upscale import KafkaUpscaleGateway
 from tests.integration.test_tier_services import saved_patient
 from tests.integration.tierkit import services, uid
 
@@ -104,8 +105,8 @@ async def test_unknown_patient_is_a_clear_error(stack: Settings, tmp_path: Path)
 
 async def test_requested_hr_goes_out_at_background_priority_and_times_out_cleanly(stack: Settings,
                                                                                     tmp_path: Path) -> None:
-    async with services(stack) as svc, KafkaUpscaleGateway(stack.kafka.bootstrap) as gateway, \
-            tail(stack, Topic.UPSCALE_REQUESTED.value) as requests:
+    async with services(stack) as svc, UpscaleClient(stack) as gateway, \
+            tail_from_end(stack, Topic.UPSCALE_REQUESTED.value) as requests:
         patient, exam, _ = await saved_patient(svc, slides=1)
         exporter = ExportService(svc.catalog, svc.store, gateway)
         report = await exporter.export_patient(patient, LocalTarget(tmp_path / "hr"), request_hr_scale=2,

@@ -13,15 +13,14 @@ import httpx
 import pytest
 from hl7.mllp import open_hl7_connection
 
+from core.kafka import KafkaSink, tail_from_end, wait_for
+from core.settings import Settings
 from his.adapter import HisAdapter
 from his.http import create_http_app
 from his.mllp import MllpListener
 from infra import stack as local_stack
 from schemas.events import PatientAdmitted, PatientDischarged
 from schemas.topics import Topic
-from slidestream.kafka_client import tail, wait_for
-from slidestream.settings import Settings
-from storage.events import KafkaSink
 from tests.integration.test_tier_services import matching
 from tests.integration.tierkit import uid
 
@@ -66,8 +65,8 @@ async def _exchange(port: int, text: str) -> hl7.Message:
 async def test_admit_and_discharge_over_mllp_are_published_then_acknowledged(stack: Settings, adapter) -> None:
     _, listener = adapter
     patient = uid("P")
-    async with tail(stack, Topic.PATIENT_ADMITTED.value) as admitted, \
-            tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+    async with tail_from_end(stack, Topic.PATIENT_ADMITTED.value) as admitted, \
+            tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
         reply = await _exchange(listener.port, adt("A01", patient, "A-1"))
         assert str(reply["MSA.F1"]) == "AA" and str(reply["MSA.F2"]) == "A-1"
         event = await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=30)
@@ -80,7 +79,7 @@ async def test_admit_and_discharge_over_mllp_are_published_then_acknowledged(sta
 async def test_malformed_hl7_gets_ar_and_publishes_nothing(stack: Settings, adapter) -> None:
     _, listener = adapter
     patient = uid("P")
-    async with tail(stack, Topic.PATIENT_ADMITTED.value) as admitted:
+    async with tail_from_end(stack, Topic.PATIENT_ADMITTED.value) as admitted:
         for bad in ("not hl7 at all", adt("A01", "bad/id"), adt("A08", patient),
                     adt("A01", patient).replace("20260301115500", "yesterday")):
             reply = await _exchange(listener.port, bad)
@@ -94,7 +93,7 @@ async def test_json_endpoint_accepts_valid_and_names_invalid_fields(stack: Setti
     patient = uid("P")
     transport = httpx.ASGITransport(app=create_http_app(his))
     async with httpx.AsyncClient(transport=transport, base_url="http://his") as client, \
-            tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+            tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
         ok = await client.post("/v1/discharges", content=json.dumps(
             {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z", "visit_id": "V1"}))
         assert ok.status_code == 202
@@ -125,7 +124,7 @@ async def test_kafka_down_gets_ae_and_503_and_a_resend_succeeds(stack: Settings,
             assert down.status_code == 503
     finally:
         await local_stack.up_async(stack, ["kafka"], run_bootstrap=False, timeout_s=180)
-    async with tail(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+    async with tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
         for _ in range(30):  # the HIS resends until acknowledged
             reply = await _exchange(listener.port, adt("A03", patient, "K-2"))
             if str(reply["MSA.F1"]) == "AA":

@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from catalog.indexes import INDEXES
+from core.settings import Settings
 from infra import stack as local_stack
 from infra.bootstrap import ensure_topics, tier_connection
 from infra.build import stamp_path
@@ -25,7 +26,6 @@ from infra.ferretdb_server import FerretDBServer
 from infra.layout import Layout
 from infra.minio_server import MinioServer
 from schemas.topics import TOPICS, TopicSpec
-from slidestream.settings import Settings
 
 pytestmark = pytest.mark.integration
 

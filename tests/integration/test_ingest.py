@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from core.kafka import tail_from_end, wait_for
+from core.settings import Settings
 from scanner.ingest import open_ingestor
-from scanner.objects import IngestBucket
 from scanner.watch import REASON_SUFFIX, ScanRequest, WatchFolder
 from schemas.events import SlideScanned
 from schemas.topics import Topic
-from slidestream.kafka_client import tail, wait_for
-from slidestream.settings import Settings
+from storage.ingest_bucket import IngestBucket
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ async def _object_sha(settings: Settings, event: SlideScanned, tmp_path: Path) -
 
 async def test_ingest_command_uploads_the_original_and_publishes_slide_scanned(stack, svs, tmp_path) -> None:
     exam = _exam()
-    async with tail(stack, Topic.SLIDE_SCANNED.value) as scans:
+    async with tail_from_end(stack, Topic.SLIDE_SCANNED.value) as scans:
         result = await asyncio.to_thread(_cli, "ingest", str(svs), "--patient", "P-IT-9", "--exam", exam,
                                          "--slide", "2", "--scanner", "aperio-it", "--body-part", "colon")
         assert result.returncode == 0, result.stderr
@@ -95,7 +95,7 @@ async def test_watch_folder_ingests_once_and_rejects_bad_sidecars(stack, svs, tm
     (tmp_path / "slide.svs.json").write_text(json.dumps({"patient_id": "P-IT-8", "exam_id": exam, "slide_number": 3}))
     (tmp_path / "other.svs").write_bytes(b"x")
     (tmp_path / "other.svs.json").write_text(json.dumps({"patient_id": "P-IT-8", "exam": exam, "slide_number": 4}))
-    async with tail(stack, Topic.SLIDE_SCANNED.value) as scans, open_ingestor(stack) as ingestor:
+    async with tail_from_end(stack, Topic.SLIDE_SCANNED.value) as scans, open_ingestor(stack) as ingestor:
         async def ingest(request: ScanRequest) -> None:
             await ingestor.ingest(request.path, request.ids, magnification=request.magnification)
 
@@ -115,7 +115,7 @@ async def test_watch_folder_ingests_once_and_rejects_bad_sidecars(stack, svs, tm
 
 async def test_watch_command_runs_until_stopped(stack, svs, tmp_path) -> None:
     exam = _exam()
-    async with tail(stack, Topic.SLIDE_SCANNED.value) as scans:
+    async with tail_from_end(stack, Topic.SLIDE_SCANNED.value) as scans:
         watcher = subprocess.Popen([sys.executable, "-m", "slidestream", "watch", str(tmp_path), "--settle", "0.3",
                                     "--interval", "0.2", "--magnification", "40"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())

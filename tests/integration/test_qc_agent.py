@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from core.kafka import producer, send_event, tail_from_end, wait_for
+from core.settings import Settings
 from scanner.ids import validate_ids
 from scanner.ingest import open_ingestor
-from scanner.objects import IngestBucket
 from scanner.samples import tiff_bomb, truncated_copy, unsupported_file
 from scanner.verdicts import listen_for_verdicts
 from schemas.common import QcFailureKind
 from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed, SlideScanned
 from schemas.topics import Topic
 from slide_io import TiledTiff, open_slide
-from slidestream.kafka_client import producer, send_event, tail, wait_for
 from slidestream.probe import probe_agents
-from slidestream.settings import Settings
+from storage.ingest_bucket import IngestBucket
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent
     # A tile straight from the object store with ranged GETs.
     with TiledTiff(bucket.store.range_reader(verdict.lr)) as remote:
         assert remote.read_tile(0, 0, 0).shape == (125, 125, 3)
-    report = json.loads((await bucket.store.get_bytes(bucket.ref(f"qc/{scanned.exam_id}/0001/report.json"))))
+    report = json.loads(await bucket.store.get_bytes(bucket.ref(f"qc/{scanned.exam_id}/0001/report.json")))
     assert report["passed"] and report["qc"]["checks"]
     await _still_in_ingest(agent_worker, scanned, tmp_path)
 
@@ -133,7 +133,7 @@ async def test_missing_ingest_object_fails_as_missing(agent_worker) -> None:
     scanned = SlideScanned(
         patient_id="P-IT-2", exam_id=exam, slide_number=1,
         ingest={"bucket": agent_worker.storage.ingest.bucket, "key": f"scans/{exam}/0001/scan.svs"},
-        original_filename="gone.svs", size_bytes=1234, sha256="ab" * 32, acquired_at=datetime.now(timezone.utc))
+        original_filename="gone.svs", size_bytes=1234, sha256="ab" * 32, acquired_at=datetime.now(UTC))
     async with listen_for_verdicts(agent_worker) as listener, producer(agent_worker) as prod:
         await send_event(prod, Topic.SLIDE_SCANNED.value, scanned, key=exam)
         verdict = await listener.for_slide(exam, 1, VERDICT_TIMEOUT_S)
@@ -146,7 +146,7 @@ async def _dead_letter_for(settings: Settings, payload: bytes, key: bytes) -> De
         letter = DeadLetter.model_validate_json(raw)
         return letter if letter.source_topic == Topic.SLIDE_SCANNED.value and letter.raw_payload() == payload else None
 
-    async with tail(settings, Topic.DEAD_LETTER.value) as letters, producer(settings) as prod:
+    async with tail_from_end(settings, Topic.DEAD_LETTER.value) as letters, producer(settings) as prod:
         await prod.send_and_wait(Topic.SLIDE_SCANNED.value, payload, key=key)
         return await wait_for(letters, match, timeout=VERDICT_TIMEOUT_S)
 
@@ -166,7 +166,7 @@ async def test_event_with_malformed_ids_is_dead_lettered_and_reported_as_invalid
     ingest = {"bucket": agent_worker.storage.ingest.bucket, "key": f"scans/{exam}/0001/scan.svs"}
     good = SlideScanned(patient_id="P-IT-3", exam_id=exam, slide_number=1, ingest=ingest,
                         original_filename="x.svs", size_bytes=10, sha256="cd" * 32,
-                        acquired_at=datetime.now(timezone.utc))
+                        acquired_at=datetime.now(UTC))
     document = json.loads(good.model_dump_json())
     document["patient_id"] = "../../etc/passwd"
     payload = json.dumps(document).encode()

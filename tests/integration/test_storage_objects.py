@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 
+from core.settings import Settings, TierEndpoint
 from schemas.common import ObjectRef
 from slide_io.tiles import TiledTiff
-from slidestream.settings import Settings, TierEndpoint
 from storage.objects import ObjectStore
 from tests.integration.tierkit import lr_tiff, services, uid
 

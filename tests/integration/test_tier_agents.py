@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from core.kafka import producer, tail_from_end, wait_for
+from core.settings import Settings
 from infra import stack as local_stack
 from schemas.common import ImageState, StorageTier
 from schemas.events import DeadLetter, PatientDischarged, SlideStored, TierMoved, UpscaleDone
 from schemas.topics import Topic
-from slidestream.kafka_client import producer, tail, wait_for
-from slidestream.settings import Settings
 from tests.integration.test_tier_services import matching
 from tests.integration.tierkit import (
     WORKER_TOPICS,
@@ -60,7 +60,7 @@ async def _until(check, timeout: float = 90.0, what: str = "condition"):
 
 
 async def test_qc_passed_is_saved_and_stored_event_published(stack: Settings, worker: WorkerProcess) -> None:
-    async with services(stack) as svc, tail(stack, Topic.SLIDE_STORED.value) as stored:
+    async with services(stack) as svc, tail_from_end(stack, Topic.SLIDE_STORED.value) as stored:
         patient, exam = uid("P"), uid("E")
         event = await stage_slide(svc, patient_id=patient, exam_id=exam)
         await _send(stack, Topic.SLIDE_QC_PASSED.value, event.to_json_bytes(), exam)
@@ -73,7 +73,7 @@ async def test_qc_passed_is_saved_and_stored_event_published(stack: Settings, wo
 @pytest.mark.parametrize("payload", [b"{not json", b'{"event_type": "slide.qc_passed", "exam_id": "E1"}'],
                          ids=["not-json", "schema-violation"])
 async def test_invalid_events_are_dead_lettered(stack: Settings, worker: WorkerProcess, payload: bytes) -> None:
-    async with tail(stack, Topic.DEAD_LETTER.value) as letters:
+    async with tail_from_end(stack, Topic.DEAD_LETTER.value) as letters:
         await _send(stack, Topic.SLIDE_QC_PASSED.value, payload, "bad")
         letter = await wait_for(letters, matching(DeadLetter, source_topic=Topic.SLIDE_QC_PASSED.value,
                                                   payload=payload.decode()), timeout=90)
@@ -82,7 +82,7 @@ async def test_invalid_events_are_dead_lettered(stack: Settings, worker: WorkerP
 
 async def test_conflicting_slide_and_unknown_exam_are_dead_lettered_with_reasons(stack: Settings,
                                                                                   worker: WorkerProcess) -> None:
-    async with services(stack) as svc, tail(stack, Topic.DEAD_LETTER.value) as letters:
+    async with services(stack) as svc, tail_from_end(stack, Topic.DEAD_LETTER.value) as letters:
         patient, exam = uid("P"), uid("E")
         await svc.saver.save(await stage_slide(svc, patient_id=patient, exam_id=exam))
         rescan = await stage_slide(svc, patient_id=patient, exam_id=exam, data=lr_tiff(3))
@@ -110,11 +110,11 @@ async def test_upscale_done_records_the_hr_cache_entry(stack: Settings, worker: 
 
 
 async def test_discharge_event_moves_slides_through_the_agent(stack: Settings, worker: WorkerProcess) -> None:
-    async with services(stack) as svc, tail(stack, Topic.TIER_MOVED.value) as moved:
+    async with services(stack) as svc, tail_from_end(stack, Topic.TIER_MOVED.value) as moved:
         patient, exam = uid("P"), uid("E")
-        await svc.catalog.record_admission(patient, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        await svc.catalog.record_admission(patient, datetime(2026, 1, 1, tzinfo=UTC))
         await svc.saver.save(await stage_slide(svc, patient_id=patient, exam_id=exam))
-        discharge = PatientDischarged(patient_id=patient, discharged_at=datetime.now(timezone.utc))
+        discharge = PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC))
         await _send(stack, Topic.PATIENT_DISCHARGED.value, discharge.to_json_bytes(), patient)
         event = await wait_for(moved, matching(TierMoved, exam_id=exam), timeout=90)
         assert event.to_tier is StorageTier.MID
@@ -147,7 +147,7 @@ async def test_offset_is_not_committed_while_storage_is_down(stack: Settings, wo
 
 
 async def test_demo_hook_saves_discharges_and_reports(stack: Settings, worker: WorkerProcess) -> None:
-    from storage.demo import demo_store_and_discharge
+    from slidestream.demo.storage import demo_store_and_discharge
 
     lines: list[str] = []
     async with services(stack) as svc:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from core.kafka import producer, send_event
+from core.settings import Settings
 from schemas.common import ImageState, StorageTier
 from schemas.events import PatientDischarged, TierMoved
 from schemas.layout import hr_prefix
 from schemas.topics import Topic
-from slidestream.kafka_client import producer, send_event
-from slidestream.settings import Settings
 from storage.faults import FAULT_EXIT_CODE
 from tests.integration.test_tier_services import add_hr_tiles, saved_patient
 from tests.integration.tierkit import (
@@ -103,7 +103,7 @@ async def _crash_and_recover(stack: Settings, tmp_path: Path, fault: str, exam: 
     try:
         async with producer(stack) as prod:
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
-                             PatientDischarged(patient_id=patient, discharged_at=datetime.now(timezone.utc)),
+                             PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC)),
                              key=patient)
         code = await worker.wait_exit(timeout=180)
     finally:
@@ -182,14 +182,14 @@ async def test_the_idle_sweep_also_finishes_an_interrupted_move(stack: Settings,
     try:
         async with producer(stack) as prod:
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
-                             PatientDischarged(patient_id=patient, discharged_at=datetime.now(timezone.utc)),
+                             PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC)),
                              key=patient)
         assert await worker.wait_exit(timeout=180) == FAULT_EXIT_CODE
     finally:
         worker.stop()
     async with services(stack) as svc:
         assert (await svc.catalog.get_image(exam, 1, ImageState.LR)).pending_move.step == "verified"
-        results = await svc.scheduler.resume_interrupted(now=datetime.now(timezone.utc) + timedelta(hours=1))
+        results = await svc.scheduler.resume_interrupted(now=datetime.now(UTC) + timedelta(hours=1))
         assert any(r.exam_id == exam and r.outcome == "moved" for r in results)
         image = await svc.catalog.get_image(exam, 1, ImageState.LR)
         assert image.tier is StorageTier.MID and image.pending_move is None

@@ -5,38 +5,31 @@ objects, and storage or database outages (retried with backoff)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from catalog.errors import (
-    ChecksumMismatch,
-    ExamPatientMismatch,
-    ImageConflict,
-    MissingObject,
-    UnknownExam,
-    UnknownImage,
-    UnknownPatient,
-)
+from catalog.errors import ExamPatientMismatch, UnknownExam, UnknownImage, UnknownPatient
+from core.kafka import tail_from_end, wait_for
+from core.retry import with_retries
+from core.settings import Settings, TierEndpoint
 from infra import stack as local_stack
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import PatientAdmitted, PatientDischarged, SlideStored, TierMoved, TileRef
 from schemas.layout import hr_prefix, hr_tile_key
 from schemas.topics import Topic
-from slidestream.kafka_client import tail, wait_for
-from slidestream.settings import Settings, TierEndpoint
+from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
 from storage.mover import TierMover
 from storage.objects import ObjectStore
 from storage.retrieval import InvalidTileRequest
-from storage.retry import with_retries
 from tests.integration.tierkit import lr_tiff, object_sha, services, stage_slide, uid
 
 pytestmark = pytest.mark.integration
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def matching(model, **fields):
@@ -75,7 +68,7 @@ async def add_hr_tiles(svc, image: ImageRecord, tiles: int = 3) -> ImageRecord:
 # --- save -----------------------------------------------------------------------------------
 
 async def test_save_writes_recent_and_mirror_with_checksums_and_publishes(stack: Settings) -> None:
-    async with services(stack) as svc, tail(stack, Topic.SLIDE_STORED.value) as stored_topic:
+    async with services(stack) as svc, tail_from_end(stack, Topic.SLIDE_STORED.value) as stored_topic:
         patient, exam = uid("P"), uid("E")
         event = await stage_slide(svc, patient_id=patient, exam_id=exam, slide_number=3)
         result = await svc.saver.save(event)
@@ -145,7 +138,7 @@ async def test_a_missing_or_corrupt_ingest_object_is_refused_cleanly(stack: Sett
 # --- discharge and admission ----------------------------------------------------------------
 
 async def test_discharge_moves_lr_to_mid_drops_hr_and_publishes(stack: Settings) -> None:
-    async with services(stack) as svc, tail(stack, Topic.TIER_MOVED.value) as moved_topic:
+    async with services(stack) as svc, tail_from_end(stack, Topic.TIER_MOVED.value) as moved_topic:
         patient, exam, images = await saved_patient(svc)
         await add_hr_tiles(svc, images[0])
         orphan = ObjectRef(bucket=svc.store.bucket(StorageTier.TEMPORARY), key=hr_tile_key(exam, 2, 4, 12, 0, 0))
@@ -364,15 +357,15 @@ async def test_database_outage_is_retried_until_the_catalog_is_back(stack: Setti
 async def test_hr_request_and_answer_over_kafka_follow_the_contract(stack: Settings) -> None:
     """Retrieval publishes upscale.requested on an interactive partition and takes the matching
     upscale.done (answered here as the compute service would: tiles first, then the event)."""
+    from core.kafka import producer, send_event
+    from core.upscale_client import UpscaleClient
     from schemas.events import UpscaleDone, UpscaleRequested, UpscaleTileResult
     from schemas.layout import sr_levels
     from schemas.topics import Priority, priority_partitions
-    from slidestream.kafka_client import producer, send_event
     from storage.retrieval import RetrievalService
-    from storage.upscale import KafkaUpscaleGateway
 
-    async with services(stack) as svc, KafkaUpscaleGateway(stack.kafka.bootstrap) as gateway, \
-            tail(stack, Topic.UPSCALE_REQUESTED.value) as requests:
+    async with services(stack) as svc, UpscaleClient(stack) as gateway, \
+            tail_from_end(stack, Topic.UPSCALE_REQUESTED.value) as requests:
         patient, exam, _ = await saved_patient(svc, slides=1)
         retrieval = RetrievalService(svc.catalog, svc.store, gateway, timeout_s=30)
         top = sr_levels(600, 600, 2).stop - 1

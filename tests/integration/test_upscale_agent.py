@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from compute.samples import downsample, load_rgb, shared_images, store_sample_slide
+from core.kafka import partition_for
+from core.settings import Settings, get_settings
 from schemas.events import DeadLetter, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.topics import Priority, priority_partitions
-from slidestream.settings import Settings, get_settings
 from storage.objects import ObjectStore
-from storage.upscale import partition_for
 from tests.integration.upscale_harness import (
     Answers,
     ControlledUpscaler,
@@ -147,7 +147,7 @@ async def test_priority_pauses_survive_rebalances(stack: Settings, lr_pixels: np
             for step in ("join", "leave"):
                 rebalances = app.rebalancing_count
                 other.start() if step == "join" else other.stop()
-                await wait_until(lambda: app.rebalancing_count > rebalances and not app.rebalancing, 180,
+                await wait_until(lambda seen=rebalances: app.rebalancing_count > seen and not app.rebalancing, 180,
                                  f"the rebalance after the second member's {step}")
                 await asyncio.sleep(1.0)  # Faust's resume-all has run
                 assert {tp.partition for tp in app.consumer.assignment() if tp.topic == gate.topic} == set(range(6))
@@ -169,7 +169,7 @@ async def test_priority_pauses_survive_rebalances(stack: Settings, lr_pixels: np
 async def test_demo_hook_saves_lr_and_sr_side_by_side(stack: Settings, lr_pixels: np.ndarray, tmp_path: Path) -> None:
     from PIL import Image
 
-    from compute.demo import GAP_PX, demo_upscale_region
+    from slidestream.demo.upscale import GAP_PX, demo_upscale_region
 
     exam = unique("IT-DEMO")
     await store_sample_slide(stack, exam, 1, lr_pixels)

@@ -16,11 +16,11 @@ import pytest
 from compute.samples import downsample, load_rgb, shared_images, store_sample_slide, tile_mosaic
 from compute.upscaler import InterpolationUpscaler
 from compute.wholeslide import Progress, generate_whole_slide
+from core.settings import Settings, get_settings
 from schemas.events import TileRef, UpscaleDone, UpscaleRequested
 from schemas.layout import hr_prefix
 from schemas.topics import Priority, priority_partitions
 from slide_io import Compression, TiledTiff
-from slidestream.settings import Settings, get_settings
 from storage.objects import ObjectStore
 from tests.integration.upscale_harness import Answers, SubprocessWorker, group_settings, send, unique, wait_until
 

@@ -23,10 +23,10 @@ import pytest
 from catalog.db import connect, database
 from catalog.lease import Leases
 from catalog.repository import Catalog
+from core.settings import Settings
 from schemas.catalog import ImageRecord, ReportRecord
-from schemas.common import ImageState, ObjectRef, StorageTier
+from schemas.common import ObjectRef, StorageTier
 from schemas.events import TierMoved
-from slidestream.settings import Settings
 from storage.mover import MoveResult, TierMover
 from storage.objects import ObjectStore
 from tests.integration.test_tier_services import saved_patient

@@ -6,17 +6,16 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from core.kafka import KafkaSink, producer
+from core.settings import Settings
 from schemas.common import ObjectRef
 from schemas.events import SlideQcPassed
-from slidestream.kafka_client import producer
-from slidestream.settings import Settings
-from storage.events import KafkaSink
 from storage.runtime import Services, open_services
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -64,7 +63,7 @@ async def stage_slide(svc: Services, *, patient_id: str, exam_id: str, slide_num
     return SlideQcPassed(
         patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=600, height=600,
         magnification=5.0, mpp=2.0, sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-        acquired_at=acquired_at or datetime.now(timezone.utc), checks=[])
+        acquired_at=acquired_at or datetime.now(UTC), checks=[])
 
 
 async def object_sha(svc: Services, ref: ObjectRef) -> str | None:
@@ -82,8 +81,8 @@ def run_worker(modules: list[str]) -> None:
     import faust
 
     from agents.app import create_app
-    from slidestream.logging import configure_logging
-    from slidestream.settings import get_settings
+    from core.logging import configure_logging
+    from core.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)
@@ -95,7 +94,7 @@ def run_worker(modules: list[str]) -> None:
 async def end_offsets(settings: Settings, topics: tuple[str, ...] = WORKER_TOPICS) -> dict:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from storage.quiet import topic_partitions
+    from core.kafka import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -140,7 +139,7 @@ class WorkerProcess:
         self.extra_env = extra_env or {}
         self.proc = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         import os
         import subprocess
         import sys

@@ -17,18 +17,18 @@ from typing import Any
 
 import faust
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.upscale import UpscaleService
 from compute.upscaler import InterpolationUpscaler
-from compute.worker import create_compute_app
+from core.kafka import partition_for, producer, tail_from_end
+from core.settings import Settings
 from infra import process
 from schemas.events import Event, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.registry import parse_event
 from schemas.topics import Topic
-from slidestream.settings import Settings
-from storage.upscale import partition_for
+from slidestream.compute_worker import create_compute_app
 
 ANSWER_TOPICS = (Topic.UPSCALE_DONE.value, Topic.UPSCALE_FAILED.value, Topic.DEAD_LETTER.value)
 
@@ -104,7 +104,7 @@ async def inprocess_worker(settings: Settings, upscaler: Any, workdir: Path,
 
 
 class SubprocessWorker:
-    """``python -m compute.worker`` in its own process, in consumer group ``settings.app_id``."""
+    """``python -m slidestream.compute_worker`` in its own process, in consumer group ``settings.app_id``."""
 
     def __init__(self, settings: Settings, name: str, workdir: Path, env: dict[str, str] | None = None,
                  agent_modules: tuple[str, ...] | None = None) -> None:
@@ -118,10 +118,10 @@ class SubprocessWorker:
 
     def start(self) -> None:
         if self.agent_modules is None:
-            argv = [sys.executable, "-m", "compute.worker", "worker", "--loglevel", "info"]
+            argv = [sys.executable, "-m", "slidestream.compute_worker", "worker", "--loglevel", "info"]
         else:
-            code = ("import faust; from agents.app import create_app; from slidestream.settings import get_settings; "
-                    "from slidestream.logging import configure_logging; s = get_settings(); configure_logging(s); "
+            code = ("import faust; from agents.app import create_app; from core.settings import get_settings; "
+                    "from core.logging import configure_logging; s = get_settings(); configure_logging(s); "
                     f"app = create_app(s, agent_modules={self.agent_modules!r}); "
                     "faust.Worker(app, override_logging=False, redirect_stdouts=False).execute_from_commandline()")
             argv = [sys.executable, "-c", code, "worker", "--loglevel", "info"]
@@ -147,34 +147,19 @@ class Answers:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "Answers":
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka.bootstrap, enable_auto_commit=False,
-                                          fetch_max_wait_ms=20)
-        await self._consumer.start()
-        deadline = time.monotonic() + 60
-        while True:  # a freshly started broker may not list every topic yet
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - as slidestream.kafka_client.tail
-            known = {t: self._consumer.partitions_for_topic(t) for t in ANSWER_TOPICS}
-            if all(known.values()) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        tps = [TopicPartition(t, p) for t, parts in known.items() for p in sorted(parts or ())]
-        if len(known) != sum(1 for parts in known.values() if parts):
-            await self._consumer.stop()
-            raise RuntimeError(f"answer topics missing on the broker: {known}")
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self._consumer.position(tp)
+    async def __aenter__(self) -> Answers:
+        self._exits = contextlib.AsyncExitStack()
+        self._consumer = await self._exits.enter_async_context(
+            tail_from_end(self.settings, *ANSWER_TOPICS, fetch_max_wait_ms=20, wait_s=60))
         self._task = asyncio.create_task(self._read())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None and self._consumer is not None
+        assert self._task is not None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self._consumer.stop()
+        await self._exits.aclose()
 
     async def _read(self) -> None:
         assert self._consumer is not None
@@ -197,11 +182,7 @@ class Answers:
 
 async def send(settings: Settings, requests: Sequence[UpscaleRequested], partition: int | None = None) -> list[int]:
     """Send requests to their priority class's partition; returns their offsets."""
-    from aiokafka import AIOKafkaProducer
-
-    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    await prod.start()
-    try:
+    async with producer(settings) as prod:
         offsets = []
         for r in requests:
             p = partition if partition is not None else partition_for(r.priority, r.exam_id, r.slide_number)
@@ -209,19 +190,11 @@ async def send(settings: Settings, requests: Sequence[UpscaleRequested], partiti
                                             key=r.exam_id.encode(), partition=p)
             offsets.append(meta.offset)
         return offsets
-    finally:
-        await prod.stop()
 
 
 async def send_raw(settings: Settings, value: bytes, partition: int) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    await prod.start()
-    try:
+    async with producer(settings) as prod:
         await prod.send_and_wait(Topic.UPSCALE_REQUESTED.value, value, partition=partition)
-    finally:
-        await prod.stop()
 
 
 async def committed_offsets(settings: Settings, group: str) -> dict[int, int]:

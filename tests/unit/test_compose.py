@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVERS = ("kafka", "mongo", "minio")
@@ -59,7 +59,7 @@ def test_slidestream_services_configuration_is_accepted_by_settings(compose: dic
     """The environment each slidestream service gets must pass our strict Settings."""
     services = compose["services"]
     checked = 0
-    for name, service in services.items():
+    for service in services.values():
         if "build" not in service:
             continue
         for key in list(os.environ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +13,15 @@ import pytest
 
 from compute.codec import decode_png
 from compute.engine import ComputeEngine, EngineConfig
-from compute.leases import LocalLeases
-from compute.objects import DirectoryTileCache
 from compute.plan import SlideGeometry
 from compute.samples import downsample, load_rgb, shared_images, write_lr_slide
 from compute.slides import DirectorySlides
+from compute.tile_cache import DirectoryTileCache
+from compute.tile_leases import LocalLeases
 from compute.upscaler import InterpolationUpscaler
+from core.settings import get_settings
 from schemas.events import Event, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import TILE_SIZE, lr_key
-from slidestream.settings import get_settings
 
 EXAM = "EX-ENGINE-1"
 
@@ -119,7 +119,7 @@ async def test_tiles_in_the_cache_are_not_computed_again(tmp_path: Path, lr_pixe
         ({"tiles": [TileRef(level=3, col=0, row=0)]}, "not a super-resolution level"),
         ({"tiles": [TileRef(level=10, col=9, row=0)]}, "outside level 10"),
         ({"region": Region(x=5000, y=0, width=10, height=10)}, "outside the x4 image"),
-        ({"deadline": datetime.now(timezone.utc) - timedelta(seconds=1), "tiles": [TileRef(level=10, col=0, row=0)]},
+        ({"deadline": datetime.now(UTC) - timedelta(seconds=1), "tiles": [TileRef(level=10, col=0, row=0)]},
          "deadline passed"),
     ],
 )

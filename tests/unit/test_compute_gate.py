@@ -8,7 +8,7 @@ import pytest
 from compute.gate import PrefetchPolicy
 from schemas.topics import Priority
 
-I, D, B = Priority.INTERACTIVE, Priority.DISTRIBUTION, Priority.BACKGROUND
+I, D, B = Priority.INTERACTIVE, Priority.DISTRIBUTION, Priority.BACKGROUND  # noqa: E741 - the classes' initials
 
 
 def test_a_class_is_held_at_its_limit_and_released_at_half() -> None:

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from compute.plan import InvalidRequest, SlideGeometry, plan_request, plan_tile, region_tiles
 from compute.samples import downsample, load_rgb, shared_images
+from compute.tile_pixels import hr_tile, lr_window
 from compute.upscaler import InterpolationUpscaler
-from compute.windows import hr_tile, lr_window
+from core.settings import get_settings
 from schemas.events import Region, TileRef, UpscaleRequested
 from schemas.layout import TILE_SIZE, level_size, tile_grid
-from slidestream.settings import get_settings
 
 sizes = st.integers(min_value=1, max_value=3000)
 scales = st.sampled_from([2, 4, 8])

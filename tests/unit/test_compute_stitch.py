@@ -9,10 +9,10 @@ import pytest
 
 from compute.samples import load_rgb, shared_images
 from compute.stitch import write_hr_pyramid
+from core.settings import get_settings
 from schemas.layout import TILE_SIZE
 from slide_io import Compression, TiledTiff
 from slide_io.resample import halve
-from slidestream.settings import get_settings
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import hl7
@@ -31,7 +31,7 @@ def test_a01_becomes_patient_admitted_with_ward_visit_and_identity() -> None:
     event = hl7_adt.to_event(hl7_adt.parse_message(adt("A01")))
     assert isinstance(event, PatientAdmitted)
     assert event.patient_id == "P12345" and event.visit_id == "V777" and event.ward == "WARD3"
-    assert event.admitted_at == datetime(2026, 3, 1, 11, 55, tzinfo=timezone.utc)
+    assert event.admitted_at == datetime(2026, 3, 1, 11, 55, tzinfo=UTC)
     assert event.identity is not None
     assert event.identity.family_name == "Doe" and event.identity.given_name == "Jane"
     assert event.identity.birth_date.isoformat() == "1970-01-02" and event.identity.sex == "F"
@@ -46,14 +46,14 @@ def test_a03_becomes_patient_discharged() -> None:
 def test_local_times_use_the_hospital_zone_and_offsets_win() -> None:
     vienna = ZoneInfo("Europe/Vienna")
     local = hl7_adt.to_event(hl7_adt.parse_message(adt("A03", evn="20260301115500")), vienna)
-    assert local.discharged_at == datetime(2026, 3, 1, 10, 55, tzinfo=timezone.utc)
+    assert local.discharged_at == datetime(2026, 3, 1, 10, 55, tzinfo=UTC)
     explicit = hl7_adt.to_event(hl7_adt.parse_message(adt("A03", evn="20260301115500-0500")), vienna)
-    assert explicit.discharged_at == datetime(2026, 3, 1, 16, 55, tzinfo=timezone.utc)
+    assert explicit.discharged_at == datetime(2026, 3, 1, 16, 55, tzinfo=UTC)
 
 
 def test_timestamps_with_fractions_and_date_only() -> None:
-    assert hl7_adt.parse_ts("20260301115500.25+0100") == datetime(2026, 3, 1, 10, 55, 0, 250000, tzinfo=timezone.utc)
-    assert hl7_adt.parse_ts("20260301") == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert hl7_adt.parse_ts("20260301115500.25+0100") == datetime(2026, 3, 1, 10, 55, 0, 250000, tzinfo=UTC)
+    assert hl7_adt.parse_ts("20260301") == datetime(2026, 3, 1, tzinfo=UTC)
     for bad in ("2026", "202603", "2026-03-01", "20261301", "abc"):
         with pytest.raises(ValueError):
             hl7_adt.parse_ts(bad)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from core.settings import KafkaSettings, Settings, StorageSettings, TierEndpoint
 from infra.bootstrap import plan_topics, tier_connection
 from infra.build import digest, is_current, mark_current
 from infra.errors import InfraError, StackStartError, StartFailure
@@ -17,7 +18,6 @@ from infra.layout import Layout
 from infra.minio_server import MinioServer
 from infra.stack import ServerStatus, State, format_status, make_servers
 from schemas.topics import TopicSpec
-from slidestream.settings import KafkaSettings, Settings, StorageSettings, TierEndpoint
 
 
 def _properties(text: str) -> dict[str, str]:

@@ -11,10 +11,10 @@ from datetime import datetime
 import pytest
 import structlog
 
+from core.logging import REDACTED, configure_logging, patient_ref
+from core.settings import Settings
 from schemas.common import IDENTITY_FIELDS, PatientIdentity
 from schemas.examples import EXAM_ID, IDENTITY, PATIENT_ID, example_events, example_records
-from slidestream.logging import REDACTED, configure_logging, patient_ref
-from slidestream.settings import Settings
 
 IDENTITY_VALUES = [
     IDENTITY.name, IDENTITY.given_name, IDENTITY.family_name, IDENTITY.national_id,

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_zoo.data import (VALIDATION_IMAGES, PatchSampler, default_data_dir, list_sources,
-                            source_id, split_sources)
+from model_zoo.data import VALIDATION_IMAGES, PatchSampler, default_data_dir, list_sources, source_id, split_sources
 from model_zoo.degradation import DegradationConfig, box_downsample, crop_to_multiple, degrade
 from model_zoo.testing import random_image, single_thread
 

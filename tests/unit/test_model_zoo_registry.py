@@ -14,8 +14,16 @@ from model_zoo.data import default_data_dir
 from model_zoo.degradation import box_downsample, to_uint8
 from model_zoo.images import load_rgb
 from model_zoo.metrics import psnr
-from model_zoo.registry import (REGISTRY, WEIGHTS_DIR, ModelSpec, WeightsChecksumError, WeightsError,
-                                load_generator, save_weights, sha256_of)
+from model_zoo.registry import (
+    REGISTRY,
+    WEIGHTS_DIR,
+    ModelSpec,
+    WeightsChecksumError,
+    WeightsError,
+    load_generator,
+    save_weights,
+    sha256_of,
+)
 from model_zoo.testing import random_generator, single_thread
 
 

@@ -14,8 +14,8 @@ from model_zoo import train
 from model_zoo.data import PatchSampler, default_data_dir
 from model_zoo.images import load_rgb
 from model_zoo.losses import RandomFeatureNet, stain_colour_loss
-from model_zoo.training import Trainer, TrainConfig
 from model_zoo.testing import single_thread
+from model_zoo.training import TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.settings import get_settings
 from quality import ColourReference, QcConfig, run_qc
 from quality.artefacts import BubbleDetector, FoldDetector
 from quality.pen import PenDetector
 from quality.synthetic import add_bubble, add_fold, colour_cast, gaussian_blur
 from quality.tissue import tissue_mask
 from slide_io import open_slide
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 QC = DATA / "qc_artefacts"

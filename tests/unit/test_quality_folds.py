@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.settings import get_settings
 from quality import QcConfig, run_qc
 from quality.artefacts import Detector, FoldDetector
 from quality.synthetic import add_fold
 from quality.tissue import tissue_mask
 from slide_io import open_slide
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 QC = DATA / "qc_artefacts"

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from core.settings import get_settings
 from quality import ColourReference, Detection, QcConfig, Region, run_qc
 from quality.colour import colour_stats, conditional_entropy, hellinger_distance, mean_delta_e, mutual_information
 from quality.normalise import normalise
@@ -19,7 +20,6 @@ from quality.tissue import tissue_mask
 from schemas.common import QcCheckName
 from schemas.events import QcCheck
 from slide_io import ArraySlideSource, open_slide
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 QC = DATA / "qc_artefacts"

@@ -4,20 +4,19 @@ files with their failure kind, map events with bad identifiers."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 
 import pytest
 
+from core.settings import Settings, get_settings
+from qc.pipeline import PipelineOptions, process_scan
+from qc.service import invalid_ids_failure, load_qc_config, pipeline_options
 from quality import QcConfig
-from scanner.pipeline import PipelineOptions, process_scan
-from scanner.qc_service import invalid_ids_failure, load_qc_config, pipeline_options
 from scanner.samples import tiff_bomb, truncated_copy, unsupported_file
 from schemas.common import QcFailureKind
 from schemas.events import SlideScanned
 from schemas.registry import EventValidationError, parse_event
 from slide_io import open_slide
-from slidestream.settings import Settings, get_settings
 
 DATA = get_settings().shared_data
 SVS = DATA / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs"  # 2220 x 2967, 20x, 0.499 um/px
@@ -123,7 +122,7 @@ def _scanned_json(**changes: object) -> bytes:
     event = SlideScanned(patient_id="P1", exam_id="E1", slide_number=1,
                          ingest={"bucket": "slidestream-ingest", "key": "scans/E1/0001/scan.svs"},
                          original_filename="x.svs", size_bytes=10, sha256="0" * 64,
-                         acquired_at=datetime.now(timezone.utc))
+                         acquired_at=datetime.now(UTC))
     document = json.loads(event.model_dump_json())
     document.update(changes)
     return json.dumps(document).encode()
@@ -177,7 +176,7 @@ def test_qc_config_file_with_a_typo_is_refused(tmp_path) -> None:
 
 
 def test_report_json_is_strict_json_even_with_undefined_metrics() -> None:
-    from scanner.pipeline import ScanVerdict
+    from qc.pipeline import ScanVerdict
 
     verdict = ScanVerdict(True, "passed", normalisation={"delta_e_after": float("nan"), "x": [float("inf"), 1.0]})
     document = json.loads(verdict.report_json())

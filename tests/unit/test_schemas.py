@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from uuid import UUID
 
 import bson
 import pytest
 from pydantic import ValidationError
 
+from core.settings import Settings
 from schemas.catalog import CATALOG_MODELS, AuditEntry, ImageRecord, PatientRecord
 from schemas.common import ImageState, ObjectRef, PatientIdentity, StorageTier
 from schemas.events import (
@@ -26,7 +27,6 @@ from schemas.examples import EXAM_ID, IDENTITY, PATIENT_ID, example_events, exam
 from schemas.ids import is_valid_id
 from schemas.registry import EVENT_MODELS, EventValidationError, parse_any_event, parse_event
 from schemas.topics import Priority, Topic
-from slidestream.settings import Settings
 
 EVENTS = example_events()
 RECORDS = example_records()
@@ -129,7 +129,7 @@ def test_birth_date_survives_mongodb_as_a_date() -> None:
 def test_catalog_datetimes_are_truncated_to_mongodb_milliseconds() -> None:
     at = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
     record = PatientRecord(patient_id="P1", admitted_at=at)
-    assert record.admitted_at == datetime(2024, 1, 2, 1, 4, 5, 678000, tzinfo=timezone.utc)
+    assert record.admitted_at == datetime(2024, 1, 2, 1, 4, 5, 678000, tzinfo=UTC)
 
 
 # --- enums and ids --------------------------------------------------------------------------
@@ -226,8 +226,8 @@ def test_naive_datetimes_are_rejected() -> None:
 
 def test_offset_datetimes_are_normalised_to_utc() -> None:
     event = parse_event(Topic.SLIDE_SCANNED, json.dumps(_scanned(acquired_at="2024-05-06T09:08:09+02:00")).encode())
-    assert event.acquired_at == datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
-    assert event.acquired_at.tzinfo is timezone.utc
+    assert event.acquired_at == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert event.acquired_at.tzinfo is UTC
 
 
 def test_unknown_fields_are_rejected_by_name() -> None:
@@ -367,7 +367,7 @@ def test_audit_entries_refuse_identity_fields() -> None:
 def test_image_record_defaults_and_limits() -> None:
     record = ImageRecord(exam_id="E1", patient_id="P1", slide_number=1, state=0, tier="recent",
                          object=ObjectRef(bucket="slidestream-recent", key="E1/1.tif"),
-                         acquired_at=datetime.now(timezone.utc))
+                         acquired_at=datetime.now(UTC))
     assert record.access_count == 0 and record.pending_move is None
     with pytest.raises(ValidationError):
         ImageRecord(**{**record.model_dump(), "access_count": -1})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture(autouse=True)

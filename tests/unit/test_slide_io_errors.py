@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from core.settings import get_settings
 from slide_io import (
     PixelLimits,
     SlideError,
@@ -20,7 +21,6 @@ from slide_io import (
     open_slide,
     write_pyramid,
 )
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")

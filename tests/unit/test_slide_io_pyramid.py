@@ -7,6 +7,7 @@ import openslide
 import pytest
 import tifffile
 
+from core.settings import get_settings
 from slide_io import (
     ArraySlideSource,
     Compression,
@@ -17,7 +18,6 @@ from slide_io import (
     open_slide,
     write_pyramid,
 )
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")

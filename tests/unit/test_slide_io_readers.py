@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.settings import get_settings
 from slide_io.dicom import DicomSlideSource
 from slide_io.readers import (
     OpenSlideSource,
@@ -16,7 +17,6 @@ from slide_io.readers import (
     open_slide,
 )
 from slide_io.tiles import TiledTiff
-from slidestream.settings import get_settings
 
 DATA = get_settings().shared_data
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")

@@ -11,10 +11,11 @@ import pytest
 from minio.error import S3Error
 from pymongo.errors import AutoReconnect, DuplicateKeyError, ServerSelectionTimeoutError
 
-from catalog.errors import UnknownExam, UnsafeExportPath
+from catalog.errors import UnknownExam
+from core.retry import backoff_delays, is_transient, with_retries
 from storage import export_paths as ep
-from storage.quiet import QueueSnapshot, assess
-from storage.retry import backoff_delays, is_transient, with_retries
+from storage.errors import UnsafeExportPath
+from storage.queue_idle import QueueSnapshot, assess
 
 
 def s3_error(code: str) -> S3Error:

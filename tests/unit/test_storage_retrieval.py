@@ -3,23 +3,23 @@ priority partition a request goes to."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from core.kafka import partition_for
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import Region, TileRef
 from schemas.layout import TILE_SIZE, dzi_max_level, sr_levels, tile_grid
 from schemas.topics import Priority, priority_partitions
 from storage.retrieval import InvalidTileRequest, check_tiles, tiles_for_region
-from storage.upscale import partition_for
 
 
 def lr(width: int | None = 1000, height: int | None = 600) -> ImageRecord:
     return ImageRecord(exam_id="E1", patient_id="P1", slide_number=1, state=ImageState.LR, tier=StorageTier.RECENT,
                        object=ObjectRef(bucket="slidestream-recent", key="lr/E1/0001.tiff"),
-                       acquired_at=datetime(2026, 1, 1, tzinfo=timezone.utc), width=width, height=height)
+                       acquired_at=datetime(2026, 1, 1, tzinfo=UTC), width=width, height=height)
 
 
 def test_only_super_resolution_levels_inside_the_grid_are_accepted() -> None:

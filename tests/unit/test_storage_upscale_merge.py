@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from uuid import uuid4
 
+from core.upscale_client import merge_answers
 from schemas.common import ObjectRef
 from schemas.events import TileRef, UpscaleDone, UpscaleFailed, UpscaleTileResult
-from storage.upscale import merge_answers
 
 REQUEST = uuid4()
 

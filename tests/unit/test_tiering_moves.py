@@ -3,7 +3,7 @@ move, and the source is only deleted after the catalog points at a verified copy
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -17,7 +17,7 @@ from schemas.common import ImageState, ObjectRef, StorageTier
 SRC = ObjectRef(bucket="slidestream-recent", key="lr/E1/0001.tiff")
 DST = ObjectRef(bucket="slidestream-mid", key="lr/E1/0001.tiff")
 MIRROR = ObjectRef(bucket="slidestream-mirror", key="lr/E1/0001.tiff")
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 STEPS = ["copying", "copied", "verified", "catalog_updated", "deleting"]
 
 
@@ -125,5 +125,5 @@ def test_copy_falls_back_to_the_mirror() -> None:
 def test_event_id_is_stable_per_move_and_differs_between_moves() -> None:
     first = moves.move_event_id(image(), pending("copying"))
     assert first == moves.move_event_id(image(), pending("catalog_updated"))
-    later = pending("copying").model_copy(update={"started_at": datetime(2026, 3, 2, tzinfo=timezone.utc)})
+    later = pending("copying").model_copy(update={"started_at": datetime(2026, 3, 2, tzinfo=UTC)})
     assert moves.move_event_id(image(), later) != first

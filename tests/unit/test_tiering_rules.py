@@ -3,7 +3,7 @@ HIS events in any order."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -15,7 +15,7 @@ from catalog.tiering import Placement, TierPolicy
 from schemas.catalog import ImageRecord, PatientRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = TierPolicy(age_limit=timedelta(days=365), hr_idle_evict=timedelta(hours=24))
 
 
@@ -121,7 +121,7 @@ def test_policy_rejects_nonsense() -> None:
 
 # --- patient status from HIS events -----------------------------------------------------
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 moments = st.integers(min_value=0, max_value=10_000).map(lambda m: T0 + timedelta(minutes=m))
 his_events = st.lists(st.tuples(st.sampled_from(["admit", "discharge"]), moments), min_size=1, max_size=8)
 

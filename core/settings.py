@@ -236,7 +236,7 @@ class Settings(BaseSettings):
     lr_magnification: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
-    def _distinct_ports(self) -> "Settings":
+    def _distinct_ports(self) -> Settings:
         ports = [self.kafka.port, self.kafka.controller_port, self.storage.port,
                  self.storage.console_port, self.mongo.port, self.his.mllp_port, self.his.http_port]
         if len(set(ports)) != len(ports):

@@ -6,15 +6,15 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from core.settings import Settings
 from scanner.ids import validate_ids
 from scanner.ingest import open_ingestor
 from scanner.samples import Sample, bad_samples, real_samples
 from scanner.verdicts import Verdict, listen_for_verdicts, slide_of
 from schemas.events import DeadLetter, SlideQcPassed
-from slidestream.settings import Settings
 
 DEMO_PATIENT = "DEMO-PATIENT-1"
 
@@ -37,7 +37,7 @@ async def demo_ingest_and_qc(settings: Settings, samples: Sequence[Sample] | Non
                              timeout: float = 180.0, echo: Callable[[str], None] = print) -> list[Verdict]:
     """Ingest ``samples`` (default: real slides and bad files) as one demo exam and return each
     slide's QC verdict, printing a line per slide as it arrives."""
-    exam = "DEMO-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    exam = "DEMO-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="slidestream-demo-") as tmp:
         if samples is None:
             samples = real_samples(settings.shared_data) + bad_samples(settings.shared_data, Path(tmp))

@@ -1,5 +1,5 @@
 """The QC service: one ``slide.scanned`` event in, one ``slide.qc_passed`` / ``slide.qc_failed``
-event out. Fetches the scan from the ingest bucket, runs ``scanner.pipeline`` in a worker
+event out. Fetches the scan from the ingest bucket, runs ``qc.pipeline`` in a worker
 thread, stores the LR (only if it passed) and the QC report next to the scan.
 
 Objects it writes to the ingest bucket (the scan itself is never modified or deleted, so a
@@ -21,14 +21,16 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
+from core.settings import Settings
+from qc.pipeline import PipelineOptions, ScanVerdict, process_scan, refused
 from quality import QcConfig
-from scanner.objects import IngestBucket, MissingObject
-from scanner.pipeline import PipelineOptions, ScanVerdict, process_scan, refused
 from schemas.common import ObjectRef, QcFailureKind
 from schemas.events import SlideQcFailed, SlideQcPassed, SlideScanned
 from schemas.ids import ExamId, PatientId, SlideNumber
+from schemas.layout import lr_staging_key, qc_report_prefix
 from slide_io import Compression
-from slidestream.settings import Settings
+from storage.errors import MissingObject
+from storage.ingest_bucket import IngestBucket
 
 log = structlog.get_logger(__name__)
 
@@ -36,14 +38,6 @@ ID_FIELDS = ("patient_id", "exam_id", "slide_number")
 _ID_ADAPTERS = {"patient_id": TypeAdapter(PatientId), "exam_id": TypeAdapter(ExamId),
                 "slide_number": TypeAdapter(SlideNumber)}
 MAX_REASON = 4096
-
-
-def lr_staging_key(exam_id: str, slide_number: int) -> str:
-    return f"lr-staging/{exam_id}/{slide_number:04d}.tiff"
-
-
-def qc_report_prefix(exam_id: str, slide_number: int) -> str:
-    return f"qc/{exam_id}/{slide_number:04d}/"
 
 
 def load_qc_config(path: Path | None) -> QcConfig:

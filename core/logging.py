@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import IO, Any
 
 import structlog
@@ -63,14 +63,15 @@ class IdentityRedactor:
         self._salt = salt
         self._fields = frozenset(fields)
 
-    def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         secrets: set[str] = set()
         plain = _plain(event_dict)
         redacted = self._redact(plain, secrets)
         if secrets:
             ordered = sorted((s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH), key=len, reverse=True)
             redacted = _scrub_strings(redacted, ordered)
-        return redacted
+        result: dict[str, Any] = redacted
+        return result
 
     def _redact(self, value: Any, secrets: set[str]) -> Any:
         if isinstance(value, dict):
@@ -145,7 +146,7 @@ def _level_number(name: str) -> int:
 def build_handler(*, salt: bytes | None = None, json: bool = True, stream: IO[str] | None = None) -> logging.Handler:
     """A stdlib handler rendering both structlog and plain stdlib records, redacted."""
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    foreign_pre_chain = [
+    foreign_pre_chain: list[Any] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
@@ -177,7 +178,7 @@ def configure_logging(settings: Any = None, *, stream: IO[str] | None = None) ->
     Returns the installed handler."""
     global _salt
     if settings is None:
-        from slidestream.settings import get_settings
+        from core.settings import get_settings
 
         settings = get_settings()
     level = _level_number(getattr(settings, "log_level", "info"))

@@ -18,16 +18,10 @@ from minio import Minio
 from minio.error import S3Error
 
 from schemas.common import ObjectRef, StorageTier
+from storage.errors import is_missing
 
 if TYPE_CHECKING:
     from storage.objects import ObjectStore
-
-_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
-
-
-def is_missing(exc: S3Error) -> bool:
-    return exc.code in _MISSING_CODES
-
 
 class TileCache(Protocol):
     """Where HR tiles live (the hr-cache tier), addressed by ``schemas.layout`` keys."""
@@ -46,7 +40,7 @@ class S3TileCache:
         self.client, self.bucket = client, bucket
 
     @classmethod
-    def from_store(cls, store: "ObjectStore") -> "S3TileCache":
+    def from_store(cls, store: ObjectStore) -> S3TileCache:
         bucket = store.bucket(StorageTier.TEMPORARY)
         return cls(store.client(bucket), bucket)
 

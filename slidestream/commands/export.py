@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 
 async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr: bool,
                      request_hr_scale: int | None, hr_timeout_s: float) -> int:
     from catalog.errors import PermanentError
+    from core.upscale_client import UpscaleClient
     from storage import export_paths
     from storage.runtime import open_services
-    from storage.upscale import KafkaUpscaleGateway
 
     try:
         target = export_paths.parse_target(to)
@@ -26,21 +27,17 @@ async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr
     async def no_events(event, *, partition=None) -> None:  # export publishes nothing itself
         raise RuntimeError("export does not publish events")
 
-    gateway = KafkaUpscaleGateway(settings.kafka.bootstrap) if request_hr_scale else None
-    if gateway is not None:
-        await gateway.start()
-    services = await open_services(settings, no_events, gateway=gateway, indexes=False)
-    try:
-        report = await services.exporter.export_patient(
-            patient_id, target, include_hr=include_hr, request_hr_scale=request_hr_scale,
-            hr_timeout_s=hr_timeout_s, actor="cli-export")
-    except PermanentError as exc:
-        print(f"slidestream export: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await services.close()
-        if gateway is not None:
-            await gateway.stop()
+    async with contextlib.AsyncExitStack() as exits:
+        gateway = await exits.enter_async_context(UpscaleClient(settings)) if request_hr_scale else None
+        services = await open_services(settings, no_events, gateway=gateway, indexes=False)
+        exits.push_async_callback(services.close)
+        try:
+            report = await services.exporter.export_patient(
+                patient_id, target, include_hr=include_hr, request_hr_scale=request_hr_scale,
+                hr_timeout_s=hr_timeout_s, actor="cli-export")
+        except PermanentError as exc:
+            print(f"slidestream export: {exc}", file=sys.stderr)
+            return 2
     print(f"exported {report.lr_count} LR slide(s) and {report.hr_count} HR tile(s), "
           f"{report.bytes_written / 1e6:.1f} MB, to {report.target} (manifest.json)")
     for slide, status in sorted(report.hr_status.items()):
@@ -58,7 +55,7 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
     p.add_argument("--hr-timeout", type=float, default=120.0, help="seconds to wait per slide for HR")
 
     def run(args: argparse.Namespace) -> int:
-        from slidestream.logging import configure_logging
+        from core.logging import configure_logging
 
         config = settings()
         configure_logging(config)

@@ -16,7 +16,7 @@ import structlog
 
 from agents.messaging import dead_letter
 from catalog.errors import PermanentError
-from storage.retry import with_retries
+from core.retry import with_retries
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ single process (tests, bench, a one-worker deployment).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from catalog.lease import Leases
@@ -35,7 +35,7 @@ class LeaseStore(Protocol):
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LocalLeases:

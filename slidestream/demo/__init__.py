@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 
 def _banner(text: str) -> None:
@@ -24,8 +24,8 @@ def start_stack(settings: Settings, workers: int = 1) -> None:
 
 
 async def _flow(settings: Settings) -> int:
-    from scanner.demo import demo_ingest_and_qc
-    from storage.demo import demo_store_and_discharge
+    from slidestream.demo.ingest import demo_ingest_and_qc
+    from slidestream.demo.storage import demo_store_and_discharge
 
     _banner("scanner -> slide.scanned -> QC agent")
     verdicts = await demo_ingest_and_qc(settings)
@@ -40,7 +40,7 @@ async def _flow(settings: Settings) -> int:
 
     # Retrospective reading of the largest stored slide: a 40x region computed on demand from
     # its 5x LR (interactive priority), saved next to plain bicubic upsampling.
-    from compute.demo import demo_upscale_region
+    from slidestream.demo.upscale import demo_upscale_region
 
     largest = max(passed, key=lambda v: v.width * v.height)
     _banner(f"viewer asks for 40x of slide {largest.slide_number} -> upscale.requested -> SR -> upscale.done")

@@ -12,15 +12,14 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
+from core.kafka import KafkaSink, producer
+from core.settings import Settings
 from his.adapter import HisAdapter
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
 from schemas.events import SlideQcPassed
-from slidestream.kafka_client import producer
-from slidestream.settings import Settings
-from storage.events import KafkaSink
 from storage.runtime import Services, open_services
 
 TIERS = ("recent", "mid", "long", "hr_cache", "mirror")
@@ -92,7 +91,7 @@ async def demo_store_and_discharge(settings: Settings, passed: Sequence[SlideQcP
             print_catalog(stored, echo)
 
             his = HisAdapter(KafkaSink(prod))
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for number, patient in enumerate(sorted(patients), start=1):
                 for trigger, at in (("A01", now - timedelta(hours=6)), ("A03", now)):
                     reply = await his.handle_hl7(_hl7(trigger, patient, at, f"DEMO{number}{trigger}"))

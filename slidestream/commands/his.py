@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from slidestream.settings import Settings
+from core.settings import Settings
 
 
 def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
     p = sub.add_parser("his", help="run the HIS adapter: HL7 ADT^A01/A03 over MLLP and a JSON HTTP endpoint")
 
     def run(args: argparse.Namespace) -> int:
+        from core.logging import configure_logging
         from his.serve import serve
-        from slidestream.logging import configure_logging
 
         config = settings()
         configure_logging(config)  # patient IDs and identity redacted from every log line

@@ -11,11 +11,11 @@ import signal
 import sys
 from pathlib import Path
 
+from core.logging import configure_logging
+from core.settings import Settings
 from scanner.ids import InvalidIds, validate_ids
 from scanner.ingest import IngestError, open_ingestor
 from scanner.watch import Outcome, ScanRequest, WatchFolder
-from slidestream.logging import configure_logging
-from slidestream.settings import Settings
 
 
 def _positive(text: str) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.kafka import topic_partitions
+
 TopicPartitionKey = tuple[str, int]
 
 
@@ -39,15 +41,6 @@ def assess(previous: QueueSnapshot | None, current: QueueSnapshot) -> Quietness:
                 return Quietness(False, f"consumer group {group} is {end - committed} behind on {tp[0]}")
     return Quietness(True, "queues quiet")
 
-
-async def topic_partitions(consumer: object, topic: str) -> list[int]:
-    """Partition numbers of ``topic`` as the broker knows them now (an unsubscribed consumer's
-    cached metadata may not list the topic yet)."""
-    partitions = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
-    if not partitions:
-        await consumer._client.force_metadata_update()  # type: ignore[attr-defined]  # noqa: SLF001
-        partitions = consumer.partitions_for_topic(topic)  # type: ignore[attr-defined]
-    return sorted(partitions or ())
 
 
 class KafkaQueueMonitor:

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compute.client import upscale_tiles
 from compute.codec import decode_png
 from compute.plan import SlideGeometry
 from compute.upscaler import InterpolationUpscaler
+from core.settings import Settings
+from core.upscale_client import upscale_tiles
 from schemas.events import Region, UpscaleRequested
 from schemas.layout import TILE_SIZE
 from schemas.topics import Priority
-from slidestream.settings import Settings
 
 GAP_PX = 8  # white stripe between the two panels
 

@@ -1,4 +1,4 @@
-"""A dedicated compute worker: ``python -m compute.worker`` runs only the upscale agent.
+"""A dedicated compute worker: ``python -m slidestream.compute_worker`` runs only the upscale agent.
 
 GPU nodes run these (one process per GPU, ``SLIDESTREAM_COMPUTE__DEVICE=cuda:N``); all of
 them join one consumer group and share the partitions of ``upscale.requested``.
@@ -19,8 +19,9 @@ import faust
 from agents.app import create_app
 from agents.upscale import UpscaleService
 from compute.upscaler import Upscaler
-from slidestream.logging import configure_logging
-from slidestream.settings import Settings, get_settings
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+
 
 def create_compute_app(settings: Settings, *, upscaler: Upscaler | None = None) -> tuple[faust.App, UpscaleService]:
     """The app of a compute worker and its upscale service (``upscaler`` overrides the

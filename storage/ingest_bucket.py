@@ -1,6 +1,6 @@
-"""The ingest bucket as the scanner side and the QC agent need it, over the shared
+"""The ingest bucket as the scanner side and the QC service need it, over the shared
 ``storage.objects.ObjectStore``: upload a file, download an object into a file, and tell a
-missing object (a QC verdict) from an outage (retried, see ``storage.retry``).
+missing object (a QC verdict) from an outage (retried, see ``core.retry``).
 """
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ from pathlib import Path
 
 from minio.error import S3Error
 
+from core.retry import with_retries
+from core.settings import StorageSettings
 from schemas.common import ObjectRef
-from slidestream.settings import StorageSettings
+from storage.errors import MissingObject, is_missing
 from storage.objects import ObjectStore, StoredObject
-from storage.retry import with_retries
-
-_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "NoSuchVersion"})
 
 
 def _open_for_write(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-
-
-class MissingObject(FileNotFoundError):
-    """The object (or its bucket) does not exist."""
 
 
 class IngestBucket:
@@ -58,14 +53,14 @@ class IngestBucket:
         """Write ``ref`` to ``destination``; its SHA-256 and size. ``MissingObject`` if absent."""
         if ref.bucket != self.bucket:
             # Events name the bucket; the agent only ever reads the configured ingest bucket.
-            raise MissingObject(f"{ref.bucket} is not the ingest bucket")
+            raise MissingObject(ref, "scan (not in the ingest bucket)")
         try:
             # Each attempt starts the file afresh; the shared store streams and hashes it.
             return await with_retries(lambda: self.store.download_to_fd(ref, _open_for_write(destination)),
                                       what="ingest download", attempts=self._attempts)
         except S3Error as exc:
-            if exc.code in _MISSING_CODES:
-                raise MissingObject(f"{ref} does not exist ({exc.code})") from None
+            if is_missing(exc):
+                raise MissingObject(ref, "scan") from None
             raise
 
     async def exists(self, ref: ObjectRef) -> bool:

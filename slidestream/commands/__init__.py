@@ -1,0 +1,1 @@
+"""Subcommands of `slidestream` contributed per service (each adds its parsers)."""
