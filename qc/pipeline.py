@@ -39,7 +39,7 @@ from slide_io import (
     open_slide,
     write_pyramid,
 )
-from slide_io.readers import MICRONS_AT_1X
+from slide_io.source import MICRONS_AT_1X
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quality import blur as blur_mod
+import quality.blur as blur_mod
 from quality.artefacts import BubbleDetector, Detection, Detector, FoldDetector, Region
 from quality.colour import (
     ColourReference,

@@ -12,11 +12,13 @@ Public API::
     SlideError, UnreadableSlide, UnsupportedFormat, SlideTooLarge
 """
 
+from slide_io.array_source import ArraySlideSource
 from slide_io.errors import SlideError, SlideTooLarge, UnreadableSlide, UnsupportedFormat
 from slide_io.limits import DEFAULT_LIMITS, PixelLimits
 from slide_io.pyramid import Compression, LrImage, downsample_to_magnification, write_pyramid
-from slide_io.readers import ArraySlideSource, SlideSource, open_slide
+from slide_io.readers import open_slide
 from slide_io.remote import FileRangeReader, RangeReader, RangeReaderIO
+from slide_io.source import SlideSource
 from slide_io.tiles import TiledTiff, TileLevel, read_tile
 
 __all__ = [

@@ -36,8 +36,8 @@ import tifffile
 
 from slide_io.errors import UnsupportedFormat
 from slide_io.limits import DEFAULT_LIMITS, PixelLimits
-from slide_io.readers import MICRONS_AT_1X, SlideSource
 from slide_io.resample import area_weights, halve, resample_block
+from slide_io.source import MICRONS_AT_1X, SlideSource
 from slide_io.tiles import LR_METADATA_KEY
 
 TILE_SIZE = 256

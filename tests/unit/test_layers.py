@@ -75,6 +75,46 @@ def package_cycles(root: Path) -> list[list[str]]:
     return cycles
 
 
+def module_cycles(root: Path) -> list[list[str]]:
+    """Cycles among the module-level imports of the project's modules (a package counts as
+    its ``__init__``); function-level and ``TYPE_CHECKING`` imports are deliberate breaks."""
+    modules: dict[str, Path] = {}
+    for package in LEVEL:
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.parse(path.read_text()).body:
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            edges[name] |= {t for t in targets if t in modules and t != name}
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(node: str, trail: list[str]) -> None:
+        for nxt in sorted(edges[node]):
+            if nxt in trail:
+                cycle = trail[trail.index(nxt):]
+                if min(cycle) == cycle[0] and cycle not in cycles:
+                    cycles.append(cycle)
+            elif nxt not in done:
+                visit(nxt, trail + [nxt])
+        done.add(node)
+
+    for start in sorted(modules):
+        if start not in done:
+            visit(start, [start])
+    return cycles
+
+
+def test_modules_import_each_other_without_cycles() -> None:
+    assert module_cycles(ROOT) == []
+
+
 def test_every_package_has_a_layer() -> None:
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
     assert packages == set(LEVEL), "add new packages to LAYERS here and to docs/architecture.md"
@@ -96,7 +136,7 @@ def wrong_tree(tmp_path: Path) -> Path:
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "catalog" / "repository.py").write_text("def f():\n    from storage.objects import ObjectStore\n")
     (tmp_path / "storage" / "demo.py").write_text("import schemas\n")
-    (tmp_path / "storage" / "save.py").write_text("import his\n")
+    (tmp_path / "storage" / "save.py").write_text("from his.adapter import y\n")
     (tmp_path / "his" / "adapter.py").write_text("from storage.save import x\n")
     return tmp_path
 
@@ -107,3 +147,4 @@ def test_the_checks_catch_a_wrong_import_an_entry_point_and_a_cycle(wrong_tree: 
         "storage/demo.py: an entry point below the top layer",
     ]
     assert package_cycles(wrong_tree) == [["his", "storage"]]
+    assert module_cycles(wrong_tree) == [["his.adapter", "storage.save"]]

@@ -9,13 +9,11 @@ import pytest
 from PIL import Image
 
 from core.settings import get_settings
-from slide_io.dicom import DicomSlideSource
-from slide_io.readers import (
-    OpenSlideSource,
-    PillowSlideSource,
-    TiffSlideSource,
-    open_slide,
-)
+from slide_io.dicom_reader import DicomSlideSource
+from slide_io.openslide_reader import OpenSlideSource
+from slide_io.pillow_reader import PillowSlideSource
+from slide_io.readers import open_slide
+from slide_io.tiff_reader import TiffSlideSource
 from slide_io.tiles import TiledTiff
 
 DATA = get_settings().shared_data
@@ -117,3 +115,48 @@ def test_thumbnail_respects_the_requested_size() -> None:
         thumb = slide.thumbnail(300)
     assert max(thumb.shape[:2]) == 300
     assert thumb.shape[0] / thumb.shape[1] == pytest.approx(4864 / 3968, rel=0.01)
+
+
+# --- reader plugins ---------------------------------------------------------------------------
+
+def _capable(file_kind: str, vendor: str | None) -> list[str]:
+    from slide_io.readers import READERS
+    from slide_io.source import SlideFile
+
+    facts = SlideFile(path=Path("x"), kind=file_kind, vendor=vendor)
+    return [plugin.name for plugin in READERS if plugin.can_open(facts)]
+
+
+@pytest.mark.parametrize("kind,vendor,expected", [
+    ("tiff", "aperio", ["openslide", "tifffile"]),
+    ("tiff", "generic-tiff", ["tifffile"]),
+    ("dicom", "dicom", ["openslide-dicom", "pydicom"]),
+    ("dicom", None, ["pydicom"]),
+    ("png", None, ["pillow"]),
+    ("PDF document", None, []),
+])
+def test_each_file_goes_to_the_readers_that_declare_it_in_priority_order(kind, vendor, expected) -> None:
+    assert _capable(kind, vendor) == expected
+
+
+def test_only_a_reader_that_yields_on_failure_lets_the_next_one_try(tmp_path) -> None:
+    from slide_io.array_source import ArraySlideSource
+    from slide_io.errors import UnreadableSlide
+    from slide_io.source import ReaderPlugin
+
+    path = tmp_path / "scan.tif"
+    path.write_bytes(b"II*\x00" + bytes(200))
+    tried: list[str] = []
+
+    def failing(name: str, yields: bool) -> ReaderPlugin:
+        def refuse(file, limits):  # type: ignore[no-untyped-def]
+            tried.append(name)
+            raise UnreadableSlide("not for me", name=file.path)
+        return ReaderPlugin(name=name, priority=1, can_open=lambda f: True, open=refuse, yields_on_failure=yields)
+
+    fallback = ReaderPlugin(name="fallback", priority=2, can_open=lambda f: f.kind == "tiff",
+                            open=lambda f, limits: ArraySlideSource(np.zeros((4, 4, 3), np.uint8), name=f.path.name))
+    assert isinstance(open_slide(path, readers=(failing("strict", True), fallback)), ArraySlideSource)
+    with pytest.raises(UnreadableSlide, match="not for me"):
+        open_slide(path, readers=(failing("final", False), fallback))
+    assert tried == ["strict", "final"]

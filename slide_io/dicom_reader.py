@@ -20,7 +20,7 @@ from PIL import Image
 from slide_io.errors import UnreadableSlide, UnsupportedFormat
 from slide_io.limits import PixelLimits
 from slide_io.pixels import blank, to_rgb8
-from slide_io.readers import SlideSource
+from slide_io.source import ReaderPlugin, SlideSource
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _ENCAPSULATED_SYNTAXES = {
@@ -160,3 +160,9 @@ def _objective_power(ds) -> float | None:
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
     return power if power > 0 else None
+
+
+# After OpenSlide's strict reader (which yields on failure), or alone when OpenSlide does not
+# recognise the file as DICOM at all.
+PLUGIN = ReaderPlugin(name="pydicom", priority=30, can_open=lambda f: f.vendor == "dicom" or f.kind == "dicom",
+                      open=lambda f, limits: DicomSlideSource(f.path, limits))
