@@ -1,5 +1,6 @@
-"""The catalog repository: patients, exams, images (SPEC 2's three layers), reports,
-terminals and the audit log, over ``pymongo.AsyncMongoClient``.
+"""The catalog repository: patients, exams, images (SPEC 2's three layers), reports and the
+audit log, over ``pymongo.AsyncMongoClient``. (Reading terminals come with the distribution
+service, which defines their registry.)
 
 Written for MongoDB and FerretDB alike, so it uses no multi-document transaction, no
 ``$lookup`` and no change stream. Instead:
@@ -42,7 +43,6 @@ from schemas.catalog import (
     PatientRecord,
     PendingMove,
     ReportRecord,
-    TerminalRecord,
     db_now,
 )
 from schemas.common import ImageState, PatientIdentity, StorageTier
@@ -103,7 +103,6 @@ class Catalog:
         self.exams = db[ExamRecord.collection]
         self.images = db[ImageRecord.collection]
         self.reports = db[ReportRecord.collection]
-        self.terminals = db[TerminalRecord.collection]
         self.audit_log = db[AuditEntry.collection]
 
     # --- patients ----------------------------------------------------------------------
@@ -308,23 +307,6 @@ class Catalog:
                 return
         raise CatalogError("image record kept changing under concurrent updates; access not counted")
 
-    async def usage_by_tier(self) -> dict[tuple[int, str], tuple[int, int]]:
-        """(state, tier) -> (images, bytes) over the whole catalog."""
-        pipeline = [{"$group": {"_id": {"state": "$state", "tier": "$tier"}, "images": {"$sum": 1},
-                                "bytes": {"$sum": {"$ifNull": ["$size_bytes", 0]}}}}]
-        usage: dict[tuple[int, str], tuple[int, int]] = {}
-        try:
-            cursor = await self.images.aggregate(pipeline)
-            async for row in cursor:
-                usage[(int(row["_id"]["state"]), str(row["_id"]["tier"]))] = (int(row["images"]), int(row["bytes"]))
-        except Exception:  # noqa: BLE001 - servers without $ifNull in $group: count client-side
-            usage.clear()
-            async for doc in self.images.find({}, {"state": 1, "tier": 1, "size_bytes": 1}):
-                key = (int(doc["state"]), str(doc["tier"]))
-                count, size = usage.get(key, (0, 0))
-                usage[key] = (count + 1, size + int(doc.get("size_bytes") or 0))
-        return usage
-
     # --- tier moves (compare-and-set on the image's revision) ---------------------------
 
     async def _compare_and_set(self, image: ImageRecord, changes: dict[str, Any]) -> ImageRecord | None:
@@ -395,19 +377,6 @@ class Catalog:
         if stored is None:
             raise ReportConflict(report.exam_id, expected_revision)
         return ReportRecord.from_document(stored)
-
-    # --- terminals ---------------------------------------------------------------------
-
-    async def put_terminal(self, terminal: TerminalRecord) -> None:
-        await self.terminals.replace_one({"_id": terminal.terminal_id}, terminal.to_document(), upsert=True)
-
-    async def get_terminal(self, terminal_id: str) -> TerminalRecord | None:
-        doc = await self.terminals.find_one({"_id": terminal_id})
-        return TerminalRecord.from_document(doc) if doc else None
-
-    async def active_terminals(self, task_class: str) -> list[TerminalRecord]:
-        cursor = self.terminals.find({"active": True, "task_class": task_class}).sort("terminal_id", ASCENDING)
-        return [TerminalRecord.from_document(doc) async for doc in cursor]
 
     # --- audit -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from catalog.errors import ExamPatientMismatch, ReportConflict, UnknownExam, Unk
 from catalog.indexes import INDEXES
 from catalog.lease import Lease
 from core.settings import Settings
-from schemas.catalog import AuditEntry, ImageRecord, ReportRecord, TerminalRecord
+from schemas.catalog import AuditEntry, ImageRecord, ReportRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
 from tests.integration.tierkit import services, uid
 
@@ -128,14 +128,9 @@ async def test_report_updates_use_optimistic_concurrency(stack: Settings) -> Non
         assert (await cat.get_report(exam)).findings == "y"
 
 
-async def test_terminals_and_audit(stack: Settings) -> None:
+async def test_audit_entries_form_an_exam_history(stack: Settings) -> None:
     async with services(stack) as svc:
         cat = svc.catalog
-        terminal = uid("T")
-        await cat.put_terminal(TerminalRecord(terminal_id=terminal, task_class="frozen", max_images=4))
-        await cat.put_terminal(TerminalRecord(terminal_id=terminal, task_class="frozen", max_images=8))
-        assert (await cat.get_terminal(terminal)).max_images == 8
-        assert terminal in [t.terminal_id for t in await cat.active_terminals("frozen")]
         exam = uid("E")
         await cat.audit(AuditEntry(actor="t", action="retrieve", outcome="ok", target={"exam_id": exam}))
         history = await cat.exam_history(exam)
