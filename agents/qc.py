@@ -18,7 +18,7 @@ import structlog
 from agents.messaging import dead_letter, publish, raw_topic
 from core.settings import Settings
 from qc.service import QcService, invalid_ids_failure, pipeline_options
-from schemas.events import SlideScanned
+from schemas.events import Event, SlideScanned
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Topic
 from storage.ingest_bucket import IngestBucket
@@ -30,8 +30,8 @@ def register(app: faust.App, settings: Settings) -> None:
     # attempts=None: an S3 outage delays QC (the offset is not committed), it is never a verdict.
     service = QcService(pipeline_options(settings), IngestBucket(settings.storage, attempts=None))
 
-    async def emit(event: object) -> None:
-        await publish(app, event.topic.value, event, key=event.kafka_key())  # type: ignore[attr-defined]
+    async def emit(event: Event) -> None:
+        await publish(app, event.topic.value, event, key=event.kafka_key())
 
     @app.agent(raw_topic(app, Topic.SLIDE_SCANNED.value), name="qc")
     async def quality_control(stream: faust.StreamT) -> None:

@@ -117,7 +117,7 @@ def _shorten_fetch_wait(app: faust.App, wait_ms: int) -> None:
     if fetcher is None:
         log.warning("upscale.fetch_wait_unchanged", reason="faust/aiokafka internals differ")
         return
-    app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001
+    app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 - Faust hard-codes the fetch wait (see the docstring)
 
 
 def register(app: faust.App, settings: Settings, *, upscaler: Upscaler | None = None) -> UpscaleService:

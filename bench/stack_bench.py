@@ -41,7 +41,10 @@ def _bench_settings(state_dir: Path) -> Settings:
 
 def _timed_start(settings: Settings) -> tuple[float, float]:
     """Seconds until the servers are healthy and bootstrapped, then until an agent answers."""
-    quiet = lambda _msg: None  # noqa: E731
+
+    def quiet(_msg: str) -> None:
+        pass
+
     t0 = time.perf_counter()
     stack.up(settings, echo=quiet)
     servers_s = time.perf_counter() - t0

@@ -111,8 +111,8 @@ class PartitionGate:
             consumer.pause_partitions(tps)
             return
         active = set(consumer._get_active_partitions())  # noqa: SLF001 - see above
-        consumer._paused_partitions.update(tps)  # noqa: SLF001
-        consumer._active_partitions = active - tps  # noqa: SLF001
+        consumer._paused_partitions.update(tps)  # noqa: SLF001 - see above
+        consumer._active_partitions = active - tps  # noqa: SLF001 - see above
 
     def on_backlog(self, backlogs: Mapping[Priority, int]) -> None:
         hold, release = self.policy.update(backlogs)

@@ -80,7 +80,7 @@ class ModelUpscaler:
         return int(per_scale(scale)) if per_scale is not None else self.context_margin
 
     def upscale_batch(self, images: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
-        return list(self._resolver.upscale_batch(list(images), scale))  # type: ignore[attr-defined]
+        return list(self._resolver.upscale_batch(list(images), scale))  # type: ignore[attr-defined]  # model_zoo resolver, loaded lazily
 
 
 def load_upscaler(name: str = "default", device: str = "cpu", threads: int | None = None) -> Upscaler:

@@ -246,7 +246,7 @@ def _row_fetcher(cache: object, pool: ThreadPoolExecutor, exam_id: str, slide_nu
     """Tiles of one row fetched in parallel (ranged S3 GETs are latency-bound)."""
 
     def fetch(col: int, row: int) -> np.ndarray:
-        data = cache.get_sync(hr_tile_key(exam_id, slide_number, scale, level, col, row))  # type: ignore[attr-defined]
+        data = cache.get_sync(hr_tile_key(exam_id, slide_number, scale, level, col, row))  # type: ignore[attr-defined]  # S3TileCache, passed as object
         if data is None:
             raise FileNotFoundError(f"HR tile ({col}, {row}) vanished from the hr-cache before stitching")
         tile = decode_png(data)

@@ -101,7 +101,7 @@ def _identity(message: hl7.Message) -> PatientIdentity | None:
             raise Hl7Rejected("AR", "PID-7 is not a valid date") from None
     if sex:
         values["sex"] = _SEX.get(sex.upper()[:1], "U")
-    return PatientIdentity(**values) if values else None  # type: ignore[arg-type]
+    return PatientIdentity(**values) if values else None  # type: ignore[arg-type]  # keys are PatientIdentity fields
 
 
 def to_event(message: hl7.Message, tz: tzinfo = UTC) -> AdtEvent:

@@ -39,7 +39,7 @@ class MllpListener:
             self._server.close()
             await self._server.wait_closed()
 
-    async def _serve(self, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             while True:

@@ -128,7 +128,7 @@ def score_sample(sample: Sample, config: QcConfig, reference: ColourReference) -
     s = sample.scores
     s["tissue"] = m.tissue_fraction
     s["tiles"] = len(m.judged_tiles)
-    s["blur_tiles"] = [t.laplacian_variance for t in m.sharpness]  # type: ignore[assignment]
+    s["blur_tiles"] = [t.laplacian_variance for t in m.sharpness]  # type: ignore[assignment]  # scores hold floats and, here, a list
     if m.colour is not None and m.colour.pixels:
         s["colour_cast"] = mutual_information(m.colour.histogram, reference.stats.histogram)
         s["colour_hellinger"] = hellinger_distance(m.colour.histogram, reference.stats.histogram)

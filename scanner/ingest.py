@@ -143,7 +143,7 @@ class Publisher:
     async def __call__(self, event: SlideScanned) -> None:
         from core.kafka import send_event
 
-        await send_event(self._producer, event.topic.value, event, key=event.kafka_key())  # type: ignore[arg-type]
+        await send_event(self._producer, event.topic.value, event, key=event.kafka_key())
 
 
 @asynccontextmanager

@@ -61,7 +61,7 @@ class VerdictListener:
                         continue  # not ours to judge; the agents dead-letter such events
                     if isinstance(event, DeadLetter) and event.source_topic != Topic.SLIDE_SCANNED.value:
                         continue
-                    self.seen.append((now, event))  # type: ignore[arg-type]
+                    self.seen.append((now, event))  # type: ignore[arg-type]  # narrowed to a verdict above
 
     async def for_slide(self, exam_id: str, slide_number: int, timeout: float) -> Verdict:
         return await self.wait(lambda v: slide_of(v) == (exam_id, slide_number), timeout)

@@ -98,7 +98,7 @@ class RangeReaderIO(io.RawIOBase):
         self._pos = pos
         return pos
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io.RawIOBase types the buffer wider
         view = memoryview(buffer).cast("B")
         want = min(len(view), max(0, self._size - self._pos))
         done = 0

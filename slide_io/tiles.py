@@ -59,7 +59,7 @@ class TiledTiff:
         cache_tiles: int = 32,
     ) -> None:
         self._owns_reader = not isinstance(source, RangeReader)
-        self._reader: RangeReader = FileRangeReader(source) if self._owns_reader else source  # type: ignore[arg-type]
+        self._reader: RangeReader = FileRangeReader(source) if self._owns_reader else source  # type: ignore[assignment]  # a path is wrapped in a reader
         self.name = self._reader.name
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_tiles
@@ -144,7 +144,7 @@ class TiledTiff:
         if tiff is not None:
             tiff.close()
         if self._owns_reader:
-            self._reader.close()  # type: ignore[attr-defined]
+            self._reader.close()  # type: ignore[attr-defined]  # our FileRangeReader has close()
 
     def __enter__(self) -> TiledTiff:
         return self
@@ -306,7 +306,7 @@ def read_tile(source: str | Path | RangeReader, level: int, col: int, row: int) 
 
 def _positive(value: object) -> float | None:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)  # type: ignore[arg-type]  # any TIFF tag value; errors caught
     except (TypeError, ValueError):
         return None
     return number if number > 0 and np.isfinite(number) else None

@@ -306,7 +306,7 @@ class TierMover:
             detail["error"] = error[:500]
         try:
             await self.catalog.audit(AuditEntry(
-                at=db_now(), actor=self.actor, action="tier_move", outcome=outcome,  # type: ignore[arg-type]
+                at=db_now(), actor=self.actor, action="tier_move", outcome=outcome,  # type: ignore[arg-type]  # outcome is one of the literals
                 target={"exam_id": image.exam_id, "slide_number": image.slide_number, "state": int(image.state)},
                 detail=detail))
         except Exception as exc:  # noqa: BLE001 - the move is done; a lost audit line must not undo it

@@ -200,5 +200,5 @@ class RetrievalService:
     async def _audit(self, actor: str, action: str, exam_id: str, slide_number: int, state: int, outcome: str,
                      **detail: str | int) -> None:
         await self.catalog.audit(AuditEntry(
-            actor=actor, action=action, outcome=outcome,  # type: ignore[arg-type]
+            actor=actor, action=action, outcome=outcome,  # type: ignore[arg-type]  # outcome is one of the literals
             target={"exam_id": exam_id, "slide_number": slide_number, "state": state}, detail=detail))

@@ -195,6 +195,6 @@ class TierScheduler:
         return [(image, patients.get(image.patient_id)) for image in page if image.pending_move is None]
 
     async def _audit(self, action: str, patient_id: str, outcome: str, note: str) -> None:
-        await self.catalog.audit(AuditEntry(actor="tier-agent", action=action, outcome=outcome,  # type: ignore[arg-type]
+        await self.catalog.audit(AuditEntry(actor="tier-agent", action=action, outcome=outcome,  # type: ignore[arg-type]  # outcome is one of the literals
                                             target={"patient_id": patient_id}, detail={"note": note}))
 

@@ -25,7 +25,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_commands(sub: argparse._SubParsersAction, settings_factory) -> None:  # noqa: SLF001
+def add_commands(sub: argparse._SubParsersAction, settings_factory) -> None:  # noqa: SLF001 - argparse exposes no public type
     """Add ``ingest`` and ``watch`` to the ``slidestream`` parser."""
     p = sub.add_parser("ingest", help="upload a scan to the ingest bucket and publish slide.scanned")
     p.add_argument("file", type=Path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,10 +43,10 @@ def _hl7(trigger: str, patient_id: str, at: datetime, control: str) -> bytes:
     ]).encode()
 
 
-async def _wait(check: Callable[[], object], timeout: float, what: str) -> float:
+async def _wait(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if await check():  # type: ignore[misc]
+        if await check():
             return time.monotonic() - start
         await asyncio.sleep(0.5)
     raise TimeoutError(f"{what} did not happen within {timeout:.0f} s (are the agents running?)")

@@ -138,7 +138,7 @@ async def test_priority_pauses_survive_rebalances(stack: Settings, lr_pixels: np
         gate = service.gate
         await wait_until(lambda: Priority.BACKGROUND in gate.policy.held and BACKGROUND <= gate.paused_now(),
                          60, "the gate to pause the background partitions")
-        engine = service.runtime.engine  # type: ignore[union-attr]
+        engine = service.runtime.engine  # type: ignore[union-attr]  # started above
         fetched = engine.active_requests
         assert fetched < len(backlog)  # bounded prefetch: the rest waits in Kafka
 

@@ -42,12 +42,12 @@ class Harness:
         self.cache = DirectoryTileCache(root / "hr")
         self.leases = LocalLeases()
         self.engine = ComputeEngine(
-            upscaler=upscaler or InterpolationUpscaler(),  # type: ignore[arg-type]
+            upscaler=upscaler or InterpolationUpscaler(),  # type: ignore[arg-type]  # test doubles
             slides=DirectorySlides(root / "slides"),
             cache=self.cache,
             leases=self.leases,
             publish=self._publish,
-            config=EngineConfig(**({"max_batch": 4, "lease_poll_s": 0.05} | config)),  # type: ignore[arg-type]
+            config=EngineConfig(**({"max_batch": 4, "lease_poll_s": 0.05} | config)),  # type: ignore[arg-type]  # overrides of known fields
             worker_id="worker-A",
         )
         self.on_publish: list = []
@@ -235,7 +235,7 @@ async def test_remaining_counts_down_to_zero_on_the_last_answer(tmp_path: Path, 
     answers = [e for e in h.events if getattr(e, "request_id", None) == request.request_id]
     assert len(answers) >= 5
     sizes = [len(a.results) if isinstance(a, UpscaleDone) else len(a.tiles or []) for a in answers]
-    remaining = [a.remaining for a in answers]  # type: ignore[union-attr]
+    remaining = [a.remaining for a in answers]
     assert remaining == [12 - s for s in np.cumsum(sizes)]
     assert remaining[-1] == 0 and all(r > 0 for r in remaining[:-1])
 

@@ -53,7 +53,7 @@ def test_too_small_margin_would_show_seams() -> None:
     model = random_generator()
     image = random_image(40, 40)
     resolver = SuperResolver(model, tile=12)
-    resolver.margin_for = lambda scale: 0  # type: ignore[method-assign]
+    resolver.margin_for = lambda scale: 0  # type: ignore[method-assign]  # test double
     assert np.abs(resolver.upscale_float(image, 4) - single_pass(model, image, 4)).max() > 1e-3
 
 

@@ -108,4 +108,4 @@ def test_invalid_values_are_named_without_echoing_secrets(monkeypatch: pytest.Mo
 def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
-        settings.log_level = "debug"  # type: ignore[misc]
+        settings.log_level = "debug"  # type: ignore[misc]  # deliberately writing frozen settings

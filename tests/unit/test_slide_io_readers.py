@@ -149,7 +149,7 @@ def test_only_a_reader_that_yields_on_failure_lets_the_next_one_try(tmp_path) ->
     tried: list[str] = []
 
     def failing(name: str, yields: bool) -> ReaderPlugin:
-        def refuse(file, limits):  # type: ignore[no-untyped-def]
+        def refuse(file, limits):
             tried.append(name)
             raise UnreadableSlide("not for me", name=file.path)
         return ReaderPlugin(name=name, priority=1, can_open=lambda f: True, open=refuse, yields_on_failure=yields)

@@ -19,7 +19,7 @@ from storage.queue_idle import QueueSnapshot, assess
 
 
 def s3_error(code: str) -> S3Error:
-    return S3Error(None, code, "message", "/b/k", "req", "host")  # type: ignore[arg-type]
+    return S3Error(None, code, "message", "/b/k", "req", "host")  # type: ignore[arg-type]  # no HTTP response in a unit test
 
 
 # --- retries ----------------------------------------------------------------------------
