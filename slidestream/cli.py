@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         healthy = status(settings)
         for info in worker_status(settings):
-            print(f"worker-{info.index}: pid {info.pid} {'running' if info.running else 'stopped'}")
+            print(f"worker-{info.index}: pid {info.pid} running (log {info.log})")
     try:
         result = asyncio.run(probe_agents(settings, timeout=args.timeout))
         print(f"agents: answered by {result.worker} in {result.round_trip_ms:.0f} ms")

@@ -26,3 +26,22 @@ def test_delegated_commands_pass_their_options_on(command: str, usage: str, caps
         main([command, "--help"])
     assert exc.value.code == 0
     assert usage in capsys.readouterr().out
+
+
+def test_status_lists_the_running_workers(monkeypatch, capsys, tmp_path) -> None:
+    """`slidestream status` right after `up` (a worker running) used to crash on a missing field."""
+    import infra.stack
+    import slidestream.probe
+    import slidestream.workers
+    from slidestream.workers import WorkerInfo
+
+    async def no_answer(settings, timeout):  # type: ignore[no-untyped-def]  # test double
+        raise TimeoutError("no agent")
+
+    monkeypatch.setattr(infra.stack, "status", lambda settings: True)
+    monkeypatch.setattr(slidestream.workers, "worker_status",
+                        lambda settings: [WorkerInfo(0, 4242, tmp_path / "worker-0.log")])
+    monkeypatch.setattr(slidestream.probe, "probe_agents", no_answer)
+    assert main(["status", "--timeout", "1"]) == 1  # no agent answered
+    out = capsys.readouterr().out
+    assert "worker-0: pid 4242 running" in out and "agents: no answer" in out
