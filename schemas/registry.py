@@ -104,6 +104,8 @@ def parse_event(topic: str | Topic, raw: bytes | str) -> Event:
         document = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise EventValidationError(name, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # e.g. "[" * 100_000: refuse it as bad input, do not crash the agent
+        raise EventValidationError(name, "JSON nested too deeply to be an event") from None
     if not isinstance(document, dict):
         raise EventValidationError(name, f"expected a JSON object, got {type(document).__name__}")
     event_type = document.get("event_type")

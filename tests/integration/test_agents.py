@@ -36,8 +36,9 @@ async def test_worker_answers_probe(agent_worker: Settings) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\xff\xfe not utf-8", b"{not json", json.dumps({"event_type": "slidestream.probe", "probe_id": 7}).encode()],
-    ids=["binary", "not-json", "schema-violation"],
+    [b"\xff\xfe not utf-8", b"{not json", json.dumps({"event_type": "slidestream.probe", "probe_id": 7}).encode(),
+     b"[" * 100_000],
+    ids=["binary", "not-json", "schema-violation", "nested-100k"],
 )
 async def test_bad_probe_is_dead_lettered_and_worker_keeps_running(agent_worker: Settings, payload: bytes) -> None:
     async with tail_from_end(agent_worker, Topic.DEAD_LETTER.value) as letters:

@@ -371,3 +371,9 @@ def test_image_record_defaults_and_limits() -> None:
     assert record.access_count == 0 and record.pending_move is None
     with pytest.raises(ValidationError):
         ImageRecord(**{**record.model_dump(), "access_count": -1})
+
+
+@pytest.mark.parametrize("payload", ["[" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000])
+def test_deeply_nested_json_is_refused_as_bad_input_not_a_crash(payload: str) -> None:
+    with pytest.raises(EventValidationError, match="nested too deeply"):
+        parse_event(Topic.SLIDE_SCANNED, payload)
