@@ -12,9 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 LOOPBACK = "127.0.0.1"
 
@@ -212,7 +214,8 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, file_secret_settings,
                 _UnknownPrefixedEnv(settings_cls))
 
-    # Where infra/ keeps server data and logs, and where built servers are cached.
+    # Where infra/ keeps server data and logs (relative: from the project root), and where
+    # built servers are cached.
     state_dir: Path = Path("var")
     build_cache: Path = Path.home() / ".cache" / "slidestream"
     shared_data: Path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -234,6 +237,13 @@ class Settings(BaseSettings):
     app_id: str = Field("slidestream", pattern=r"^[a-z][a-z0-9_.-]{1,63}$")
     # LR storage target magnification; scans above it are downsampled (SPEC 1).
     lr_magnification: float = Field(5.0, gt=0)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _from_project_root(cls, value: Path) -> Path:
+        """Anchored at the project, not the shell's directory, so that status, logs and down
+        find the same stack from anywhere."""
+        return value if value.is_absolute() else PROJECT_ROOT / value
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

@@ -144,11 +144,13 @@ def test_kafka_runs_with_the_configured_heap_and_cached_class_path(tmp_path: Pat
     assert argv[-2:] == ["kafka.Kafka", str(kafka.config_file)]
 
 
-def test_layout_makes_relative_state_dirs_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_layout_is_absolute_and_the_same_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import PROJECT_ROOT
+
     monkeypatch.chdir(tmp_path)
     layout = Layout.from_settings(Settings(state_dir=Path("var")))
-    assert layout.pid_file("kafka") == tmp_path.resolve() / "var" / "run" / "kafka.pid"
-    assert layout.log_file("minio") == tmp_path.resolve() / "var" / "logs" / "minio.log"
+    assert layout.pid_file("kafka") == PROJECT_ROOT.resolve() / "var" / "run" / "kafka.pid"
+    assert layout.log_file("minio") == PROJECT_ROOT.resolve() / "var" / "logs" / "minio.log"
 
 
 def test_stamp_marks_an_artefact_current_only_for_the_same_inputs(tmp_path: Path) -> None:

@@ -109,3 +109,16 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
         settings.log_level = "debug"  # type: ignore[misc]  # deliberately writing frozen settings
+
+
+def test_a_relative_state_dir_is_anchored_at_the_project_not_the_shell(monkeypatch, tmp_path) -> None:
+    """`status`, `logs` and `down` run from another directory must see the same stack."""
+    from core.settings import PROJECT_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLIDESTREAM_STATE_DIR", raising=False)
+    assert Settings(_env_file=None).state_dir == PROJECT_ROOT / "var"
+    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", "elsewhere/state")
+    assert Settings(_env_file=None).state_dir == PROJECT_ROOT / "elsewhere" / "state"
+    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path / "abs"))
+    assert Settings(_env_file=None).state_dir == tmp_path / "abs"
