@@ -151,3 +151,21 @@ def ack(message: hl7.Message | None, code: str, reason: str = "") -> str:
     control = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     msh = f"MSH|^~\\&|SLIDESTREAM||||{stamp}||ACK|{control}|P|2.5"
     return f"{msh}\rMSA|{code}||{_escape(reason)}"
+
+
+def build_adt(trigger: str, patient_id: str, at: datetime, control_id: str, *, visit_id: str | None = None,
+              ward: str | None = None, sender: str = "HIS") -> str:
+    """A minimal HL7 v2.5 ADT^A01 (admission) or ADT^A03 (discharge), as a HIS would send it
+    (``slidestream his send``, the demo). No name or birth date: not needed here."""
+    if trigger not in ("A01", "A03"):
+        raise ValueError(f"trigger must be A01 (admit) or A03 (discharge), not {trigger!r}")
+    stamp = at.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
+    pv1 = f"PV1|1|I|{_escape(ward or '')}" + "|" * 16 + _escape(visit_id or "")
+    return "\r".join([
+        f"MSH|^~\\&|{_escape(sender)}|HOSPITAL|SLIDESTREAM|PATHOLOGY|{stamp}||ADT^{trigger}^ADT_{trigger}|"
+        f"{_escape(control_id)}|P|2.5",
+        f"EVN|{trigger}|{stamp}",
+        f"PID|1||{_escape(patient_id)}^^^HOSPITAL^MR",
+        pv1,
+    ])
+

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+import hl7
 import structlog
-from hl7.mllp import InvalidBlockError, start_hl7_server
+from hl7.mllp import InvalidBlockError, open_hl7_connection, start_hl7_server
 
 from his import hl7_adt
 
@@ -61,3 +62,15 @@ class MllpListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def send_message(host: str, port: int, message: str, *, timeout_s: float = 30.0) -> hl7.Message:
+    """Send one framed HL7 message and return the acknowledgement (``MSA-1``: AA, AE or AR)."""
+    reader, writer = await asyncio.wait_for(open_hl7_connection(host, port), timeout_s)
+    try:
+        writer.writeblock(message.encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readmessage(), timeout_s)
+    finally:
+        writer.close()
+

@@ -1,17 +1,45 @@
-"""``slidestream his``: the HIS adapter (HL7 v2 over MLLP, and JSON over HTTP)."""
+"""``slidestream his``: the HIS adapter (HL7 v2 over MLLP, and JSON over HTTP), and
+``slidestream his send``, a small HL7 sender for trying it out and for scripts."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import sys
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from core.settings import Settings
 
 
-def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
-    p = sub.add_parser("his", help="run the HIS adapter: HL7 ADT^A01/A03 over MLLP and a JSON HTTP endpoint")
+async def send_adt(settings: Settings, trigger: str, patient_id: str, *, at: datetime | None = None,
+                   visit_id: str | None = None, ward: str | None = None, host: str | None = None,
+                   port: int | None = None, timeout_s: float = 30.0) -> tuple[str, str]:
+    """Send one ADT^A01/A03 to the MLLP listener; (MSA-1 code, MSA-3 text) of its answer."""
+    from his.hl7_adt import build_adt
+    from his.mllp import send_message
+
+    message = build_adt(trigger, patient_id, at or datetime.now(UTC), f"CLI{uuid.uuid4().hex[:12]}",
+                        visit_id=visit_id, ward=ward, sender="SLIDESTREAM-CLI")
+    reply = await send_message(host or settings.his.host, port or settings.his.mllp_port, message,
+                               timeout_s=timeout_s)
+    msa = reply.segment("MSA")
+    return str(msa[1]), str(msa[3]) if len(msa) > 3 else ""
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-03-01T12:00:00+01:00")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:  # noqa: SLF001 - argparse exposes no public type
+    p = sub.add_parser("his", help="run the HIS adapter: HL7 ADT^A01/A03 over MLLP and a JSON HTTP endpoint "
+                                   "(`his send` sends one ADT message to it)")
+    actions = p.add_subparsers(dest="his_action")
 
     def run(args: argparse.Namespace) -> int:
         from core.logging import configure_logging
@@ -23,4 +51,27 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
             asyncio.run(serve(config))
         return 0
 
+    def send(args: argparse.Namespace) -> int:
+        try:
+            code, text = asyncio.run(send_adt(settings(), args.trigger, args.patient, at=args.at,
+                                              visit_id=args.visit, ward=args.ward, host=args.host,
+                                              port=args.port, timeout_s=args.timeout))
+        except (OSError, TimeoutError) as exc:
+            print(f"slidestream his send: no answer from the MLLP listener ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return 2
+        print(f"{code}{': ' + text if text else ''}")
+        return 0 if code == "AA" else 1
+
     p.set_defaults(func=run)
+    s = actions.add_parser("send", help="send one ADT^A01 (admit) or ADT^A03 (discharge) over MLLP; "
+                                        "prints the acknowledgement code")
+    s.add_argument("trigger", choices=["A01", "A03"])
+    s.add_argument("--patient", required=True, help="patient ID (PID-3)")
+    s.add_argument("--visit", help="visit number (PV1-19)")
+    s.add_argument("--ward", help="ward (PV1-3)")
+    s.add_argument("--at", type=_timestamp, help="event time, ISO 8601 with timezone (default: now)")
+    s.add_argument("--host", help="listener host (default: settings.his.host)")
+    s.add_argument("--port", type=int, help="listener port (default: settings.his.mllp_port)")
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.set_defaults(func=send)

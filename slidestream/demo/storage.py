@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from core.kafka import KafkaSink, producer
 from core.settings import Settings
 from his.adapter import HisAdapter
+from his.hl7_adt import build_adt
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
 from schemas.events import SlideQcPassed
@@ -31,16 +32,6 @@ class DemoOutcome:
     moved: list[ImageRecord]
     seconds_to_store: float
     seconds_to_move: float
-
-
-def _hl7(trigger: str, patient_id: str, at: datetime, control: str) -> bytes:
-    stamp = at.strftime("%Y%m%d%H%M%S+0000")
-    return "\r".join([
-        f"MSH|^~\\&|DEMO-HIS|HOSPITAL|SLIDESTREAM|PATHOLOGY|{stamp}||ADT^{trigger}^ADT_{trigger}|{control}|P|2.5",
-        f"EVN|{trigger}|{stamp}",
-        f"PID|1||{patient_id}^^^HOSPITAL^MR||Demo^Patient",
-        "PV1|1|I|PATHOLOGY-WARD^1^1",
-    ]).encode()
 
 
 async def _wait(check: Callable[[], Awaitable[object]], timeout: float, what: str) -> float:
@@ -94,7 +85,8 @@ async def demo_store_and_discharge(settings: Settings, passed: Sequence[SlideQcP
             now = datetime.now(UTC)
             for number, patient in enumerate(sorted(patients), start=1):
                 for trigger, at in (("A01", now - timedelta(hours=6)), ("A03", now)):
-                    reply = await his.handle_hl7(_hl7(trigger, patient, at, f"DEMO{number}{trigger}"))
+                    reply = await his.handle_hl7(build_adt(trigger, patient, at, f"DEMO{number}{trigger}",
+                                                              ward="PATHOLOGY-WARD", sender="DEMO-HIS").encode())
                     code = reply.split(b"MSA|", 1)[1][:2].decode()
                     echo(f"HIS: ADT^{trigger} ({'admit' if trigger == 'A01' else 'discharge'}) -> {code}")
 

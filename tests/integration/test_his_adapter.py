@@ -132,3 +132,20 @@ async def test_kafka_down_gets_ae_and_503_and_a_resend_succeeds(stack: Settings,
             await asyncio.sleep(1)
         assert str(reply["MSA.F1"]) == "AA"
         await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)
+
+
+async def test_his_send_delivers_an_admission_and_a_discharge(stack: Settings, adapter) -> None:
+    """`slidestream his send` builds the ADT message, sends it over MLLP and reports the ACK."""
+    from slidestream.commands.his import send_adt
+
+    _, listener = adapter
+    patient = uid("P")
+    async with tail_from_end(stack, Topic.PATIENT_ADMITTED.value) as admitted, \
+            tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+        code, _ = await send_adt(stack, "A01", patient, visit_id="V9", ward="W2", host="127.0.0.1",
+                                 port=listener.port)
+        assert code == "AA"
+        event = await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=30)
+        assert (event.visit_id, event.ward) == ("V9", "W2")
+        assert (await send_adt(stack, "A03", patient, host="127.0.0.1", port=listener.port))[0] == "AA"
+        await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)

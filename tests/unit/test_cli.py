@@ -45,3 +45,15 @@ def test_status_lists_the_running_workers(monkeypatch, capsys, tmp_path) -> None
     assert main(["status", "--timeout", "1"]) == 1  # no agent answered
     out = capsys.readouterr().out
     assert "worker-0: pid 4242 running" in out and "agents: no answer" in out
+
+
+def test_his_runs_the_adapter_and_his_send_takes_a_message() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["his"]).func.__name__ == "run"
+    args = parser.parse_args(["his", "send", "A03", "--patient", "P-1", "--at", "2026-03-01T12:00:00+01:00"])
+    assert (args.func.__name__, args.trigger, args.patient, args.at.utcoffset().total_seconds()) == \
+        ("send", "A03", "P-1", 3600)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["his", "send", "A08", "--patient", "P-1"])  # only admissions and discharges
+    with pytest.raises(SystemExit):
+        parser.parse_args(["his", "send", "A01", "--patient", "P-1", "--at", "2026-03-01T12:00:00"])  # no zone
