@@ -13,9 +13,10 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
 from core.settings import Settings
@@ -123,6 +124,36 @@ async def tail_from_end(settings: Settings, *topics: str, fetch_max_wait_ms: int
     try:
         await _assign_at_end(consumer, topics, wait_s)
         yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def records_since(settings: Settings, topic: str, since: datetime, *, limit: int = 1000,
+                        ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of ``topic`` written at or after ``since``, up to the current end, oldest first
+    per partition (at most ``limit`` in all, the newest kept). No consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        if not tps:
+            raise RuntimeError(f"topic {topic} does not exist; run `slidestream up` to bootstrap")
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        for tp in tps:
+            start = starts.get(tp)
+            if start is None or start.offset >= ends[tp]:
+                continue
+            consumer.seek(tp, start.offset)
+            idle_polls = 0
+            while await consumer.position(tp) < ends[tp] and idle_polls < 5:  # 5 empty polls: give up
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                idle_polls = 0 if batch.get(tp) else idle_polls + 1
+                found += [r for r in batch.get(tp, []) if r.offset < ends[tp]]
+        found.sort(key=lambda r: r.timestamp)
+        return found[-limit:]
     finally:
         await consumer.stop()
 

@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_commands(sub, _settings)  # export
     add_his_commands(sub, _settings)  # his
 
+    from slidestream.commands.operator import add_commands as add_operator_commands
+
+    add_operator_commands(sub, _settings)  # slide, dead-letters
+
     # Listed for --help only; main() hands their arguments to model_zoo before parsing.
     sub.add_parser("train", help="train a super-resolution model (slidestream train --help)", add_help=False)
     sub.add_parser("evaluate", help="evaluate SR models against interpolation (slidestream evaluate --help)",

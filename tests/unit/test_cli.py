@@ -57,3 +57,17 @@ def test_his_runs_the_adapter_and_his_send_takes_a_message() -> None:
         parser.parse_args(["his", "send", "A08", "--patient", "P-1"])  # only admissions and discharges
     with pytest.raises(SystemExit):
         parser.parse_args(["his", "send", "A01", "--patient", "P-1", "--at", "2026-03-01T12:00:00"])  # no zone
+
+
+def test_operator_commands_parse_their_arguments() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    parser = build_parser()
+    args = parser.parse_args(["slide", "E-1", "3"])
+    assert (args.exam_id, args.slide_number) == ("E-1", 3)
+    since = parser.parse_args(["dead-letters", "--since", "2h"]).since
+    assert abs((datetime.now(UTC) - timedelta(hours=2) - since).total_seconds()) < 60
+    assert parser.parse_args(["dead-letters", "--since", "2026-11-26T08:00"]).since.tzinfo is UTC
+    assert parser.parse_args(["dead-letters"]).since < datetime.now(UTC)  # default: the last 24 h
+    with pytest.raises(SystemExit):
+        parser.parse_args(["dead-letters", "--since", "yesterday-ish"])
