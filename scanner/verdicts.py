@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from core.kafka import tail_from_end
 from core.settings import Settings
-from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed
+from schemas.events import DeadLetter, SlideQcFailed, SlideQcPassed, SlideStored
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Topic
 
@@ -23,8 +23,8 @@ Verdict = SlideQcPassed | SlideQcFailed | DeadLetter
 VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value, Topic.DEAD_LETTER.value)
 
 
-def slide_of(verdict: Verdict) -> tuple[str | None, int | None]:
-    """(exam, slide) a verdict is about; for a dead letter, read from the rejected event."""
+def slide_of(verdict: Verdict | SlideStored) -> tuple[str | None, int | None]:
+    """(exam, slide) an answer is about; for a dead letter, read from the rejected event."""
     if not isinstance(verdict, DeadLetter):
         return verdict.exam_id, verdict.slide_number
     try:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
+import time
 from pathlib import Path
 
 from core.logging import configure_logging
 from core.settings import Settings
 from scanner.ids import InvalidIds, validate_ids
 from scanner.ingest import IngestError, open_ingestor
+from scanner.outcome import OutcomeListener, listen_for_outcome
 from scanner.watch import Outcome, ScanRequest, WatchFolder
+from schemas.events import DeadLetter, SlideQcFailed
 
 
 def _positive(text: str) -> float:
@@ -36,6 +40,8 @@ def add_commands(sub: argparse._SubParsersAction, settings_factory) -> None:  # 
     p.add_argument("--body-part", help="body part / specimen site")
     p.add_argument("--magnification", type=_positive, help="objective power, if the file does not state it")
     p.add_argument("--mpp", type=_positive, help="microns per pixel, if the file does not state it")
+    p.add_argument("--wait", type=_positive, nargs="?", const=300.0, metavar="SECONDS",
+                   help="then wait (default 300 s) for the QC verdict and the save, and print both")
     p.set_defaults(func=lambda args: cmd_ingest(args, settings_factory()))
 
     p = sub.add_parser("watch", help="ingest scans dropped into a folder (see scanner/watch.py for the layout)")
@@ -58,20 +64,51 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def run():
-        async with open_ingestor(settings) as ingestor:
-            return await ingestor.ingest(args.file, ids, magnification=args.magnification, mpp=args.mpp)
+        async with contextlib.AsyncExitStack() as exits:
+            # Listening starts before the scan is announced, so no answer can slip past.
+            outcome = await exits.enter_async_context(listen_for_outcome(settings)) if args.wait else None
+            ingestor = await exits.enter_async_context(open_ingestor(settings))
+            event = await ingestor.ingest(args.file, ids, magnification=args.magnification, mpp=args.mpp)
+            print(f"ingested exam {event.exam_id} slide {event.slide_number}: {event.ingest} "
+                  f"({event.size_bytes} bytes, sha256 {event.sha256[:12]}...), event {event.event_id}", flush=True)
+            if outcome is None:
+                return 0
+            return await report_outcome(outcome, event.exam_id, event.slide_number, args.wait)
 
     try:
-        event = asyncio.run(run())
+        return asyncio.run(run())
     except IngestError as exc:
         print(f"slidestream ingest: {args.file.name}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - broker or storage unreachable: say which
-        print(f"slidestream ingest: failed ({type(exc).__name__}: {exc}); nothing was published",
-              file=sys.stderr)
+        print(f"slidestream ingest: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
-    print(f"ingested exam {event.exam_id} slide {event.slide_number}: {event.ingest} "
-          f"({event.size_bytes} bytes, sha256 {event.sha256[:12]}...), event {event.event_id}")
+
+
+async def report_outcome(outcome: OutcomeListener, exam_id: str, slide_number: int, timeout_s: float) -> int:
+    """Print the QC verdict, then the save's answer; 0 stored, 1 refused, 3 no answer in time."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        verdict = await outcome.verdicts.for_slide(exam_id, slide_number, timeout_s)
+    except TimeoutError:
+        print(f"no QC verdict within {timeout_s:.0f} s (are the agents running? `slidestream status`)")
+        return 3
+    if isinstance(verdict, DeadLetter):
+        print(f"QC refused the scan event: {verdict.error}")
+        return 1
+    if isinstance(verdict, SlideQcFailed):
+        print(f"QC failed ({verdict.kind.value}): {verdict.reason}")
+        return 1
+    print(f"QC passed: LR {verdict.width}x{verdict.height} px at {verdict.magnification}x")
+    try:
+        saved = await outcome.saved(exam_id, slide_number, max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        print(f"not stored within {timeout_s:.0f} s (is the save agent running?)")
+        return 3
+    if isinstance(saved, DeadLetter):
+        print(f"save refused: {saved.error}")
+        return 1
+    print(f"stored: {saved.object} (tier {saved.tier.value}), mirror {saved.mirror}")
     return 0
 
 

@@ -4,7 +4,11 @@ dead-lettered, the worker keeps serving and the scan stays in the ingest bucket.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,3 +182,25 @@ async def test_event_with_malformed_ids_is_dead_lettered_and_reported_as_invalid
     assert verdict.kind is QcFailureKind.INVALID_IDS
     assert (verdict.patient_id, verdict.exam_id, verdict.slide_number) == (None, exam, 1)
     assert "passwd" not in verdict.reason  # the bad value is not echoed
+
+
+def _ingest_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slidestream", "ingest", *args], capture_output=True, text=True,
+                          timeout=VERDICT_TIMEOUT_S + 60, env=os.environ.copy())
+
+
+async def test_ingest_wait_prints_the_verdict_and_the_save(agent_worker, data) -> None:
+    """`slidestream ingest --wait` tells the operator what became of the slide, not just
+    that it was uploaded: QC's verdict with its reason, then where it was stored."""
+    exam = _exam()
+    good = await asyncio.to_thread(_ingest_cli, str(data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif"),
+                                   "--patient", "P-WAIT-1", "--exam", exam, "--slide", "1", "--magnification", "40",
+                                   "--wait", str(VERDICT_TIMEOUT_S))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "QC passed: LR" in good.stdout and f"stored: slidestream-recent/lr/{exam}/0001.tiff" in good.stdout
+    blurred = await asyncio.to_thread(_ingest_cli, str(data / "qc_artefacts/focus/fqpath_sample_out_of_focus.png"),
+                                      "--patient", "P-WAIT-1", "--exam", exam, "--slide", "2", "--magnification",
+                                      "40", "--wait", str(VERDICT_TIMEOUT_S))
+    assert blurred.returncode == 1, blurred.stdout + blurred.stderr
+    assert "QC failed (quality):" in blurred.stdout and "blur" in blurred.stdout and "stored" not in blurred.stdout
+    assert "P-WAIT-1" not in good.stdout + blurred.stdout
