@@ -16,7 +16,7 @@ from pathlib import Path
 from core.logging import configure_logging
 from core.settings import Settings
 from scanner.ids import InvalidIds, validate_ids
-from scanner.ingest import IngestError, open_ingestor
+from scanner.ingest import IngestError, examine, open_ingestor
 from scanner.outcome import OutcomeListener, listen_for_outcome
 from scanner.watch import Outcome, ScanRequest, WatchFolder
 from schemas.events import DeadLetter, SlideQcFailed
@@ -61,6 +61,17 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         ids = validate_ids(args.patient, args.exam, args.slide, scanner_id=args.scanner, body_part=args.body_part)
     except InvalidIds as exc:
         print(f"slidestream ingest: {exc}", file=sys.stderr)
+        return 2
+
+    try:
+        facts = examine(args.file)
+    except IngestError as exc:
+        print(f"slidestream ingest: {args.file.name}: {exc}", file=sys.stderr)
+        return 1
+    if facts.magnification is None and facts.mpp is None and args.magnification is None and args.mpp is None:
+        # QC would refuse it as unsupported; say so now, with the flag, before uploading.
+        print(f"slidestream ingest: {args.file.name} states neither its magnification nor its pixel size; "
+              "give the scanner's --magnification (e.g. 20 or 40) or --mpp (e.g. 0.25)", file=sys.stderr)
         return 2
 
     async def run():

@@ -131,3 +131,21 @@ async def test_watch_command_runs_until_stopped(stack, svs, tmp_path) -> None:
     assert (event.patient_id, event.slide_number, event.magnification) == ("P-IT-7", 5, 40.0)
     assert f"ingested: exam {exam} slide 5" in out and "P-IT-7" not in out
     assert (tmp_path / "done" / f"P-IT-7+{exam}+5.tif").is_file()
+
+
+async def test_a_scan_stating_no_resolution_needs_the_scanners_magnification(stack, tmp_path) -> None:
+    """A real Aperio file (old Aperio Image Library, no AppMag or MPP) used to be uploaded and
+    then refused by QC with the reason only on Kafka; now the operator is told the flag."""
+    scan = stack.shared_data / "wsi_formats/aperio_svs/tcga-cr-7395-01a-01-ts1.svs"
+    if not scan.is_file():
+        pytest.skip("shared data set not available")
+    exam = _exam()
+    refused = await asyncio.to_thread(_cli, "ingest", str(scan), "--patient", "P-IT-9", "--exam", exam, "--slide", "1")
+    assert refused.returncode == 2 and "--magnification" in refused.stderr, refused.stderr
+    bucket = IngestBucket(stack.storage)
+    assert not await bucket.exists(bucket.ref(f"scans/{exam}/0001/scan.svs"))  # nothing uploaded
+    async with tail_from_end(stack, Topic.SLIDE_SCANNED.value) as scans:
+        given = await asyncio.to_thread(_cli, "ingest", str(scan), "--patient", "P-IT-9", "--exam", exam,
+                                        "--slide", "1", "--magnification", "20")
+        assert given.returncode == 0, given.stderr
+        assert (await wait_for(scans, _scanned_for(exam), timeout=TIMEOUT_S)).magnification == 20.0
