@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import IO, Any
 
 import structlog
+
+from core.log_throttle import RepeatThrottle
 from pydantic import BaseModel
 
 from schemas.common import SENSITIVE_FIELDS
@@ -169,6 +171,7 @@ def build_handler(*, salt: bytes | None = None, json: bool = True, stream: IO[st
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatThrottle())  # an outage is logged with backoff, not as a storm
     return handler
 
 
