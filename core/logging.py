@@ -28,10 +28,9 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import IO, Any
 
 import structlog
-
-from core.log_throttle import RepeatThrottle
 from pydantic import BaseModel
 
+from core.log_throttle import RepeatThrottle
 from schemas.common import SENSITIVE_FIELDS
 
 REDACTED = "[redacted]"
