@@ -29,6 +29,7 @@ from schemas.events import SlideQcPassed, SlideStored
 from schemas.layout import lr_key
 from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
 from storage.objects import ObjectStore
+from storage.provenance import check_not_future, check_qc_output
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,8 @@ class SaveService:
         self.actor = actor
 
     async def save(self, event: SlideQcPassed) -> SaveResult:
+        check_qc_output(event.lr, self.store.bucket("ingest"), event.exam_id, event.slide_number)
+        check_not_future("acquisition time", event.acquired_at, db_now())
         existing = await self.catalog.get_image(event.exam_id, event.slide_number, ImageState.LR)
         if existing is not None:
             if existing.sha256 != event.sha256:

@@ -26,6 +26,7 @@ from schemas.common import ImageState, StorageTier
 from schemas.events import PatientAdmitted, PatientDischarged
 from schemas.layout import hr_prefix
 from storage.mover import MoveResult, TierMover
+from storage.provenance import check_not_future
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,7 @@ class TierScheduler:
     # --- hospital events ---------------------------------------------------------------
 
     async def on_discharge(self, event: PatientDischarged) -> EventOutcome:
+        check_not_future("discharge time", event.discharged_at, self.clock())
         patient, known = await self.catalog.record_discharge(event.patient_id, event.discharged_at,
                                                              visit_id=event.visit_id)
         outcome = EventOutcome(patient_known=known)
@@ -113,6 +115,7 @@ class TierScheduler:
         return removed
 
     async def on_admission(self, event: PatientAdmitted) -> EventOutcome:
+        check_not_future("admission time", event.admitted_at, self.clock())
         known = await self.catalog.get_patient(event.patient_id) is not None
         patient = await self.catalog.record_admission(event.patient_id, event.admitted_at, visit_id=event.visit_id,
                                                       ward=event.ward, identity=event.identity)

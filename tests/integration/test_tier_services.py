@@ -394,3 +394,42 @@ async def test_hr_request_and_answer_over_kafka_follow_the_contract(stack: Setti
         late = await retrieval.hr_tiles(exam, 1, 2, [TileRef(level=top, col=2, row=0)], actor="viewer-test",
                                         timeout_s=1.0)
         assert late.status == "timeout" and late.lr.exam_id == exam and "LR" in late.detail
+
+
+# --- provenance: forged events are refused ------------------------------------------------
+
+async def test_a_qc_passed_pointing_at_another_patients_slide_is_refused(stack: Settings) -> None:
+    """Seen in a security review: a forged slide.qc_passed whose LR named another patient's
+    stored slide got that slide copied into a new exam under a different patient."""
+    from storage.provenance import ForgedEvent
+
+    async with services(stack) as svc:
+        _, _, victim = await saved_patient(svc, slides=1)
+        attacker, exam = uid("P"), uid("E")
+        genuine = await stage_slide(svc, patient_id=attacker, exam_id=exam)
+        forged = genuine.model_copy(update={"lr": victim[0].object, "sha256": victim[0].sha256})
+        with pytest.raises(ForgedEvent, match="only QC's output"):
+            await svc.saver.save(forged)
+        assert await svc.catalog.get_image(exam, 1, ImageState.LR) is None
+        assert not await svc.store.exists(svc.store.ref("recent", f"lr/{exam}/0001.tiff"))
+        assert (await svc.saver.save(genuine)).status == "stored"  # QC's own output still is
+
+
+async def test_a_discharge_dated_in_the_future_is_refused_and_changes_nothing(stack: Settings) -> None:
+    """A discharge dated 2099 used to leave the patient 'discharged', so every later
+    admission was ignored."""
+    from storage.provenance import ForgedEvent
+
+    async with services(stack) as svc:
+        patient, exam, images = await saved_patient(svc, slides=1)
+        before = await svc.catalog.get_patient(patient)
+        with pytest.raises(ForgedEvent, match="in the future"):
+            await svc.scheduler.on_discharge(PatientDischarged(
+                patient_id=patient, discharged_at=datetime(2099, 1, 1, tzinfo=UTC)))
+        with pytest.raises(ForgedEvent, match="in the future"):
+            await svc.scheduler.on_admission(PatientAdmitted(
+                patient_id=patient, admitted_at=now() + timedelta(hours=1)))
+        assert await svc.catalog.get_patient(patient) == before
+        assert (await svc.catalog.reload(images[0])).tier is StorageTier.RECENT
+        outcome = await svc.scheduler.on_discharge(PatientDischarged(patient_id=patient, discharged_at=now()))
+        assert [r.outcome for r in outcome.results] == ["moved"]  # a real discharge still works

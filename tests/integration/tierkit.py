@@ -16,6 +16,7 @@ from core.kafka import KafkaSink, producer
 from core.settings import Settings
 from schemas.common import ObjectRef
 from schemas.events import SlideQcPassed
+from schemas.layout import lr_staging_key
 from storage.runtime import Services, open_services
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -58,7 +59,7 @@ async def stage_slide(svc: Services, *, patient_id: str, exam_id: str, slide_num
                       acquired_at: datetime | None = None) -> SlideQcPassed:
     """Put an LR slide into the ingest bucket and return its ``slide.qc_passed`` event."""
     data = data if data is not None else lr_tiff(slide_number)
-    ref = ObjectRef(bucket=svc.store.bucket("ingest"), key=f"lr-ingest/{exam_id}/{slide_number:04d}.tiff")
+    ref = ObjectRef(bucket=svc.store.bucket("ingest"), key=lr_staging_key(exam_id, slide_number))  # as QC writes it
     await svc.store.put_bytes(ref, data, content_type="image/tiff")
     return SlideQcPassed(
         patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=600, height=600,
