@@ -8,19 +8,25 @@ HIS resends; a message we can never accept gets AR. Either way the reason is in 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 import structlog
 
+from catalog.provenance import ForgedEvent, check_not_future
 from core.kafka import EventSink
 from his import hl7_adt
 from his.hl7_adt import AdtEvent, Hl7Rejected
+from schemas.events import PatientAdmitted
 
 log = structlog.get_logger(__name__)
 
 
 class PublishFailed(Exception):
     pass
+
+
+class EventRefused(Exception):
+    """The message is well formed but may not be obeyed (e.g. dated in the future)."""
 
 
 class HisAdapter:
@@ -30,6 +36,11 @@ class HisAdapter:
         self._timeout = publish_timeout_s
 
     async def publish(self, event: AdtEvent) -> None:
+        at = event.admitted_at if isinstance(event, PatientAdmitted) else event.discharged_at
+        try:
+            check_not_future("event time", at, datetime.now(UTC))
+        except ForgedEvent as exc:
+            raise EventRefused(str(exc)) from None
         try:
             await asyncio.wait_for(self._publish(event), self._timeout)
         except Exception as exc:  # noqa: BLE001 - any failure means "not durable": tell the sender
@@ -50,6 +61,9 @@ class HisAdapter:
         except Hl7Rejected as exc:
             log.info("his.hl7_rejected", code=exc.code, reason=exc.reason)
             return hl7_adt.ack(message, exc.code, exc.reason).encode()
+        except EventRefused as exc:
+            log.info("his.hl7_refused", reason=str(exc))
+            return hl7_adt.ack(message, "AR", str(exc)).encode()
         except PublishFailed as exc:
             return hl7_adt.ack(message, "AE", str(exc)).encode()
         log.info("his.hl7_accepted", event_type=event.event_type, event_id=str(event.event_id))

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from his.adapter import HisAdapter, PublishFailed
+from his.adapter import EventRefused, HisAdapter, PublishFailed
 from schemas.events import PatientAdmitted, PatientDischarged
 from schemas.registry import describe_validation_error
 
@@ -37,6 +37,8 @@ def create_http_app(adapter: HisAdapter) -> FastAPI:
             await adapter.publish(event)
         except PublishFailed as exc:
             return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        except EventRefused as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
         return JSONResponse({"event_id": str(event.event_id), "event_type": event.event_type}, status_code=202)
 
     @app.post("/v1/admissions")

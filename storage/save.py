@@ -21,6 +21,7 @@ from typing import Literal
 import structlog
 
 from catalog.errors import ExamPatientMismatch
+from catalog.provenance import check_not_future, check_qc_output
 from catalog.repository import Catalog
 from core.kafka import EventSink
 from schemas.catalog import AuditEntry, ImageRecord, db_now
@@ -29,7 +30,6 @@ from schemas.events import SlideQcPassed, SlideStored
 from schemas.layout import lr_key
 from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
 from storage.objects import ObjectStore
-from storage.provenance import check_not_future, check_qc_output
 
 log = structlog.get_logger(__name__)
 

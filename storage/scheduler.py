@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from catalog import tiering
+from catalog.provenance import check_not_future
 from catalog.repository import Catalog
 from catalog.tiering import Placement, TierPolicy
 from schemas.catalog import AuditEntry, ImageRecord, PatientRecord, db_now
@@ -26,7 +27,6 @@ from schemas.common import ImageState, StorageTier
 from schemas.events import PatientAdmitted, PatientDischarged
 from schemas.layout import hr_prefix
 from storage.mover import MoveResult, TierMover
-from storage.provenance import check_not_future
 
 log = structlog.get_logger(__name__)
 

@@ -401,7 +401,7 @@ async def test_hr_request_and_answer_over_kafka_follow_the_contract(stack: Setti
 async def test_a_qc_passed_pointing_at_another_patients_slide_is_refused(stack: Settings) -> None:
     """Seen in a security review: a forged slide.qc_passed whose LR named another patient's
     stored slide got that slide copied into a new exam under a different patient."""
-    from storage.provenance import ForgedEvent
+    from catalog.provenance import ForgedEvent
 
     async with services(stack) as svc:
         _, _, victim = await saved_patient(svc, slides=1)
@@ -418,7 +418,7 @@ async def test_a_qc_passed_pointing_at_another_patients_slide_is_refused(stack: 
 async def test_a_discharge_dated_in_the_future_is_refused_and_changes_nothing(stack: Settings) -> None:
     """A discharge dated 2099 used to leave the patient 'discharged', so every later
     admission was ignored."""
-    from storage.provenance import ForgedEvent
+    from catalog.provenance import ForgedEvent
 
     async with services(stack) as svc:
         patient, exam, images = await saved_patient(svc, slides=1)

@@ -122,3 +122,31 @@ async def test_mllp_listener_answers_each_framed_message_and_survives_bad_frames
     finally:
         await listener.stop()
     assert len(seen) == 2 and b"ADT^A03" in seen[1]
+
+
+async def test_admissions_and_discharges_dated_in_the_future_are_refused_before_publishing() -> None:
+    """A discharge dated 2099 would leave the patient 'discharged' and every later admission
+    ignored: the HIS gets AR over MLLP and 422 over HTTP, and nothing is published."""
+    import httpx
+
+    from his.adapter import HisAdapter
+    from his.hl7_adt import build_adt
+    from his.http import create_http_app
+
+    published: list[object] = []
+
+    async def sink(event: object, *, partition: int | None = None) -> None:
+        published.append(event)
+
+    adapter = HisAdapter(sink)
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    reply = hl7.parse((await adapter.handle_hl7(build_adt("A03", "P-9", future, "F-1").encode())).decode())
+    assert str(reply["MSA.F1"]) == "AR" and "in the future" in str(reply["MSA.F3"])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_http_app(adapter)),
+                                 base_url="http://his") as client:
+        refused = await client.post("/v1/admissions", content=b'{"patient_id": "P-9", "admitted_at": "2099-01-01T00:00:00Z"}')
+        assert refused.status_code == 422 and "in the future" in refused.json()["error"]
+    assert published == []
+    now = datetime.now(UTC)
+    reply = hl7.parse((await adapter.handle_hl7(build_adt("A01", "P-9", now, "F-2").encode())).decode())
+    assert str(reply["MSA.F1"]) == "AA" and len(published) == 1  # a real one still goes through
