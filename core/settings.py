@@ -128,6 +128,8 @@ class HisSettings(_Group):
     mllp_port: int = Field(12575, ge=1, le=65535)
     http_port: int = Field(18085, ge=1, le=65535)
     max_message_bytes: int = Field(1 << 20, ge=1024)
+    # An MLLP connection silent this long is closed (HIS interfaces reconnect on demand).
+    mllp_idle_timeout_s: float = Field(300.0, gt=0)
 
 
 class QcAgentSettings(_Group):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import hl7
 import structlog
-from hl7.mllp import InvalidBlockError, open_hl7_connection, start_hl7_server
+from hl7.mllp import open_hl7_connection, start_hl7_server
 
 from his import hl7_adt
 
@@ -18,12 +18,18 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[bytes], Awaitable[bytes]]
 
 
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+
+
 class MllpListener:
-    def __init__(self, handler: Handler, host: str, port: int, *, max_message_bytes: int = 1 << 20) -> None:
+    def __init__(self, handler: Handler, host: str, port: int, *, max_message_bytes: int = 1 << 20,
+                 idle_timeout_s: float = 300.0) -> None:
         self._handler = handler
         self._host = host
         self._port = port
         self._limit = max_message_bytes
+        self._idle_timeout = idle_timeout_s
         self._server: asyncio.base_events.Server | None = None
 
     @property
@@ -40,21 +46,44 @@ class MllpListener:
             self._server.close()
             await self._server.wait_closed()
 
+    async def _next_block(self, reader: asyncio.StreamReader) -> bytes | str:
+        """The next block's content, or why it is refused. An oversize block is read to its
+        end and refused once, so the next answer belongs to the next message (python-hl7's
+        own reader refuses it, then refuses its tail as a second, invalid block)."""
+        oversize = False
+        while True:
+            try:
+                block = await reader.readuntil(END_BLOCK)
+            except asyncio.LimitOverrunError as exc:
+                # asyncio says whether the end marker is already in its buffer; only its words tell.
+                found = "is found" in str(exc)
+                await reader.readexactly(exc.consumed + (len(END_BLOCK) if found else 0))
+                if found:
+                    return f"message larger than {self._limit} bytes"
+                oversize = True  # the rest of it is still arriving: skip to its end marker
+                continue
+            if oversize:
+                return f"message larger than {self._limit} bytes"
+            if not block.startswith(START_BLOCK):
+                return "MLLP block does not start with <VT>"
+            return block[len(START_BLOCK):-len(END_BLOCK)]
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         try:
             while True:
                 try:
-                    block = await reader.readblock()
+                    block = await asyncio.wait_for(self._next_block(reader), self._idle_timeout)
                 except asyncio.IncompleteReadError:
                     return  # the sender closed the connection
-                except InvalidBlockError:
-                    reply = hl7_adt.ack(None, "AR", "MLLP block does not start with <VT>").encode()
-                except ValueError:  # over the size limit; the stream skipped past it
-                    reply = hl7_adt.ack(None, "AR", f"message larger than {self._limit} bytes").encode()
+                except TimeoutError:
+                    log.info("his.mllp_idle_closed", peer=str(peer), idle_s=self._idle_timeout)
+                    return
+                if isinstance(block, str):
+                    reply = hl7_adt.ack(None, "AR", block).encode()
                 else:
                     reply = await self._handler(block)
-                writer.writeblock(reply)
+                writer.writeblock(reply)  # type: ignore[attr-defined]  # python-hl7 stream writer
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.info("his.mllp_connection_lost", peer=str(peer), error=type(exc).__name__)

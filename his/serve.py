@@ -35,7 +35,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     producer = await _producer(settings)
     adapter = HisAdapter(KafkaSink(producer))
     mllp = MllpListener(adapter.handle_hl7, settings.his.host, settings.his.mllp_port,
-                        max_message_bytes=settings.his.max_message_bytes)
+                        max_message_bytes=settings.his.max_message_bytes,
+                        idle_timeout_s=settings.his.mllp_idle_timeout_s)
     http = uvicorn.Server(uvicorn.Config(create_http_app(adapter), host=settings.his.host,
                                          port=settings.his.http_port, log_level="warning", access_log=False))
     await mllp.start()

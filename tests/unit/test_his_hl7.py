@@ -150,3 +150,46 @@ async def test_admissions_and_discharges_dated_in_the_future_are_refused_before_
     now = datetime.now(UTC)
     reply = hl7.parse((await adapter.handle_hl7(build_adt("A01", "P-9", now, "F-2").encode())).decode())
     assert str(reply["MSA.F1"]) == "AA" and len(published) == 1  # a real one still goes through
+
+
+@pytest.mark.parametrize("oversize", [6_000, 300_000], ids=["in-one-read", "longer-than-the-buffer"])
+async def test_an_oversize_message_gets_one_ar_and_the_next_answer_is_the_next_messages(oversize: int) -> None:
+    """Seen: after an oversize message the ACKs on that connection stayed one behind (its tail
+    was answered as a second, invalid block), so a valid A03 got a stale AR."""
+    seen: list[bytes] = []
+
+    async def handler(block: bytes) -> bytes:
+        seen.append(block)
+        return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
+
+    listener = MllpListener(handler, "127.0.0.1", 0, max_message_bytes=4096)
+    await listener.start()
+    try:
+        reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
+        writer.writeblock((adt("A01") + "\rNTE|1||" + "x" * oversize).encode())
+        writer.writemessage(hl7.parse(adt("A03")))
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readmessage(), 10)
+        second = await asyncio.wait_for(reader.readmessage(), 10)
+        assert str(first["MSA.F1"]) == "AR" and "larger than 4096" in str(first["MSA.F3"])
+        assert str(second["MSA.F1"]) == "AA" and str(second["MSA.F2"]) == "MSG0001"
+        writer.close()
+    finally:
+        await listener.stop()
+    assert len(seen) == 1 and b"ADT^A03" in seen[0]
+
+
+async def test_an_idle_mllp_connection_is_closed() -> None:
+    async def handler(block: bytes) -> bytes:
+        return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
+
+    listener = MllpListener(handler, "127.0.0.1", 0, idle_timeout_s=0.3)
+    await listener.start()
+    try:
+        reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
+        writer.writemessage(hl7.parse(adt("A01")))
+        assert str((await asyncio.wait_for(reader.readmessage(), 10))["MSA.F1"]) == "AA"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up after 0.3 s idle
+        writer.close()
+    finally:
+        await listener.stop()
