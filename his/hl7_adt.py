@@ -4,6 +4,8 @@ Handled: ADT^A01 (admit) -> ``patient.admitted``, ADT^A03 (discharge) -> ``patie
 Fields read (HL7 v2.3 - v2.8 positions):
 
     MSH-9   message type (ADT^A01 / ADT^A03)        MSH-10  control ID (echoed in MSA-2)
+    MSH-3/4 sending application and facility: with MSH-10 they name the message, so a resend
+            (after AE, or a lost ACK) becomes an event with the same ``event_id``
     EVN-2   event time (else PV1-44 admit / PV1-45 discharge, else MSH-7)
     PID-3   patient identifier list: the first repetition's ID is the patient ID
     PID-5   name (family^given), PID-7 birth date, PID-8 sex  (identity; never logged)
@@ -19,6 +21,7 @@ resend). Reasons name fields, never their values: they go back over the wire and
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import hl7
@@ -104,6 +107,19 @@ def _identity(message: hl7.Message) -> PatientIdentity | None:
     return PatientIdentity(**values) if values else None  # type: ignore[arg-type]  # keys are PatientIdentity fields
 
 
+_MESSAGE_NAMESPACE = uuid.UUID("2b0f5d8e-63a1-4f0e-9c55-0d7f7d1b6a43")
+
+
+def message_event_id(message: hl7.Message) -> uuid.UUID:
+    """One event id per HL7 message (sending application, facility, control ID), so that a
+    resent message is recognisably the same event; a random one without a control ID."""
+    control = _field(message, "MSH.F10")
+    if not control:
+        return uuid.uuid4()
+    sender = f"{_field(message, 'MSH.F3.R1.C1')}|{_field(message, 'MSH.F4.R1.C1')}"
+    return uuid.uuid5(_MESSAGE_NAMESPACE, f"{sender}|{control}")
+
+
 def to_event(message: hl7.Message, tz: tzinfo = UTC) -> AdtEvent:
     kind, trigger = _field(message, "MSH.F9.R1.C1"), _field(message, "MSH.F9.R1.C2")
     if kind != "ADT" or trigger not in ("A01", "A03"):
@@ -117,12 +133,13 @@ def to_event(message: hl7.Message, tz: tzinfo = UTC) -> AdtEvent:
     visit = _field(message, "PV1.F19.R1.C1") or None
     if visit is not None and not is_valid_id(visit):
         raise Hl7Rejected("AR", "PV1-19 visit number has characters or a length slidestream does not accept")
+    event_id = message_event_id(message)
     try:
         if trigger == "A01":
             ward = _field(message, "PV1.F3.R1.C1")[:256] or None
-            return PatientAdmitted(patient_id=patient_id, visit_id=visit, ward=ward,
+            return PatientAdmitted(event_id=event_id, patient_id=patient_id, visit_id=visit, ward=ward,
                                    admitted_at=_event_time(message, "PV1.F44", tz), identity=_identity(message))
-        return PatientDischarged(patient_id=patient_id, visit_id=visit,
+        return PatientDischarged(event_id=event_id, patient_id=patient_id, visit_id=visit,
                                  discharged_at=_event_time(message, "PV1.F45", tz))
     except ValidationError as exc:
         reason, _ = describe_validation_error(exc)

@@ -193,3 +193,14 @@ async def test_an_idle_mllp_connection_is_closed() -> None:
         writer.close()
     finally:
         await listener.stop()
+
+
+def test_a_resent_hl7_message_becomes_the_same_event() -> None:
+    """Kafka down: the HIS gets AE and resends; the first attempt may still reach Kafka. Both
+    copies carry one event id, so the duplicate is recognisable (and its effect idempotent)."""
+    first = hl7_adt.to_event(hl7_adt.parse_message(adt("A01")))
+    again = hl7_adt.to_event(hl7_adt.parse_message(adt("A01")))
+    other = hl7_adt.to_event(hl7_adt.parse_message(adt("A01").replace("|MSG0001|", "|MSG0002|")))
+    elsewhere = hl7_adt.to_event(hl7_adt.parse_message(adt("A01").replace("|HIS|HOSP|", "|LAB|HOSP|")))
+    assert first.event_id == again.event_id
+    assert len({first.event_id, other.event_id, elsewhere.event_id}) == 3
