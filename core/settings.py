@@ -220,6 +220,8 @@ class Settings(BaseSettings):
     # built servers are cached.
     state_dir: Path = Path("var")
     build_cache: Path = Path.home() / ".cache" / "slidestream"
+    # Local exports go only below this directory (relative: from the project root).
+    export_root: Path = Path("exports")
     shared_data: Path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
     kafka: KafkaSettings = KafkaSettings()
@@ -240,7 +242,7 @@ class Settings(BaseSettings):
     # LR storage target magnification; scans above it are downsampled (SPEC 1).
     lr_magnification: float = Field(5.0, gt=0)
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "export_root")
     @classmethod
     def _from_project_root(cls, value: Path) -> Path:
         """Anchored at the project, not the shell's directory, so that status, logs and down

@@ -1,6 +1,8 @@
 """Where exported files go, and the checks that keep them inside the export target.
 
-``slidestream export --to`` takes a local directory or ``s3://bucket/prefix``. Every file
+``slidestream export --to`` takes a directory under the configured export root (relative to
+it, or absolute inside it) or ``s3://bucket/prefix`` in a bucket that is not one of the
+live tiers' (recent, mid, long, hr-cache, mirror, ingest). Every file
 of an export has a relative path built from catalog IDs and object keys; each one is
 checked to stay inside the target (no absolute paths, no ``..``, no escape through a
 symbolic link) before anything is written, and existing files are never overwritten.
@@ -54,12 +56,16 @@ def check_relative(rel: str) -> PurePosixPath:
     return PurePosixPath(rel)
 
 
-def parse_target(text: str) -> ExportTarget:
+def parse_target(text: str, *, export_root: Path, live_buckets: frozenset[str] = frozenset()) -> ExportTarget:
+    """The export target ``text`` names, confined to ``export_root`` (local) or kept out of
+    ``live_buckets`` (S3)."""
     if text.startswith("s3://"):
         rest = text[len("s3://"):]
         bucket, _, prefix = rest.partition("/")
         if not _BUCKET_RE.match(bucket):
             raise UnsafeExportPath(f"{bucket!r} is not a valid S3 bucket name")
+        if bucket in live_buckets:
+            raise UnsafeExportPath(f"{bucket} holds live slides; export to a bucket of its own")
         prefix = prefix.rstrip("/")
         if prefix:
             check_relative(prefix)
@@ -67,7 +73,12 @@ def parse_target(text: str) -> ExportTarget:
         return S3Target(bucket, prefix)
     if not text:
         raise UnsafeExportPath("empty export target")
-    return LocalTarget(Path(text))
+    root = export_root.resolve()
+    candidate = (root / text).resolve()  # an absolute ``text`` replaces the root here
+    if candidate != root and root not in candidate.parents:
+        raise UnsafeExportPath(f"export target {text!r} is outside the export root {root} "
+                               "(SLIDESTREAM_EXPORT_ROOT)")
+    return LocalTarget(candidate)
 
 
 def lr_relpath(exam_id: str, slide_number: int) -> PurePosixPath:

@@ -13,13 +13,16 @@ from core.settings import Settings
 
 async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr: bool,
                      request_hr_scale: int | None, hr_timeout_s: float) -> int:
+    from minio.error import S3Error
+
     from catalog.errors import PermanentError
     from core.upscale_client import UpscaleClient
     from storage import export_paths
     from storage.runtime import open_services
 
+    live = frozenset(tier.bucket for tier in settings.storage.tiers().values())
     try:
-        target = export_paths.parse_target(to)
+        target = export_paths.parse_target(to, export_root=settings.export_root, live_buckets=live)
     except PermanentError as exc:
         print(f"slidestream export: {exc}", file=sys.stderr)
         return 2
@@ -38,6 +41,10 @@ async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr
         except PermanentError as exc:
             print(f"slidestream export: {exc}", file=sys.stderr)
             return 2
+        except (OSError, S3Error) as exc:  # unwritable directory, missing bucket: say so, no traceback
+            detail = exc.message if isinstance(exc, S3Error) else str(exc)
+            print(f"slidestream export: cannot write to {target}: {detail}", file=sys.stderr)
+            return 2
     print(f"exported {report.lr_count} LR slide(s) and {report.hr_count} HR tile(s), "
           f"{report.bytes_written / 1e6:.1f} MB, to {report.target} (manifest.json)")
     for slide, status in sorted(report.hr_status.items()):
@@ -48,7 +55,8 @@ async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr
 def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
     p = sub.add_parser("export", help="copy all images of a patient, with a manifest, to a directory or S3 prefix")
     p.add_argument("--patient", required=True, help="patient ID")
-    p.add_argument("--to", required=True, help="target directory, or s3://bucket/prefix")
+    p.add_argument("--to", required=True, help="directory under the export root (SLIDESTREAM_EXPORT_ROOT), "
+                                               "or s3://bucket/prefix outside the live tiers' buckets")
     p.add_argument("--no-hr", action="store_true", help="LR slides only (default: also HR tiles in the cache)")
     p.add_argument("--request-hr", type=int, choices=(2, 4, 8), metavar="SCALE",
                    help="first ask the compute service for each slide's HR pyramid at this scale")

@@ -85,7 +85,7 @@ async def test_export_to_an_s3_prefix(stack: Settings) -> None:
         if not await asyncio.to_thread(client.bucket_exists, bucket):
             await asyncio.to_thread(client.make_bucket, bucket)
         prefix = uid("ward-")
-        target = parse_target(f"s3://{bucket}/{prefix}")
+        target = parse_target(f"s3://{bucket}/{prefix}", export_root=Path("unused"))
         assert target == S3Target(bucket, f"{prefix}/")
         report = await svc.exporter.export_patient(patient, target, include_hr=False)
         assert report.lr_count == 2 and report.hr_count == 0
@@ -130,14 +130,26 @@ def test_cli_export_and_its_refusals(stack: Settings, tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "slidestream", "export", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "SLIDESTREAM_EXPORT_ROOT": str(tmp_path)})
 
     first = cli("--patient", patient, "--to", str(target))
     assert first.returncode == 0, first.stderr
     assert "exported 1 LR slide(s)" in first.stdout and (target / "manifest.json").exists()
     again = cli("--patient", patient, "--to", str(target))
     assert again.returncode == 2 and "refuses to overwrite" in again.stderr
-    traversal = cli("--patient", patient, "--to", "s3://slidestream-mirror/../x")
+    traversal = cli("--patient", patient, "--to", "s3://exports-elsewhere/../x")
     assert traversal.returncode == 2 and "'..'" in traversal.stderr
+    # Seen in a security review: these wrote outside any export area or into live storage,
+    # or ended in a stack trace.
+    for outside in ("../../escaped", "/proc/x", str(tmp_path.parent / "sibling")):
+        refused = cli("--patient", patient, "--to", outside)
+        assert refused.returncode == 2 and "outside the export root" in refused.stderr, refused.stderr
+    live = cli("--patient", patient, "--to", "s3://slidestream-recent/exports")
+    assert live.returncode == 2 and "holds live slides" in live.stderr
+    missing = cli("--patient", patient, "--to", f"s3://{uid('no-such-bucket-')}/x")
+    assert missing.returncode == 2 and "cannot write to s3://" in missing.stderr
+    assert "Traceback" not in missing.stderr + live.stderr
+    assert not (tmp_path.parent / "sibling").exists()
     unknown = cli("--patient", uid("P"), "--to", str(tmp_path / "none"))
     assert unknown.returncode == 2 and "not in the catalog" in unknown.stderr

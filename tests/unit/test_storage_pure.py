@@ -86,13 +86,22 @@ def test_relative_paths_that_could_escape_are_refused(bad: str) -> None:
         ep.check_relative(bad)
 
 
-def test_targets_parse_local_and_s3() -> None:
-    assert ep.parse_target("s3://exports/ward-3/") == ep.S3Target("exports", "ward-3/")
-    assert ep.parse_target("s3://exports") == ep.S3Target("exports", "")
-    assert ep.parse_target("/tmp/out") == ep.LocalTarget(Path("/tmp/out"))
-    for bad in ("s3://Bad_Bucket/x", "s3://exports/../x", "s3://exports//x", ""):
+def test_targets_parse_local_and_s3(tmp_path: Path) -> None:
+    root = tmp_path / "exports"
+    live = frozenset({"slidestream-recent", "slidestream-mirror"})
+
+    def parse(text: str) -> ep.ExportTarget:
+        return ep.parse_target(text, export_root=root, live_buckets=live)
+
+    assert parse("s3://exports/ward-3/") == ep.S3Target("exports", "ward-3/")
+    assert parse("s3://exports") == ep.S3Target("exports", "")
+    assert parse("case-17") == ep.LocalTarget(root.resolve() / "case-17")
+    assert parse(str(root / "usb" / "case-18")) == ep.LocalTarget(root.resolve() / "usb" / "case-18")
+    for bad in ("s3://Bad_Bucket/x", "s3://exports/../x", "s3://exports//x", "",
+                "../../x", "/tmp/out", "/proc/x", "case/../../x",  # outside the export root
+                "s3://slidestream-recent/x", "s3://slidestream-mirror"):  # live tiers
         with pytest.raises(UnsafeExportPath):
-            ep.parse_target(bad)
+            parse(bad)
 
 
 def test_hr_tiles_map_under_their_slide_and_nowhere_else() -> None:
