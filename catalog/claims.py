@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -38,7 +39,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from schemas.catalog import db_now
+from schemas.catalog import db_now, utc_from_bson
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +82,7 @@ class Claims:
             if held is None:  # released between our insert and our read: try again
                 continue
             at = held.get("at")
-            if isinstance(at, datetime) and at.tzinfo is None:
-                at = at.replace(tzinfo=UTC)
-            if not isinstance(at, datetime) or now - at >= self.stale_after:
+            if not isinstance(at, datetime) or now - utc_from_bson(at) >= self.stale_after:
                 log.warning("catalog.claim_stale", generation=generation)
                 generation += 1
                 continue
@@ -92,6 +91,17 @@ class Claims:
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 2, 0.05)
         return None
+
+    @asynccontextmanager
+    async def holding(self, coll: AsyncCollection, doc_id: str, expected: Mapping[str, Any]) -> AsyncIterator[bool]:
+        """Hold the claim on ``doc_id`` in the state ``expected`` while the block runs (True),
+        or False if another writer kept it; released afterwards either way."""
+        claim = await self.take(f"{coll.name}/{doc_id}@{state_token(expected)}")
+        try:
+            yield claim is not None
+        finally:
+            if claim is not None:
+                await self.release(claim)
 
     async def release(self, claim_id: str) -> None:
         """Drop a claim and the dead generations before it. A failure only delays the next
@@ -108,25 +118,16 @@ async def compare_and_set(coll: AsyncCollection, claims: Claims, doc_id: str, ex
                           update: Mapping[str, Any]) -> dict[str, Any] | None:
     """Apply ``update`` to document ``doc_id`` only if its fields still equal ``expected``;
     the updated document, or None if it changed (or another writer is changing it)."""
-    claim = await claims.take(f"{coll.name}/{doc_id}@{state_token(expected)}")
-    if claim is None:
-        return None
-    try:
-        doc = await coll.find_one_and_update({"_id": doc_id, **expected}, dict(update),
-                                             return_document=ReturnDocument.AFTER)
-    finally:
-        await claims.release(claim)
-    return doc
+    async with claims.holding(coll, doc_id, expected) as held:
+        if not held:
+            return None
+        doc: dict[str, Any] | None = await coll.find_one_and_update(
+            {"_id": doc_id, **expected}, dict(update), return_document=ReturnDocument.AFTER)
+        return doc
 
 
 async def compare_and_delete(coll: AsyncCollection, claims: Claims, doc_id: str,
                              expected: Mapping[str, Any]) -> bool:
     """Delete document ``doc_id`` only if its fields still equal ``expected``."""
-    claim = await claims.take(f"{coll.name}/{doc_id}@{state_token(expected)}")
-    if claim is None:
-        return False
-    try:
-        result = await coll.delete_one({"_id": doc_id, **expected})
-    finally:
-        await claims.release(claim)
-    return result.deleted_count == 1
+    async with claims.holding(coll, doc_id, expected) as held:
+        return held and (await coll.delete_one({"_id": doc_id, **expected})).deleted_count == 1

@@ -11,25 +11,33 @@ workers can never both hold it, on MongoDB and on FerretDB alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from catalog.claims import Claims, compare_and_delete, compare_and_set
-from schemas.catalog import db_now
+from schemas.catalog import db_now, utc_from_bson
+
+log = structlog.get_logger(__name__)
 
 COLLECTION = "leases"
 
 
-def _aware(value: Any) -> datetime | None:
-    """BSON dates come back naive (UTC); compare them as aware datetimes."""
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _state(held: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every writer of a lease compares (and claims) on."""
+    return {"owner": held.get("owner"), "expires_at": held.get("expires_at")}
+
+
+def _live(held: Mapping[str, Any] | None, now: datetime) -> bool:
+    expires = held.get("expires_at") if held else None
+    return isinstance(expires, datetime) and utc_from_bson(expires) > now
 
 
 class Leases:
@@ -52,33 +60,28 @@ class Leases:
                 return True
             except DuplicateKeyError:
                 return False  # another worker took the free key first
-        expires = _aware(held.get("expires_at"))
-        if held.get("owner") != owner and expires is not None and expires > now:
+        if held.get("owner") != owner and _live(held, now):
             return False
         if held.get("owner") == owner:
             fresh["acquired_at"] = held.get("acquired_at", now)
-        expected = {"owner": held.get("owner"), "expires_at": held.get("expires_at")}
-        return await compare_and_set(self._coll, self._claims, key, expected, {"$set": fresh}) is not None
+        return await compare_and_set(self._coll, self._claims, key, _state(held), {"$set": fresh}) is not None
 
     async def release(self, key: str, owner: str) -> None:
         """Drop our lease on ``key`` (nothing happens if someone else holds it now)."""
         held = await self._coll.find_one({"_id": key})
         if held is not None and held.get("owner") == owner:
-            await compare_and_delete(self._coll, self._claims, key,
-                                     {"owner": owner, "expires_at": held.get("expires_at")})
+            await compare_and_delete(self._coll, self._claims, key, _state(held))
 
     async def holder(self, key: str) -> str | None:
         held = await self._coll.find_one({"_id": key})
-        expires = _aware(held.get("expires_at")) if held else None
-        return str(held["owner"]) if held and expires is not None and expires > self._clock() else None
+        return str(held["owner"]) if held is not None and _live(held, self._clock()) else None
 
     async def purge_expired(self, grace: timedelta = timedelta(0)) -> int:
         """Delete leases expired more than ``grace`` ago, each only if nobody renewed it."""
         purged = 0
         cursor = self._coll.find({"expires_at": {"$lte": self._clock() - grace}})
         async for held in cursor:
-            expected = {"owner": held.get("owner"), "expires_at": held.get("expires_at")}
-            purged += await compare_and_delete(self._coll, self._claims, held["_id"], expected)
+            purged += await compare_and_delete(self._coll, self._claims, held["_id"], _state(held))
         return purged
 
     async def wait_for(self, key: str, owner: str, ttl: timedelta, *, timeout: timedelta,
@@ -92,6 +95,34 @@ class Leases:
                 return False
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 2, 0.2)
+
+    @asynccontextmanager
+    async def held(self, key: str, owner: str, ttl: timedelta, *, wait: timedelta) -> AsyncIterator[bool]:
+        """Hold the lease (True) while the block runs, renewed every third of ``ttl`` and
+        released afterwards; False if another live owner kept it for ``wait``."""
+        if not await self.wait_for(key, owner, ttl, timeout=wait):
+            yield False
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl.total_seconds() / 3)
+                try:
+                    await self.acquire(key, owner, ttl)
+                except Exception as exc:  # noqa: BLE001 - the holder's compare-and-set steps still guard it
+                    log.warning("lease.renewal_failed", key=key, error=type(exc).__name__)
+
+        heartbeat = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            try:
+                await self.release(key, owner)
+            except Exception as exc:  # noqa: BLE001 - it expires by itself
+                log.warning("lease.release_failed", key=key, error=type(exc).__name__)
 
 
 class Lease:

@@ -61,13 +61,18 @@ def _to_bson(value: Any) -> Any:
     return value
 
 
+def utc_from_bson(value: datetime) -> datetime:
+    """pymongo returns BSON dates as naive UTC by default; this makes them comparable."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def _from_bson(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _from_bson(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_from_bson(item) for item in value]
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)  # pymongo returns naive UTC by default
+    if isinstance(value, datetime):
+        return utc_from_bson(value)
     return value
 
 

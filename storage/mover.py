@@ -12,10 +12,8 @@ died mid-move is taken over once its lease has expired.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -75,34 +73,10 @@ class TierMover:
         self.lease_ttl = lease_ttl
         self._leases = Leases(catalog.db[LEASES], claims=catalog.claims)
 
-    @contextlib.asynccontextmanager
-    async def _owning(self, image: ImageRecord) -> AsyncIterator[bool]:
-        """Hold the image's move lease (True) while the block runs, renewing it; False if
-        another worker kept it past two lease periods (it is alive and still moving)."""
+    def _owning(self, image: ImageRecord) -> AbstractAsyncContextManager[bool]:
+        """The image's move lease while the block runs (False: another live worker kept it)."""
         key = f"tier-move/{image_id(image.exam_id, image.slide_number, image.state)}"
-        if not await self._leases.wait_for(key, self.owner, self.lease_ttl, timeout=2 * self.lease_ttl):
-            yield False
-            return
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_ttl.total_seconds() / 3)
-                try:
-                    await self._leases.acquire(key, self.owner, self.lease_ttl)
-                except Exception as exc:  # noqa: BLE001 - the compare-and-set steps still guard the move
-                    log.warning("tier_move.lease_renewal_failed", error=type(exc).__name__)
-
-        heartbeat = asyncio.create_task(renew())
-        try:
-            yield True
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            try:
-                await self._leases.release(key, self.owner)
-            except Exception as exc:  # noqa: BLE001 - it expires by itself
-                log.warning("tier_move.lease_release_failed", error=type(exc).__name__)
+        return self._leases.held(key, self.owner, self.lease_ttl, wait=2 * self.lease_ttl)
 
     # --- entry points ------------------------------------------------------------------
 
