@@ -78,10 +78,6 @@ def image_key(exam_id: str, slide_number: int, state: ImageState | int) -> dict[
     return {"_id": image_id(exam_id, slide_number, state)}
 
 
-def key_of(image: ImageRecord) -> dict[str, Any]:
-    return image_key(image.exam_id, image.slide_number, image.state)
-
-
 def _at_revision(image: ImageRecord) -> dict[str, Any]:
     """What a compare-and-set expects besides the ``_id``: the image unchanged since
     ``image`` was read. Scalars only: a sub-document or a dotted path in the filter makes
@@ -146,9 +142,7 @@ class Catalog:
             if updated == current:
                 return current, created_any
             before, after = current.to_document(), updated.to_document()
-            flt = {"_id": patient_id,
-                   **{name: before.get(name) for name in ("admitted_at", "discharged_at", "last_exam_at")}}
-            expected = {name: value for name, value in flt.items() if name != "_id"}
+            expected = {name: before.get(name) for name in ("admitted_at", "discharged_at", "last_exam_at")}
             changes = {name: value for name, value in after.items() if before.get(name) != value}
             if await compare_and_set(self.patients, self.claims, patient_id, expected, {"$set": changes}):
                 return updated, created_any
@@ -297,14 +291,14 @@ class Catalog:
     async def record_access(self, image: ImageRecord, at: datetime | None = None) -> None:
         """Count a read. Claimed like every other write (so it can never undo a concurrent
         move on FerretDB), but without a new revision, so it never disturbs a move."""
-        at = at or db_now()
+        change = {"$inc": {"access_count": 1}, "$set": {"last_accessed_at": at or db_now()}}
+        current: ImageRecord | None = image  # the caller's record first: usually still current
         for _ in range(_CAS_ATTEMPTS):
-            current = await self.reload(image)
             if current is None:
                 return
-            change = {"$inc": {"access_count": 1}, "$set": {"last_accessed_at": at}}
             if await compare_and_set(self.images, self.claims, natural_id(current), _at_revision(current), change):
                 return
+            current = await self.reload(image)
         raise CatalogError("image record kept changing under concurrent updates; access not counted")
 
     # --- tier moves (compare-and-set on the image's revision) ---------------------------
