@@ -263,21 +263,27 @@ class ComputeEngine:
             self.scheduler.defer(result.deferred, self.clock() + self.config.lease_poll_s)
         if result.retry:
             await self._reopen_for_retry(result.retry)
-        self._count(result)
+        counts = self._count(result)
         self.stats.batches += 1
-        await self._report(by_key, result, t_start)
+        await self._report(by_key, result, t_start, counts)
 
-    def _count(self, result: PipelineResult) -> None:
+    def _count(self, result: PipelineResult) -> dict[str, int]:
+        """Add the batch's outcomes to the stats; the batch's own counts."""
+        counts = {"computed": 0, "cached": 0, "failed": 0}
         for key, outcome in result.outcomes.items():
             if outcome.error is not None:
-                self.stats.tiles_failed += 1
+                counts["failed"] += 1
                 log.warning("upscale.tile_failed", tile_key=key, reason=outcome.error)
             elif outcome.cached:
-                self.stats.tiles_cached += 1
+                counts["cached"] += 1
             else:
-                self.stats.tiles_computed += 1
+                counts["computed"] += 1
+        self.stats.tiles_failed += counts["failed"]
+        self.stats.tiles_cached += counts["cached"]
+        self.stats.tiles_computed += counts["computed"]
         self.stats.output_pixels += result.computed_pixels
         self.stats.compute_s += result.timings_ms.get("compute", 0.0) / 1000
+        return counts
 
     async def _reopen_for_retry(self, items: list[QueuedTile]) -> None:
         """After a storage error the slide may have moved tier: look it up again, retry later."""
@@ -294,7 +300,8 @@ class ComputeEngine:
 
     # --- results ------------------------------------------------------------------------
 
-    async def _report(self, by_key: dict[str, list[QueuedTile]], result: PipelineResult, t_start: float) -> None:
+    async def _report(self, by_key: dict[str, list[QueuedTile]], result: PipelineResult, t_start: float,
+                      counts: dict[str, int]) -> None:
         done: dict[Hashable, list[UpscaleTileResult]] = defaultdict(list)
         failed: dict[Hashable, dict[str, list[TileRef]]] = defaultdict(lambda: defaultdict(list))
         for key, outcome in result.outcomes.items():
@@ -317,10 +324,7 @@ class ComputeEngine:
                 state.pending -= answer.answers
             if not state.pending:
                 self._finish(request_key)
-        outcomes = result.outcomes.values()
-        log.info("upscale.batch_done", worker=self.worker_id,
-                 computed=sum(1 for o in outcomes if o.error is None and not o.cached),
-                 cached=sum(1 for o in outcomes if o.cached), failed=sum(1 for o in outcomes if o.error),
+        log.info("upscale.batch_done", worker=self.worker_id, **counts,
                  **{f"{k}_ms": round(v, 1) for k, v in result.timings_ms.items()})
 
     def _finish(self, request_key: object) -> None:

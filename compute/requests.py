@@ -3,7 +3,7 @@ it is finished, and which Kafka partitions it came from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,9 +33,6 @@ class RequestBook:
 
     def __contains__(self, key: object) -> bool:
         return key in self._requests
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(list(self._requests))
 
     def get(self, key: Hashable) -> TrackedRequest | None:
         return self._requests.get(key)
