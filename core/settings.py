@@ -222,7 +222,7 @@ class Settings(BaseSettings):
     build_cache: Path = Path.home() / ".cache" / "slidestream"
     # Local exports go only below this directory (relative: from the project root).
     export_root: Path = Path("exports")
-    shared_data: Path = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
     kafka: KafkaSettings = KafkaSettings()
     storage: StorageSettings = StorageSettings()

@@ -106,9 +106,10 @@ class Ingestor:
         self._publish = publish
 
     async def ingest(self, path: Path, ids: SlideIds, *, magnification: float | None = None,
-                     mpp: float | None = None) -> SlideScanned:
+                     mpp: float | None = None, facts: ScanFacts | None = None) -> SlideScanned:
+        """``facts``: the file's ``examine`` result when the caller already has it."""
         path = Path(path)
-        facts = await asyncio.to_thread(examine, path)
+        facts = facts or await asyncio.to_thread(examine, path)
         key = ingest_key(ids.exam_id, ids.slide_number, key_name(path.name))
         stored = await self.bucket.upload_file(key, path)
         if stored.size == 0:

@@ -79,7 +79,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             # Listening starts before the scan is announced, so no answer can slip past.
             outcome = await exits.enter_async_context(listen_for_outcome(settings)) if args.wait else None
             ingestor = await exits.enter_async_context(open_ingestor(settings))
-            event = await ingestor.ingest(args.file, ids, magnification=args.magnification, mpp=args.mpp)
+            event = await ingestor.ingest(args.file, ids, magnification=args.magnification, mpp=args.mpp,
+                                          facts=facts)
             print(f"ingested exam {event.exam_id} slide {event.slide_number}: {event.ingest} "
                   f"({event.size_bytes} bytes, sha256 {event.sha256[:12]}...), event {event.event_id}", flush=True)
             if outcome is None:
