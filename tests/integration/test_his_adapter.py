@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 import hl7
 import httpx
 import pytest
-from hl7.mllp import open_hl7_connection
 
 from core.kafka import KafkaSink, tail_from_end, wait_for
 from core.settings import Settings
 from his.adapter import HisAdapter
 from his.http import create_http_app
-from his.mllp import MllpListener
+from his.mllp import MllpListener, send_message
 from infra import stack as local_stack
 from schemas.events import PatientAdmitted, PatientDischarged
 from schemas.topics import Topic
@@ -53,13 +52,7 @@ async def adapter(stack: Settings) -> AsyncIterator[tuple[HisAdapter, MllpListen
 
 
 async def _exchange(port: int, text: str) -> hl7.Message:
-    reader, writer = await open_hl7_connection("127.0.0.1", port)
-    try:
-        writer.writeblock(text.encode())
-        await writer.drain()
-        return await asyncio.wait_for(reader.readmessage(), 30)
-    finally:
-        writer.close()
+    return await send_message("127.0.0.1", port, text)
 
 
 async def test_admit_and_discharge_over_mllp_are_published_then_acknowledged(stack: Settings, adapter) -> None:

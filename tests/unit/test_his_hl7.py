@@ -98,14 +98,19 @@ def test_ack_for_an_unparseable_message_is_still_valid_hl7() -> None:
     assert "MSH segment" in str(reply["MSA.F3"])
 
 
-async def test_mllp_listener_answers_each_framed_message_and_survives_bad_frames() -> None:
-    seen: list[bytes] = []
-
+def _acking_listener(seen: list[bytes], *, max_message_bytes: int = 1 << 20,
+                     idle_timeout_s: float = 300.0) -> MllpListener:
+    """A listener on a free port that records each block and acknowledges it with AA."""
     async def handler(block: bytes) -> bytes:
         seen.append(block)
         return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
 
-    listener = MllpListener(handler, "127.0.0.1", 0, max_message_bytes=4096)
+    return MllpListener(handler, "127.0.0.1", 0, max_message_bytes=max_message_bytes, idle_timeout_s=idle_timeout_s)
+
+
+async def test_mllp_listener_answers_each_framed_message_and_survives_bad_frames() -> None:
+    seen: list[bytes] = []
+    listener = _acking_listener(seen, max_message_bytes=4096)
     await listener.start()
     try:
         reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
@@ -157,12 +162,7 @@ async def test_an_oversize_message_gets_one_ar_and_the_next_answer_is_the_next_m
     """Seen: after an oversize message the ACKs on that connection stayed one behind (its tail
     was answered as a second, invalid block), so a valid A03 got a stale AR."""
     seen: list[bytes] = []
-
-    async def handler(block: bytes) -> bytes:
-        seen.append(block)
-        return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
-
-    listener = MllpListener(handler, "127.0.0.1", 0, max_message_bytes=4096)
+    listener = _acking_listener(seen, max_message_bytes=4096)
     await listener.start()
     try:
         reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
@@ -180,10 +180,7 @@ async def test_an_oversize_message_gets_one_ar_and_the_next_answer_is_the_next_m
 
 
 async def test_an_idle_mllp_connection_is_closed() -> None:
-    async def handler(block: bytes) -> bytes:
-        return hl7_adt.ack(hl7_adt.parse_message(block.decode()), "AA").encode()
-
-    listener = MllpListener(handler, "127.0.0.1", 0, idle_timeout_s=0.3)
+    listener = _acking_listener([], idle_timeout_s=0.3)
     await listener.start()
     try:
         reader, writer = await open_hl7_connection("127.0.0.1", listener.port)
