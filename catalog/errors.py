@@ -47,3 +47,13 @@ class ReportConflict(PermanentError):
 
     def __init__(self, exam_id: str, expected_revision: int) -> None:
         super().__init__(f"report of exam {exam_id} is no longer at revision {expected_revision}")
+
+
+class UserExists(PermanentError):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"user {username} already exists")
+
+
+class UnknownUser(PermanentError):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"user {username} is not in the catalog")

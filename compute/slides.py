@@ -45,6 +45,15 @@ class LrSlide:
     def read_region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         return self._tiff.read_region(0, x, y, width, height)
 
+    @property
+    def level_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of each stored pyramid level, level 0 first (the viewer cuts
+        zoomed-out tiles from the nearest level instead of level 0)."""
+        return [(level.width, level.height) for level in self._tiff.levels]
+
+    def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return self._tiff.read_region(level, x, y, width, height)
+
     def close(self) -> None:
         self._finalizer()
 

@@ -169,6 +169,26 @@ class ComputeSettings(_Group):
     wholeslide_chunk_tiles: int = Field(32, ge=1, le=1024)  # tiles per fan-out message
 
 
+class ViewerSettings(_Group):
+    """The diagnosis viewer (viewer/): tile API, search, reports, sign-in."""
+
+    host: str = LOOPBACK
+    port: int = Field(18480, ge=1, le=65535)
+    # Key that signs the viewer's bearer tokens (HS256, at least 32 characters). Unset: a random
+    # key is made once per install in ``<state_dir>/secrets/viewer-token.key`` (mode 0600); there is
+    # no built-in key. Several viewer replicas must share one key: set it here.
+    token_secret: SecretStr | None = Field(None, min_length=32)
+    token_ttl_s: int = Field(900, ge=60, le=86_400)  # short-lived; the UI renews while in use
+    # Failed sign-ins per user name and per client address within the window before refusing (429).
+    login_max_failures: int = Field(5, ge=1)
+    login_window_s: float = Field(300.0, gt=0)
+    # Magnification the HR pyramid reaches (the LR magnification times 2, 4 or 8).
+    target_magnification: float = Field(40.0, gt=0)
+    # An on-demand tile request nobody waits for after this long is dropped by compute.
+    tile_deadline_s: float = Field(20.0, gt=0)
+    lr_tile_quality: int = Field(90, ge=50, le=100)  # JPEG quality of tiles cut from the LR pyramid
+
+
 class _UnknownPrefixedEnv(PydanticBaseSettingsSource):
     """Hands ``SLIDESTREAM_*`` variables that name no setting to validation, so that
     ``extra="forbid"`` rejects them by name (pydantic-settings otherwise ignores unknown
@@ -231,6 +251,7 @@ class Settings(BaseSettings):
     his: HisSettings = HisSettings()
     compute: ComputeSettings = ComputeSettings()
     qc: QcAgentSettings = QcAgentSettings()
+    viewer: ViewerSettings = ViewerSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -252,7 +273,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = [self.kafka.port, self.kafka.controller_port, self.storage.port,
-                 self.storage.console_port, self.mongo.port, self.his.mllp_port, self.his.http_port]
+                 self.storage.console_port, self.mongo.port, self.his.mllp_port, self.his.http_port, self.viewer.port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")
         return self

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Protocol
 from uuid import UUID
@@ -107,6 +107,12 @@ class UpscaleClient:
         self._producer: AIOKafkaProducer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._expected: dict[UUID, Expected] = {}
+        self._listeners: list[Callable[[Answer], None]] = []
+
+    def listen(self, callback: Callable[[Answer], None]) -> None:
+        """Call ``callback`` with every answer seen, whoever asked (the viewer's live tile
+        updates: a browser waits for tiles that another request may have produced)."""
+        self._listeners.append(callback)
 
     async def __aenter__(self) -> UpscaleClient:
         exits = AsyncExitStack()
@@ -141,6 +147,11 @@ class UpscaleClient:
                 expected = self._expected.get(event.request_id)
                 if expected is not None:
                     expected.deliver(event)
+                for listener in self._listeners:
+                    try:
+                        listener(event)
+                    except Exception:  # one listener's bug must not stop answers for everyone
+                        log.exception("upscale.listener_failed")
 
     def expect(self, request_ids: Iterable[UUID]) -> Expected:
         """Register interest in ``request_ids``' answers; call before sending them."""

@@ -14,6 +14,7 @@ from schemas.catalog import (
     PendingMove,
     ReportRecord,
     TerminalRecord,
+    UserRecord,
 )
 from schemas.common import (
     IDENTITY_FIELDS,

@@ -38,6 +38,8 @@ def _to_millis(value: datetime) -> datetime:
 
 
 DbDatetime = Annotated[UtcDatetime, AfterValidator(_to_millis)]
+Username = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9._-]{1,63}$")]
+Department = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
 """Aware UTC datetime at MongoDB's millisecond precision."""
 
 
@@ -119,6 +121,10 @@ class ExamRecord(CatalogRecord):
     body_part: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)] | None = None
     clinical_info: Annotated[str, StringConstraints(strict=True, max_length=16384)] | None = None
     exam_date: DbDatetime
+    # Who reads it: a pathologist (username) and/or a department; the viewer shows an exam to
+    # its pathologist and to the pathologists of its department (administrators see all).
+    pathologist: Username | None = None
+    department: Department | None = None
     created_at: DbDatetime = Field(default_factory=db_now)
 
 
@@ -172,6 +178,7 @@ class ReportRecord(CatalogRecord):
     author: ShortText
     findings: Annotated[str, StringConstraints(strict=True, max_length=65536)] = ""
     diagnosis: Annotated[str, StringConstraints(strict=True, max_length=65536)] = ""
+    body_part: Annotated[str, StringConstraints(strict=True, max_length=64)] = ""
     status: Literal["draft", "final"] = "draft"
     revision: NonNegativeInt = 0  # optimistic concurrency: update only if unchanged
     created_at: DbDatetime = Field(default_factory=db_now)
@@ -189,6 +196,23 @@ class TerminalRecord(CatalogRecord):
     )
     max_images: PositiveInt
     active: bool = True
+
+
+Role = Literal["pathologist", "technician", "administrator"]
+
+
+class UserRecord(CatalogRecord):
+    """A person who signs in to the viewer. The password is kept only as an argon2 hash."""
+
+    collection: ClassVar[str] = "users"
+    key_fields: ClassVar[tuple[str, ...]] = ("username",)
+
+    username: Username
+    role: Role
+    department: Department | None = None
+    password_hash: Annotated[str, StringConstraints(strict=True, min_length=20, max_length=512)]
+    active: bool = True
+    created_at: DbDatetime = Field(default_factory=db_now)
 
 
 AuditValue = str | int | float | bool | None
@@ -227,5 +251,6 @@ CATALOG_MODELS: tuple[type[CatalogRecord], ...] = (
     ImageRecord,
     ReportRecord,
     TerminalRecord,
+    UserRecord,
     AuditEntry,
 )

@@ -18,6 +18,7 @@ from schemas.catalog import (
     PendingMove,
     ReportRecord,
     TerminalRecord,
+    UserRecord,
 )
 from schemas.common import ImageState, ObjectRef, PatientIdentity, QcCheckName, QcFailureKind, StorageTier
 from schemas.events import (
@@ -122,7 +123,8 @@ def example_records() -> list[CatalogRecord]:
         PatientRecord(patient_id=PATIENT_ID, identity=IDENTITY, status="admitted", visit_id="V-88",
                       ward="surgery-3", admitted_at=WHEN, last_exam_at=WHEN, created_at=WHEN),
         ExamRecord(exam_id=EXAM_ID, patient_id=PATIENT_ID, body_part="stomach",
-                   clinical_info="suspected adenocarcinoma, biopsy", exam_date=WHEN, created_at=WHEN),
+                   clinical_info="suspected adenocarcinoma, biopsy", exam_date=WHEN, created_at=WHEN,
+                   pathologist="dr.house", department="GI pathology"),
         ImageRecord(exam_id=EXAM_ID, patient_id=PATIENT_ID, slide_number=1, state=ImageState.LR,
                     tier=StorageTier.RECENT, object=_ref("recent", f"{EXAM_ID}/1/lr.tif"),
                     mirror=_ref("mirror", f"{EXAM_ID}/1/lr.tif"), acquired_at=WHEN, sha256=SHA,
@@ -135,9 +137,12 @@ def example_records() -> list[CatalogRecord]:
                     tier=StorageTier.TEMPORARY, object=_ref("hr-cache", f"{EXAM_ID}/1/x4/"),
                     acquired_at=WHEN, created_at=WHEN),
         ReportRecord(exam_id=EXAM_ID, author="dr-pathologist-2", findings="glandular structures",
-                     diagnosis="adenocarcinoma", status="final", revision=2, created_at=WHEN, updated_at=WHEN),
+                     diagnosis="adenocarcinoma", body_part="stomach", status="final", revision=2,
+                     created_at=WHEN, updated_at=WHEN),
         TerminalRecord(terminal_id="terminal-7", task_class="daily", body_parts=["stomach", "colon"],
                        max_images=40),
+        UserRecord(username="dr.house", role="pathologist", department="GI pathology",
+                   password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", created_at=WHEN),
         AuditEntry(at=WHEN, actor="viewer:terminal-7", action="retrieve",
                    target={"patient_id": PATIENT_ID, "exam_id": EXAM_ID, "slide_number": 1},
                    outcome="ok", detail={"state": 1, "cached": True}),

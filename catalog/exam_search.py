@@ -1,0 +1,118 @@
+"""Finding exams for a reader: search by patient, exam, body part and date, limited to what
+the reader may see (their own and their department's exams, or everything), and the slides
+and report state that a result list shows next to each exam."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+
+from catalog.claims import compare_and_set
+from catalog.errors import UnknownExam
+from catalog.repository import Catalog
+from schemas.catalog import ExamRecord, ImageRecord
+from schemas.common import ImageState
+
+
+@dataclass(frozen=True)
+class ExamScope:
+    """Which exams a reader may see: all, or those assigned to ``pathologist`` or ``department``."""
+
+    everything: bool = False
+    pathologist: str | None = None
+    department: str | None = None
+
+    def allows(self, exam: ExamRecord) -> bool:
+        if self.everything:
+            return True
+        return ((self.pathologist is not None and exam.pathologist == self.pathologist)
+                or (self.department is not None and exam.department == self.department))
+
+    def filter(self) -> dict[str, Any]:
+        if self.everything:
+            return {}
+        options: list[dict[str, Any]] = []
+        if self.pathologist is not None:
+            options.append({"pathologist": self.pathologist})
+        if self.department is not None:
+            options.append({"department": self.department})
+        # Nobody named: a filter that matches nothing (an empty $or is invalid in MongoDB).
+        return {"$or": options} if options else {"_id": {"$in": []}}
+
+
+@dataclass(frozen=True)
+class ExamQuery:
+    patient_id: str | None = None
+    exam_id: str | None = None
+    body_part: str | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None  # exclusive
+    limit: int = 50
+    offset: int = 0
+
+    def filter(self) -> dict[str, Any]:
+        flt: dict[str, Any] = {}
+        if self.patient_id is not None:
+            flt["patient_id"] = self.patient_id
+        if self.exam_id is not None:
+            flt["_id"] = self.exam_id
+        if self.body_part is not None:
+            flt["body_part"] = self.body_part
+        window: dict[str, datetime] = {}
+        if self.date_from is not None:
+            window["$gte"] = self.date_from
+        if self.date_to is not None:
+            window["$lt"] = self.date_to
+        if window:
+            flt["exam_date"] = window
+        return flt
+
+
+async def search_exams(catalog: Catalog, query: ExamQuery, scope: ExamScope) -> tuple[list[ExamRecord], int]:
+    """One page of matching exams, newest first, and how many match in all."""
+    clauses = [part for part in (query.filter(), scope.filter()) if part]
+    flt: dict[str, Any] = {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else {})
+    cursor = (catalog.exams.find(flt).sort([("exam_date", DESCENDING), ("_id", ASCENDING)])
+              .skip(query.offset).limit(query.limit))
+    exams = [ExamRecord.from_document(doc) async for doc in cursor]
+    total = await catalog.exams.count_documents(flt)
+    return exams, total
+
+
+async def lr_slides_of(catalog: Catalog, exam_ids: list[str]) -> dict[str, list[ImageRecord]]:
+    """The stored LR slides of each exam, by slide number."""
+    found: dict[str, list[ImageRecord]] = {exam_id: [] for exam_id in exam_ids}
+    if not exam_ids:
+        return found
+    cursor = catalog.images.find({"exam_id": {"$in": exam_ids}, "state": int(ImageState.LR)})
+    async for doc in cursor.sort([("exam_id", ASCENDING), ("slide_number", ASCENDING)]):
+        image = ImageRecord.from_document(doc)
+        found[image.exam_id].append(image)
+    return found
+
+
+async def report_states(catalog: Catalog, exam_ids: list[str]) -> dict[str, str]:
+    """``none``, ``draft`` or ``final`` for each exam."""
+    states = dict.fromkeys(exam_ids, "none")
+    if exam_ids:
+        async for doc in catalog.reports.find({"_id": {"$in": exam_ids}}, {"status": 1}):
+            states[str(doc["_id"])] = str(doc.get("status", "draft"))
+    return states
+
+
+async def assign_exam(catalog: Catalog, exam_id: str, *, pathologist: str | None,
+                      department: str | None) -> ExamRecord:
+    """Set who reads an exam; compare-and-set on the current assignment, retried on a race."""
+    for _ in range(20):
+        exam = await catalog.get_exam(exam_id)
+        if exam is None:
+            raise UnknownExam(exam_id)
+        doc = await compare_and_set(catalog.exams, catalog.claims, exam_id,
+                                    {"pathologist": exam.pathologist, "department": exam.department},
+                                    {"$set": {"pathologist": pathologist, "department": department}})
+        if doc is not None:
+            return ExamRecord.from_document(doc)
+    raise RuntimeError(f"assignment of exam {exam_id} kept changing under concurrent updates")

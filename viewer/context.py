@@ -1,0 +1,108 @@
+"""Everything a running viewer holds: catalog, users, object store, tiles, live news, the
+upscale client and the sign-in machinery; opened inside the event loop, closed with it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from catalog.db import connect, database
+from catalog.errors import UnknownExam
+from catalog.indexes import ensure_indexes
+from catalog.repository import Catalog
+from catalog.users import Users
+from core.retry import with_retries
+from core.secrets import install_secret
+from core.settings import Settings
+from core.tokens import TokenSigner
+from core.upscale_client import UpscaleClient
+from schemas.catalog import ExamRecord, UserRecord
+from storage.objects import ObjectStore
+from viewer.live import TileNewsHub
+from viewer.login_guard import LoginGuard
+from viewer.on_demand import OnDemand
+from viewer.tile_service import TileService
+
+USER_CACHE_S = 30.0  # a deactivated user's tokens stop working within this long
+EXAM_CACHE_S = 10.0  # a reassigned exam's readers change within this long
+
+
+@dataclass
+class ViewerContext:
+    settings: Settings
+    catalog: Catalog
+    users: Users
+    store: ObjectStore
+    tiles: TileService
+    hub: TileNewsHub
+    on_demand: OnDemand | None
+    signer: TokenSigner
+    guard: LoginGuard
+    _user_cache: dict[str, tuple[float, UserRecord | None]] = field(default_factory=dict)
+    _exam_cache: dict[str, tuple[float, ExamRecord]] = field(default_factory=dict)
+
+    async def exam(self, exam_id: str) -> ExamRecord:
+        """The exam (UnknownExam if none); cached briefly, since every tile checks access."""
+        now = time.monotonic()
+        cached = self._exam_cache.get(exam_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        exam = await self.catalog.get_exam(exam_id)
+        if exam is None:
+            raise UnknownExam(exam_id)
+        if len(self._exam_cache) > 10_000:
+            self._exam_cache.clear()
+        self._exam_cache[exam_id] = (now + EXAM_CACHE_S, exam)
+        return exam
+
+    def forget_exam(self, exam_id: str) -> None:
+        self._exam_cache.pop(exam_id, None)
+
+    async def active_user(self, username: str) -> UserRecord | None:
+        """The user if it exists and is active (cached briefly: every tile is authenticated)."""
+        now = time.monotonic()
+        cached = self._user_cache.get(username)
+        if cached is None or cached[0] <= now:
+            user = await self.users.get(username)
+            if len(self._user_cache) > 10_000:
+                self._user_cache.clear()
+            cached = (now + USER_CACHE_S, user if user is not None and user.active else None)
+            self._user_cache[username] = cached
+        return cached[1]
+
+
+def token_signer(settings: Settings) -> TokenSigner:
+    key = install_secret(settings.state_dir / "secrets", "viewer-token.key", settings.viewer.token_secret)
+    return TokenSigner(key, timedelta(seconds=settings.viewer.token_ttl_s))
+
+
+@asynccontextmanager
+async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncIterator[ViewerContext]:
+    """``compute`` False: no upscale client (tiles above LR stay placeholders)."""
+    async with AsyncExitStack() as exits:
+        client = connect(settings.mongo)
+        exits.push_async_callback(client.close)
+        db = database(client, settings.mongo)
+        await with_retries(lambda: ensure_indexes(db), what="catalog indexes", attempts=20)
+        catalog = Catalog(db)
+        store = ObjectStore(settings.storage)
+        exits.callback(store.close)
+        hub = TileNewsHub()
+        on_demand: OnDemand | None = None
+        if compute:
+            upscale = await exits.enter_async_context(UpscaleClient(settings))
+
+            async def send(request):  # type: ignore[no-untyped-def]
+                await upscale.send([(request, None)])
+
+            on_demand = OnDemand(send, hub, deadline_s=settings.viewer.tile_deadline_s)
+            exits.push_async_callback(on_demand.close)
+            upscale.listen(on_demand.on_answer)
+        viewer = settings.viewer
+        yield ViewerContext(
+            settings=settings, catalog=catalog, users=Users(db), store=store,
+            tiles=TileService(catalog, store, viewer, on_demand), hub=hub, on_demand=on_demand,
+            signer=token_signer(settings), guard=LoginGuard(viewer.login_max_failures, viewer.login_window_s))

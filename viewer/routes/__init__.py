@@ -1,0 +1,1 @@
+"""The viewer's HTTP routes, one module per concern."""

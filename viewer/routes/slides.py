@@ -1,0 +1,124 @@
+"""One slide: its description, the Deep Zoom descriptor and tiles, and live tile news (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from viewer.access import Ctx, User, require_exam
+from viewer.audit import audit
+from viewer.deepzoom import TileOutOfRange
+
+router = APIRouter(prefix="/api/slides", tags=["slides"])
+SlideNo = Annotated[int, Path(ge=1, le=9999)]
+Level = Annotated[int, Path(ge=0, le=64)]
+TILE_NAME = re.compile(r"^(\d{1,7})_(\d{1,7})\.(jpeg|jpg|png)$")
+KEEPALIVE_S = 15.0
+CACHEABLE = "private, max-age=3600"  # LR and hr-cache tiles do not change under a key
+
+
+class LevelOut(BaseModel):
+    level: int
+    magnification: float | None
+    kind: str
+
+
+class SlideOut(BaseModel):
+    exam_id: str
+    slide_number: int
+    width: int
+    height: int
+    lr_width: int
+    lr_height: int
+    lr_magnification: float | None
+    scale: int
+    max_level: int
+    lr_level: int
+    levels: list[LevelOut]
+    dzi_url: str
+    events_url: str
+    reading_mode: str
+
+
+def _base(exam_id: str, slide_number: int) -> str:
+    return f"/api/slides/{exam_id}/{slide_number}"
+
+
+async def _allowed(ctx: Ctx, user: User, exam_id: str) -> None:
+    require_exam(user, await ctx.exam(exam_id))
+
+
+@router.get("/{exam_id}/{slide_number}", response_model=SlideOut, responses={401: {}, 403: {}, 404: {}})
+async def open_slide(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) -> SlideOut:
+    """Opening a slide is audited and counts as a read of its LR image (tiering usage)."""
+    await _allowed(ctx, user, exam_id)
+    image, view = await ctx.tiles.view(exam_id, slide_number)
+    await ctx.catalog.record_access(image)
+    await audit(ctx.catalog, user.username, "slide_open", exam_id=exam_id, slide_number=slide_number,
+                scale=view.scale)
+    base = _base(exam_id, slide_number)
+    return SlideOut(exam_id=exam_id, slide_number=slide_number, width=view.width, height=view.height,
+                    lr_width=view.lr_width, lr_height=view.lr_height, lr_magnification=view.lr_magnification,
+                    scale=view.scale, max_level=view.max_level, lr_level=view.lr_level,
+                    levels=[LevelOut.model_validate(level) for level in view.levels()],
+                    dzi_url=f"{base}/slide.dzi", events_url=f"{base}/events",
+                    reading_mode="low-resolution: levels above the stored LR are computed on demand")
+
+
+@router.get("/{exam_id}/{slide_number}/slide.dzi", responses={200: {"content": {"application/xml": {}}},
+                                                             401: {}, 403: {}, 404: {}})
+async def dzi(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) -> Response:
+    await _allowed(ctx, user, exam_id)
+    _, view = await ctx.tiles.view(exam_id, slide_number)
+    return Response(view.dzi("jpeg"), media_type="application/xml")
+
+
+@router.get("/{exam_id}/{slide_number}/slide_files/{level}/{tile}",
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 401: {}, 403: {}, 404: {}})
+async def tile(exam_id: str, slide_number: SlideNo, level: Level, tile: str, user: User, ctx: Ctx,
+               view: str | None = None) -> Response:
+    """``X-Tile-Source``: lr, computed, scanned or placeholder (not ready: LR upsampled, not
+    cached). ``view=lr``: the LR version at any level (comparison view)."""
+    match = TILE_NAME.match(tile)
+    if match is None:
+        raise HTTPException(404, f"tile name {tile[:40]!r} is not <col>_<row>.<jpeg|png>")
+    if view not in (None, "lr"):
+        raise HTTPException(422, "view must be 'lr' or absent")
+    await _allowed(ctx, user, exam_id)
+    col, row, fmt = int(match[1]), int(match[2]), match[3]
+    result = await ctx.tiles.tile(exam_id, slide_number, level, col, row, fmt, lr_only=view == "lr")
+    cache = "no-store" if result.source == "placeholder" else CACHEABLE
+    return Response(result.body, media_type=result.media_type,
+                    headers={"X-Tile-Source": result.source, "Cache-Control": cache})
+
+
+@router.get("/{exam_id}/{slide_number}/events", responses={200: {"content": {"text/event-stream": {}}},
+                                                          401: {}, 403: {}, 404: {}})
+async def events(exam_id: str, slide_number: SlideNo, request: Request, user: User, ctx: Ctx) -> StreamingResponse:
+    """Server-Sent Events: ``tiles`` (computed tiles now in the hr-cache) and ``failed``."""
+    await _allowed(ctx, user, exam_id)
+    await ctx.tiles.view(exam_id, slide_number)  # 404 before the stream starts
+    await audit(ctx.catalog, user.username, "tile_session", exam_id=exam_id, slide_number=slide_number)
+
+    async def stream() -> AsyncIterator[str]:
+        with ctx.hub.subscribe(exam_id, slide_number) as queue:
+            yield ": connected\n\n"
+            while not await request.is_disconnected():
+                try:
+                    news = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                yield news.sse()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+__all__ = ["router", "TileOutOfRange"]

@@ -1,0 +1,131 @@
+"""Tiles of a slide's Deep Zoom pyramid, from wherever they are:
+
+* LR levels: cut from the stored LR pyramid with ranged reads (never the whole slide);
+* super-resolution levels: the hr-cache tile if it is there (``computed``); otherwise the LR
+  region upsampled at once (``placeholder``) while the tile is asked for on demand.
+
+``Tile.source`` says which, and the API puts it in a header so that a reader always knows
+whether a pixel was scanned, cut from the stored LR, or computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from minio.error import S3Error
+
+from catalog.errors import UnknownExam, UnknownImage
+from catalog.repository import Catalog
+from compute.slides import CatalogSlides, LrSlide, UnknownSlide
+from core.settings import ViewerSettings
+from schemas.catalog import ImageRecord
+from schemas.common import ImageState, StorageTier
+from schemas.events import TileRef
+from schemas.layout import hr_tile_key
+from storage.errors import is_missing
+from storage.objects import ObjectStore
+from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange, choose_scale
+from viewer.lr_tiles import cut_tile, encode
+from viewer.on_demand import OnDemand
+
+TileSource = Literal["lr", "computed", "scanned", "placeholder"]
+VIEW_TTL_S = 10.0  # a moved slide's record is looked up again after this long
+
+
+class SlideUnavailable(LookupError):
+    """The slide has no readable LR image (unknown, or its object is missing)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    body: bytes
+    media_type: str
+    source: TileSource
+
+
+class TileService:
+    def __init__(self, catalog: Catalog, store: ObjectStore, settings: ViewerSettings,
+                 on_demand: OnDemand | None = None, *, slides: CatalogSlides | None = None,
+                 max_views: int = 256) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.settings = settings
+        self.on_demand = on_demand
+        self.slides = slides or CatalogSlides(catalog, store, capacity=32)
+        self._views: OrderedDict[tuple[str, int], tuple[float, ImageRecord, SlideView]] = OrderedDict()
+        self._max_views = max_views
+
+    async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
+        key = (exam_id, slide_number)
+        cached = self._views.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            self._views.move_to_end(key)
+            return cached[1], cached[2]
+        image = await self.catalog.get_image(exam_id, slide_number, ImageState.LR)
+        if image is None:
+            if await self.catalog.get_exam(exam_id) is None:
+                raise UnknownExam(exam_id)
+            raise UnknownImage(exam_id, slide_number, int(ImageState.LR))
+        if image.width is None or image.height is None:
+            raise SlideUnavailable(f"slide {slide_number} of exam {exam_id} has no recorded size")
+        view = SlideView(image.width, image.height,
+                         choose_scale(image.magnification, self.settings.target_magnification),
+                         image.magnification)
+        self._views[key] = (time.monotonic() + VIEW_TTL_S, image, view)
+        if len(self._views) > self._max_views:
+            self._views.popitem(last=False)
+        return image, view
+
+    async def tile(self, exam_id: str, slide_number: int, level: int, col: int, row: int, fmt: str, *,
+                   lr_only: bool = False) -> Tile:
+        media_type = TILE_FORMATS.get(fmt)
+        if media_type is None:
+            raise TileOutOfRange(f"tile format {fmt!r} is not one of {sorted(TILE_FORMATS)}")
+        _, view = await self.view(exam_id, slide_number)
+        view.box(level, col, row)  # validates before any I/O
+        if view.kind(level) == "lr" or lr_only:
+            return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
+                        media_type, "lr")
+        cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
+        if cached is not None:
+            return Tile(cached, "image/png", "computed")
+        if self.on_demand is not None:
+            self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
+        return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
+                    media_type, "placeholder")
+
+    async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
+                         row: int) -> bytes | None:
+        ref = self.store.ref(StorageTier.TEMPORARY, hr_tile_key(exam_id, slide_number, scale, level, col, row))
+        try:
+            return await self.store.get_object(ref)  # one GET: a miss costs no more than a stat
+        except S3Error as exc:
+            if is_missing(exc):
+                return None
+            raise
+
+    async def _open(self, exam_id: str, slide_number: int) -> LrSlide:
+        try:
+            return await self.slides.open(exam_id, slide_number)
+        except UnknownSlide as exc:
+            raise SlideUnavailable(str(exc)) from exc
+
+    async def _cut(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int, row: int,
+                   media_type: str) -> bytes:
+        slide = await self._open(exam_id, slide_number)
+
+        def work() -> bytes:
+            return encode(cut_tile(slide, view, level, col, row), media_type, self.settings.lr_tile_quality)
+
+        try:
+            return await asyncio.to_thread(work)
+        except S3Error as exc:  # the LR moved tier meanwhile: look it up again next time
+            self.slides.forget(exam_id, slide_number)
+            self._views.pop((exam_id, slide_number), None)
+            if is_missing(exc):
+                raise SlideUnavailable(f"LR image of slide {slide_number} of exam {exam_id} moved; retry") from exc
+            raise
