@@ -26,6 +26,9 @@ def create_app(settings: Settings | None = None,
         settings.app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",
         store="memory://",
+        # Under the state directory, not the working directory (Faust's default), so that no
+        # process or test leaves ``<app id>-data`` folders wherever it was started.
+        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
         web_enabled=False,
         autodiscover=False,
         topic_replication_factor=1,
