@@ -22,6 +22,7 @@ DEFAULT_AGENT_MODULES: tuple[str, ...] = (
 def create_app(settings: Settings | None = None,
                agent_modules: Iterable[str] = DEFAULT_AGENT_MODULES) -> faust.App:
     settings = settings or get_settings()
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",

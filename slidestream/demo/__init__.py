@@ -23,7 +23,7 @@ def start_stack(settings: Settings, workers: int = 1) -> None:
     print(f"agents running: worker {answer.worker} answered a probe in {answer.round_trip_ms:.0f} ms")
 
 
-async def _flow(settings: Settings) -> int:
+async def _flow(settings: Settings) -> tuple[int, str | None]:
     from slidestream.demo.ingest import demo_ingest_and_qc
     from slidestream.demo.storage import demo_store_and_discharge
 
@@ -33,7 +33,7 @@ async def _flow(settings: Settings) -> int:
     print(f"{len(passed)} of {len(verdicts)} slides passed QC")
     if not passed:
         print("no slide passed QC: nothing to store")
-        return 1
+        return 1, None
 
     _banner("save agent -> catalog + recent tier; HIS discharge -> tier agent moves recent -> mid")
     await demo_store_and_discharge(settings, passed)
@@ -46,18 +46,26 @@ async def _flow(settings: Settings) -> int:
     _banner(f"viewer asks for 40x of slide {largest.slide_number} -> upscale.requested -> SR -> upscale.done")
     png = await demo_upscale_region(settings, largest.exam_id, largest.slide_number, scale=8)
     print(f"side-by-side LR upsampled | SR saved to {png}")
-    return 0
+    return 0, largest.exam_id
 
 
 def run_demo(settings: Settings, stop_after: bool = False) -> int:
     start_stack(settings)
     try:
-        return asyncio.run(_flow(settings))
+        status, exam_id = asyncio.run(_flow(settings))
+        if status == 0 and exam_id is not None:
+            from slidestream.demo.viewer import start_demo_viewer
+
+            _banner("diagnosis viewer: sign in, open the demo slide, zoom to 40x (computed on demand)")
+            start_demo_viewer(settings, exam_id)
+        return status
     finally:
         if stop_after:
             from infra.stack import down
+            from slidestream.viewer_process import stop_viewer
             from slidestream.workers import stop_workers
 
+            stop_viewer(settings)
             stop_workers(settings)
             down(settings)
         else:

@@ -238,3 +238,19 @@ async def test_reading_is_audited_by_user_without_identity_data(viewer, seeded: 
     assert (seeded.user("path"), "slide_open") in actions
     assert ("cli", "exam_assign") in actions
     assert seeded.patient_id not in json.dumps(entries)
+
+
+async def test_demo_accounts_get_new_passwords_every_run(viewer, seeded: Seeded, stack: Settings) -> None:
+    from slidestream.demo.viewer import DEMO_PATHOLOGIST, prepare_viewer
+
+    _, client = viewer
+    first = await prepare_viewer(stack, seeded.exam_id)
+    second = await prepare_viewer(stack, seeded.exam_id)
+    assert first[DEMO_PATHOLOGIST] != second[DEMO_PATHOLOGIST]
+    old = await client.post("/api/auth/login", json={"username": DEMO_PATHOLOGIST, "password": first[DEMO_PATHOLOGIST]})
+    assert old.status_code == 401
+    headers = await sign_in(client, DEMO_PATHOLOGIST, second[DEMO_PATHOLOGIST])
+    await asyncio.sleep(0)  # the exam cache may hold the old assignment for a few seconds: ask the catalog
+    exam = await viewer[0].catalog.get_exam(seeded.exam_id)
+    assert exam is not None and exam.pathologist == DEMO_PATHOLOGIST
+    assert (await client.get("/api/me", headers=headers)).json()["role"] == "pathologist"

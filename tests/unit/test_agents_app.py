@@ -15,4 +15,5 @@ def test_faust_data_lives_under_the_state_dir(tmp_path: Path, monkeypatch) -> No
     app = create_app(settings, agent_modules=())
     assert Path(app.conf.appdir).is_relative_to(tmp_path / "state")
     assert "unit-app" in str(app.conf.appdir)
+    Path(app.conf.datadir).mkdir(exist_ok=True)  # what Faust does at start: its parent must exist
     assert not any(p.name.endswith("-data") for p in tmp_path.iterdir())
