@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from core.settings import Settings
 from viewer import http_errors
 from viewer.context import ViewerContext, open_viewer
-from viewer.routes import admin, auth, exams, reports, slides
+from viewer.routes import admin, auth, exams, iiif, reports, slides
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -38,7 +38,7 @@ def create_app(settings: Settings, context: ViewerContext | None = None) -> Fast
                   description="Deep Zoom over 5x storage with 40x computed on demand; search, reports.",
                   docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     http_errors.install(app)
-    for module in (auth, exams, slides, reports, admin):
+    for module in (auth, exams, slides, iiif, reports, admin):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

@@ -59,3 +59,8 @@ def encode(pixels: np.ndarray, media_type: str, quality: int = 90) -> bytes:
     else:
         image.save(buffer, format="JPEG", quality=quality, subsampling=0)  # 4:4:4: keep stain edges
     return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from minio.error import S3Error
 
 from catalog.errors import UnknownExam, UnknownImage
@@ -29,7 +30,7 @@ from schemas.layout import hr_tile_key
 from storage.errors import is_missing
 from storage.objects import ObjectStore
 from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange, choose_scale
-from viewer.lr_tiles import cut_tile, encode
+from viewer.lr_tiles import cut_tile, decode, encode
 from viewer.on_demand import OnDemand
 
 TileSource = Literal["lr", "computed", "scanned", "placeholder"]
@@ -97,6 +98,13 @@ class TileService:
             self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
         return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
                     media_type, "placeholder")
+
+    async def pixels(self, exam_id: str, slide_number: int, level: int, col: int, row: int, *,
+                     lr_only: bool = False) -> tuple[np.ndarray, TileSource]:
+        """A tile as pixels (for composing IIIF regions); same sources as ``tile``."""
+        tile = await self.tile(exam_id, slide_number, level, col, row, "png", lr_only=lr_only)
+        pixels = await asyncio.to_thread(decode, tile.body)
+        return pixels, tile.source
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
                          row: int) -> bytes | None:

@@ -52,7 +52,8 @@ async def test_health_is_open_and_every_api_route_needs_a_token(viewer, seeded: 
     _, client = viewer
     assert (await client.get("/health")).status_code == 200
     schema = (await client.get("/api/openapi.json")).json()
-    params = {"exam_id": seeded.exam_id, "slide_number": "1", "level": "0", "tile": "0_0.jpeg"}
+    params = {"exam_id": seeded.exam_id, "slide_number": "1", "level": "0", "tile": "0_0.jpeg", "region": "full",
+              "size": "max", "rotation": "0", "quality_format": "default.jpg"}
     checked = 0
     for path, methods in schema["paths"].items():
         if path in ("/health", "/api/auth/login"):
@@ -240,10 +241,11 @@ async def test_reading_is_audited_by_user_without_identity_data(viewer, seeded: 
     assert seeded.patient_id not in json.dumps(entries)
 
 
-async def test_demo_accounts_get_new_passwords_every_run(viewer, seeded: Seeded, stack: Settings) -> None:
+async def test_demo_accounts_get_new_passwords_every_run(viewer, stack: Settings) -> None:
     from slidestream.demo.viewer import DEMO_PATHOLOGIST, prepare_viewer
 
     _, client = viewer
+    seeded = await seed(stack)  # its own exam: the demo reassigns it
     first = await prepare_viewer(stack, seeded.exam_id)
     second = await prepare_viewer(stack, seeded.exam_id)
     assert first[DEMO_PATHOLOGIST] != second[DEMO_PATHOLOGIST]
@@ -254,3 +256,25 @@ async def test_demo_accounts_get_new_passwords_every_run(viewer, seeded: Seeded,
     exam = await viewer[0].catalog.get_exam(seeded.exam_id)
     assert exam is not None and exam.pathologist == DEMO_PATHOLOGIST
     assert (await client.get("/api/me", headers=headers)).json()["role"] == "pathologist"
+
+
+async def test_iiif_info_and_regions(viewer, seeded: Seeded) -> None:
+    _, client = viewer
+    headers = await headers_for(viewer, seeded, "path")
+    base = f"/api/iiif/{seeded.exam_id}/{seeded.slide_number}"
+    info = await client.get(f"{base}/info.json", headers=headers)
+    assert info.status_code == 200 and info.headers["content-type"].startswith("application/ld+json")
+    data = info.json()
+    assert (data["width"], data["height"]) == (4800, 4800) and data["id"].endswith(base)
+    thumb = await client.get(f"{base}/full/300,/0/default.jpg", headers=headers)
+    assert thumb.status_code == 200 and thumb.headers["x-tile-source"] == "lr"
+    assert Image.open(io.BytesIO(thumb.content)).size == (300, 300)
+    detail = await client.get(f"{base}/1024,1024,256,256/max/0/default.png", headers=headers)
+    assert Image.open(io.BytesIO(detail.content)).size == (256, 256)
+    assert detail.headers["x-tile-source"] in ("placeholder", "computed")
+    for bad, status in ((f"{base}/5000,0,10,10/max/0/default.jpg", 400), (f"{base}/full/max/90/default.jpg", 501),
+                        (f"{base}/full/max/0/bitonal.jpg", 400), (f"{base}/full/9000,/0/default.jpg", 400)):
+        reply = await client.get(bad, headers=headers)
+        assert reply.status_code == status, bad
+    other = await headers_for(viewer, seeded, "other")
+    assert (await client.get(f"{base}/info.json", headers=other)).status_code == 403
