@@ -2,7 +2,7 @@
 
 ``{region}/{size}/{rotation}/{quality}.{format}``: region ``full``, ``square``, ``x,y,w,h`` or
 ``pct:x,y,w,h``; size ``max``, ``w,``, ``,h``, ``pct:n``, ``w,h`` or ``!w,h`` (``^`` allows
-upscaling past the region); rotation ``0`` only; quality ``default`` or ``color``; format
+upscaling past the region); rotation 0, 90, 180 or 270, ``!`` mirrors; quality ``default`` or ``color``; format
 ``jpg`` or ``png``. The answer is composed from the pyramid level nearest above the wanted
 resolution, so a zoomed-out request never reads 40x tiles.
 """
@@ -44,6 +44,8 @@ class IiifPlan:
     height: int
     level: int  # Deep Zoom level the output is cut from
     media_type: str
+    mirror: bool = False
+    rotation: int = 0  # clockwise degrees, a multiple of 90
 
 
 def parse_region(text: str, view: SlideView) -> Box:
@@ -108,9 +110,18 @@ def parse_size(text: str, region: Box) -> tuple[int, int]:
     return width, height
 
 
+def parse_rotation(text: str) -> tuple[bool, int]:
+    """``[!]degrees``: mirror first, then rotate clockwise; multiples of 90 only (slides are
+    turned, not tilted: arbitrary angles would need a background colour and resampling)."""
+    mirror = text.startswith("!")
+    body = text[1:] if mirror else text
+    if not re.fullmatch(_NUMBER, body) or float(body) % 90 != 0 or float(body) > 360:
+        raise IiifError(f"rotation {text[:20]!r} must be 0, 90, 180 or 270 (optionally with a leading !)")
+    return mirror, int(float(body)) % 360
+
+
 def plan(view: SlideView, region: str, size: str, rotation: str, quality_format: str) -> IiifPlan:
-    if rotation not in ("0", "0.0"):
-        raise IiifError("only rotation 0 is supported", 501)
+    mirror, degrees = parse_rotation(rotation)
     quality, _, fmt = quality_format.rpartition(".")
     if quality not in ("default", "color"):
         raise IiifError(f"quality {quality[:20]!r} is not supported (default, color)", 400)
@@ -121,7 +132,7 @@ def plan(view: SlideView, region: str, size: str, rotation: str, quality_format:
     # The coarsest level still at least as fine as the output.
     downsample = min(box.width / width, box.height / height)
     steps = max(0, int(math.floor(math.log2(downsample)))) if downsample >= 1 else 0
-    return IiifPlan(box, width, height, max(0, view.max_level - steps), FORMATS[fmt])
+    return IiifPlan(box, width, height, max(0, view.max_level - steps), FORMATS[fmt], mirror, degrees)
 
 
 def tiles_of(view: SlideView, plan: IiifPlan) -> tuple[int, int, int, int, int]:
@@ -145,5 +156,6 @@ def info(view: SlideView, base_id: str) -> dict[str, object]:
         "maxArea": MAX_AREA,
         "tiles": [{"width": TILE_SIZE, "scaleFactors": [2 ** k for k in range(view.max_level + 1)]}],
         "extraFormats": ["png"],
-        "extraFeatures": ["regionByPct", "sizeByPct", "sizeByConfinedWh", "sizeByWh", "sizeUpscaling"],
+        "extraFeatures": ["regionByPct", "sizeByPct", "sizeByConfinedWh", "sizeByWh", "sizeUpscaling",
+                          "mirroring", "rotationBy90s"],
     }

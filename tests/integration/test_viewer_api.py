@@ -269,10 +269,12 @@ async def test_iiif_info_and_regions(viewer, seeded: Seeded) -> None:
     thumb = await client.get(f"{base}/full/300,/0/default.jpg", headers=headers)
     assert thumb.status_code == 200 and thumb.headers["x-tile-source"] == "lr"
     assert Image.open(io.BytesIO(thumb.content)).size == (300, 300)
+    turned = await client.get(f"{base}/0,0,4800,2400/600,/90/default.jpg", headers=headers)
+    assert Image.open(io.BytesIO(turned.content)).size == (300, 600)  # clockwise: portrait
     detail = await client.get(f"{base}/1024,1024,256,256/max/0/default.png", headers=headers)
     assert Image.open(io.BytesIO(detail.content)).size == (256, 256)
     assert detail.headers["x-tile-source"] in ("placeholder", "computed")
-    for bad, status in ((f"{base}/5000,0,10,10/max/0/default.jpg", 400), (f"{base}/full/max/90/default.jpg", 501),
+    for bad, status in ((f"{base}/5000,0,10,10/max/0/default.jpg", 400), (f"{base}/full/max/45/default.jpg", 400),
                         (f"{base}/full/max/0/bitonal.jpg", 400), (f"{base}/full/9000,/0/default.jpg", 400)):
         reply = await client.get(bad, headers=headers)
         assert reply.status_code == status, bad

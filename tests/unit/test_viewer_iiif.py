@@ -55,8 +55,9 @@ def test_a_thumbnail_reads_a_coarse_level_and_a_40x_region_the_top() -> None:
     assert tiles_of(VIEW, detail) == (1, 2, 1, 3, 2)
 
 
-@pytest.mark.parametrize(("rotation", "qf", "status"), [("90", "default.jpg", 501), ("0", "gray.jpg", 400),
-                                                        ("0", "default.gif", 400)])
+@pytest.mark.parametrize(("rotation", "qf", "status"), [("45", "default.jpg", 400), ("0", "gray.jpg", 400),
+                                                        ("0", "default.gif", 400), ("x", "default.jpg", 400),
+                                                        ("450", "default.jpg", 400)])
 def test_unsupported_features(rotation: str, qf: str, status: int) -> None:
     with pytest.raises(IiifError) as err:
         plan(VIEW, "full", "max", rotation, qf)
@@ -67,3 +68,10 @@ def test_info_describes_the_pyramid() -> None:
     data = info(VIEW, "http://x/api/iiif/E/1")
     assert (data["width"], data["height"], data["type"]) == (4800, 2400, "ImageService3")
     assert data["tiles"] == [{"width": 256, "scaleFactors": [2 ** k for k in range(14)]}]
+
+
+@pytest.mark.parametrize(("text", "parsed"), [("0", (False, 0)), ("90", (False, 90)), ("!180", (True, 180)),
+                                              ("270.0", (False, 270)), ("360", (False, 0))])
+def test_rotations_by_90_and_mirroring(text: str, parsed: tuple[bool, int]) -> None:
+    p = plan(VIEW, "full", "max", text, "default.jpg")
+    assert (p.mirror, p.rotation) == parsed

@@ -65,6 +65,9 @@ async def image(exam_id: str, slide_number: SlideNo, region: str, size: str, rot
     except IiifError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     pixels, sources = await compose(ctx.tiles, exam_id, slide_number, view, p)
+    if p.mirror:
+        pixels = pixels[:, ::-1]
+    pixels = np.ascontiguousarray(np.rot90(pixels, k=-(p.rotation // 90)))  # clockwise
     source = next(s for s in ("placeholder", "computed", "scanned", "lr") if s in sources)
     body = await asyncio.to_thread(encode, pixels, p.media_type, ctx.settings.viewer.lr_tile_quality)
     return Response(body, media_type=p.media_type, headers={
