@@ -18,7 +18,7 @@ import structlog
 from core.upscale_client import Answer
 from schemas.catalog import db_now
 from schemas.events import TileRef, UpscaleDone, UpscaleRequested
-from schemas.topics import Priority
+from schemas.topics import PRIORITY_ORDER, Priority
 from viewer.live import TileNews, TileNewsHub, news_of
 
 log = structlog.get_logger(__name__)
@@ -43,24 +43,28 @@ class OnDemand:
     gather_s: float = 0.015  # one viewport's tile requests arrive within a few ms of each other
     max_tiles: int = 256
     clock: Callable[[], float] = time.monotonic
-    _in_flight: dict[TileKey, float] = field(default_factory=dict)  # tile -> monotonic expiry
+    # tile -> (monotonic expiry, priority rank it was asked at)
+    _in_flight: dict[TileKey, tuple[float, int]] = field(default_factory=dict)
     _gathering: dict[tuple[str, int, int, Priority], list[TileRef]] = field(default_factory=dict)
     _asked: dict[UUID, _Asked] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def pending(self, exam_id: str, slide_number: int) -> int:
         now = self.clock()
-        return sum(1 for (e, s, _, _), until in self._in_flight.items() if e == exam_id and s == slide_number
+        return sum(1 for (e, s, _, _), (until, _) in self._in_flight.items() if e == exam_id and s == slide_number
                    and until > now)
 
     def want(self, exam_id: str, slide_number: int, scale: int, tile: TileRef,
              priority: Priority = Priority.INTERACTIVE) -> bool:
-        """Ask for ``tile`` unless it is already asked for; True if this call asked."""
+        """Ask for ``tile`` unless it is already asked for at this priority or a higher one
+        (a prefetched tile that comes into view is asked again, at interactive priority; the
+        compute service answers the later copy from its cache); True if this call asked."""
         key = (exam_id, slide_number, scale, tile)
         now = self.clock()
-        if self._in_flight.get(key, 0.0) > now:
+        until, rank = self._in_flight.get(key, (0.0, len(PRIORITY_ORDER)))
+        if until > now and rank <= priority.rank:
             return False
-        self._in_flight[key] = now + self.deadline_s
+        self._in_flight[key] = (now + self.deadline_s, priority.rank)
         group = (exam_id, slide_number, scale, priority)
         tiles = self._gathering.get(group)
         if tiles is None:
@@ -125,7 +129,7 @@ class OnDemand:
         if len(self._in_flight) < 10_000:
             return
         now = self.clock()
-        for key in [key for key, until in self._in_flight.items() if until <= now]:
+        for key in [key for key, (until, _) in self._in_flight.items() if until <= now]:
             del self._in_flight[key]
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
 from schemas.events import TileRef
 from schemas.layout import hr_tile_key
+from schemas.topics import Priority
 from storage.errors import is_missing
 from storage.objects import ObjectStore
 from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange, choose_scale
@@ -105,6 +106,23 @@ class TileService:
         tile = await self.tile(exam_id, slide_number, level, col, row, "png", lr_only=lr_only)
         pixels = await asyncio.to_thread(decode, tile.body)
         return pixels, tile.source
+
+    async def prefetch(self, exam_id: str, slide_number: int, tiles: list[TileRef], priority: Priority) -> int:
+        """Ask for those of ``tiles`` not in the hr-cache; how many were asked for."""
+        if self.on_demand is None or not tiles:
+            return 0
+        _, view = await self.view(exam_id, slide_number)
+        checks = asyncio.Semaphore(16)
+
+        async def cached(tile: TileRef) -> bool:
+            ref = self.store.ref(StorageTier.TEMPORARY,
+                                 hr_tile_key(exam_id, slide_number, view.scale, tile.level, tile.col, tile.row))
+            async with checks:
+                return await self.store.exists(ref)
+
+        present = await asyncio.gather(*(cached(tile) for tile in tiles))
+        return sum(self.on_demand.want(exam_id, slide_number, view.scale, tile, priority)
+                   for tile, hit in zip(tiles, present, strict=True) if not hit)
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
                          row: int) -> bytes | None:

@@ -280,3 +280,20 @@ async def test_iiif_info_and_regions(viewer, seeded: Seeded) -> None:
         assert reply.status_code == status, bad
     other = await headers_for(viewer, seeded, "other")
     assert (await client.get(f"{base}/info.json", headers=other)).status_code == 403
+
+
+async def test_a_viewport_prefetches_its_ring_once_at_a_lower_priority(viewer, seeded: Seeded) -> None:
+    context, client = viewer
+    headers = await headers_for(viewer, seeded, "path")
+    info = (await client.get(slide_url(seeded), headers=headers)).json()
+    url = f"{slide_url(seeded)}/viewport"
+    body = {"level": info["max_level"], "x": 2048, "y": 2048, "width": 1024, "height": 512}
+    first = (await client.post(url, json=body, headers=headers)).json()
+    assert first["visible"] == 8 and first["ring"] > 0 and 0 < first["prefetching"] <= first["ring"]
+    assert first["mode"].startswith("low-resolution")
+    again = (await client.post(url, json=body, headers=headers)).json()
+    assert again["prefetching"] == 0  # already asked for
+    lr = (await client.post(url, json={**body, "level": info["lr_level"]}, headers=headers)).json()
+    assert lr["ring"] == 0
+    for bad in ({**body, "width": 0}, {**body, "level": 99}, {**body, "extra": 1}):
+        assert (await client.post(url, json=bad, headers=headers)).status_code in (404, 422)

@@ -129,3 +129,22 @@ async def test_a_huge_viewport_is_split_at_max_tiles(n: int) -> None:
     await asyncio.sleep(0.05)
     assert sorted(len(r.tiles or []) for r in sent) == [44, 256]
     await demand.close()
+
+
+async def test_a_prefetched_tile_coming_into_view_is_asked_again_at_interactive() -> None:
+    from schemas.topics import Priority
+
+    sent: list[UpscaleRequested] = []
+
+    async def send(request: UpscaleRequested) -> None:
+        sent.append(request)
+
+    demand = OnDemand(send, TileNewsHub(), gather_s=0.0)
+    tile = tiles(1)[0]
+    assert demand.want("E1", 1, 8, tile, Priority.DISTRIBUTION)
+    assert not demand.want("E1", 1, 8, tile, Priority.BACKGROUND)  # lower: already covered
+    assert demand.want("E1", 1, 8, tile, Priority.INTERACTIVE)
+    assert not demand.want("E1", 1, 8, tile, Priority.DISTRIBUTION)
+    await asyncio.sleep(0.02)
+    assert [r.priority for r in sent] == ["distribution", "interactive"]
+    await demand.close()

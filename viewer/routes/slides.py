@@ -9,11 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.topics import Priority
 from viewer.access import Ctx, User, require_exam
 from viewer.audit import audit
 from viewer.deepzoom import TileOutOfRange
+from viewer.prefetch import viewport_tiles
 
 router = APIRouter(prefix="/api/slides", tags=["slides"])
 SlideNo = Annotated[int, Path(ge=1, le=9999)]
@@ -21,6 +23,7 @@ Level = Annotated[int, Path(ge=0, le=64)]
 TILE_NAME = re.compile(r"^(\d{1,7})_(\d{1,7})\.(jpeg|jpg|png)$")
 KEEPALIVE_S = 15.0
 CACHEABLE = "private, max-age=3600"  # LR and hr-cache tiles do not change under a key
+MODE = "low-resolution: levels above the stored LR are computed on demand, neighbours prefetched"
 
 
 class LevelOut(BaseModel):
@@ -68,7 +71,7 @@ async def open_slide(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) 
                     scale=view.scale, max_level=view.max_level, lr_level=view.lr_level,
                     levels=[LevelOut.model_validate(level) for level in view.levels()],
                     dzi_url=f"{base}/slide.dzi", events_url=f"{base}/events",
-                    reading_mode="low-resolution: levels above the stored LR are computed on demand")
+                    reading_mode=MODE)
 
 
 @router.get("/{exam_id}/{slide_number}/slide.dzi", responses={200: {"content": {"application/xml": {}}},
@@ -119,6 +122,37 @@ async def events(exam_id: str, slide_number: SlideNo, request: Request, user: Us
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+class ViewportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    level: int = Field(ge=0, le=64)
+    x: int = Field(ge=-(1 << 31), le=1 << 31)
+    y: int = Field(ge=-(1 << 31), le=1 << 31)
+    width: int = Field(gt=0, le=1 << 16)
+    height: int = Field(gt=0, le=1 << 16)
+
+
+class ViewportOut(BaseModel):
+    mode: str
+    visible: int
+    ring: int
+    prefetching: int
+
+
+@router.post("/{exam_id}/{slide_number}/viewport", response_model=ViewportOut,
+             responses={401: {}, 403: {}, 404: {}, 422: {}})
+async def viewport(exam_id: str, slide_number: SlideNo, body: ViewportIn, user: User, ctx: Ctx) -> ViewportOut:
+    """The browser says what it shows (pixels of ``level``); on super-resolution levels the
+    ring of neighbouring tiles not yet in the hr-cache is asked for at a priority below
+    interactive, so that a pan lands on computed tiles."""
+    await _allowed(ctx, user, exam_id)
+    _, view = await ctx.tiles.view(exam_id, slide_number)
+    if body.level > view.max_level:
+        raise HTTPException(404, f"level {body.level} is outside 0..{view.max_level}")
+    wanted = viewport_tiles(view, body.level, body.x, body.y, body.width, body.height)
+    asked = await ctx.tiles.prefetch(exam_id, slide_number, wanted.ring, Priority.DISTRIBUTION)
+    return ViewportOut(mode=MODE, visible=len(wanted.visible), ring=len(wanted.ring), prefetching=asked)
 
 
 __all__ = ["router", "TileOutOfRange"]
