@@ -5,7 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-run lint servers up down status bench clean
+WEB := viewer/web
+WEB_STAMP := $(WEB)/node_modules/.installed
+
+.PHONY: demo test test-unit test-run lint servers browser up down status bench clean
 
 $(STAMP): pyproject.toml
 	bash infra/ensure-tools.sh
@@ -14,14 +17,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-servers: $(STAMP)
+# OpenSeadragon from npm, served by the viewer (no CDN).
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund
+	touch $@
+
+servers: $(STAMP) $(WEB_STAMP)
 	$(PY) -m infra build
+
+# Debian's chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	bash infra/ensure-browser.sh
 
 demo: servers
 	$(VENV)/bin/slidestream demo
 
 # Static checks first (seconds), then the suite against the real servers.
-test: servers
+test: servers browser
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-run
 

@@ -12,6 +12,7 @@ BENCHES = {
     "qc-latency": "bench.qc_latency_bench",
     "tier": "bench.tier_bench",
     "compute": "bench.compute_bench",
+    "viewer": "bench.viewer_bench",
 }
 
 

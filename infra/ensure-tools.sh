@@ -8,6 +8,7 @@ missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
+command -v npm >/dev/null || missing+=(npm)  # OpenSeadragon for the viewer comes from npm
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

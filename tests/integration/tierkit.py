@@ -41,8 +41,9 @@ def lr_tiff(seed: int = 0, size: int = LR_SIZE) -> bytes:
     sources = sorted((DATA / "histolab_tiles").glob("*.png"))
     with Image.open(sources[seed % len(sources)]) as img:
         pixels = np.asarray(img.convert("RGB"))[:size, :size]
-    # Exactly size x size (some sources are smaller), as stage_slide's event says.
-    pixels = np.pad(pixels, ((0, size - pixels.shape[0]), (0, size - pixels.shape[1]), (0, 0)), mode="reflect")
+    # Exactly size x size (some sources are smaller: repeated), as stage_slide's event says.
+    reps = (-(-size // pixels.shape[0]), -(-size // pixels.shape[1]), 1)
+    pixels = np.ascontiguousarray(np.tile(pixels, reps)[:size, :size])
     out = io.BytesIO()
     write_pyramid(pixels, out, mpp=2.0, magnification=5.0)
     return out.getvalue()
@@ -61,13 +62,13 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 
 async def stage_slide(svc: Services, *, patient_id: str, exam_id: str, slide_number: int = 1,
                       data: bytes | None = None, sha256: str | None = None,
-                      acquired_at: datetime | None = None) -> SlideQcPassed:
-    """Put an LR slide into the ingest bucket and return its ``slide.qc_passed`` event."""
-    data = data if data is not None else lr_tiff(slide_number)
+                      acquired_at: datetime | None = None, size: int = LR_SIZE) -> SlideQcPassed:
+    """Put an LR slide (``size`` px square) into the ingest bucket; its ``slide.qc_passed`` event."""
+    data = data if data is not None else lr_tiff(slide_number, size)
     ref = ObjectRef(bucket=svc.store.bucket("ingest"), key=lr_staging_key(exam_id, slide_number))  # as QC writes it
     await svc.store.put_bytes(ref, data, content_type="image/tiff")
     return SlideQcPassed(
-        patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=LR_SIZE, height=LR_SIZE,
+        patient_id=patient_id, exam_id=exam_id, slide_number=slide_number, lr=ref, width=size, height=size,
         magnification=5.0, mpp=2.0, sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data),
         acquired_at=acquired_at or datetime.now(UTC), checks=[])
 

@@ -3,19 +3,17 @@ each role, and the real viewer app served by uvicorn on a free loopback port."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
 
 from core.settings import Settings
 from tests.integration.tierkit import services, stage_slide, uid
-from viewer.app import create_app
-from viewer.context import ViewerContext, open_viewer
+from viewer.context import ViewerContext
+from viewer.serve import running_viewer
 from viewer.users_admin import add_user, assign
 
 
@@ -31,14 +29,16 @@ class Seeded:
         return next(name for name in self.passwords if name.startswith(role[:4]))
 
 
-async def seed(settings: Settings) -> Seeded:
-    """One exam with one stored 600x600 5x slide, assigned to ``path-...`` (GI pathology);
-    users: that pathologist, another pathologist of another department, a technician and an
-    administrator, each with a random password."""
+async def seed(settings: Settings, size: int = 600, data: bytes | None = None) -> Seeded:
+    """One exam with one stored ``size`` px square 5x slide (``data``: its TIFF; default a
+    repeated H&E tile), assigned to ``path-...`` (GI pathology); users: that pathologist,
+    another pathologist of another department, a technician and an administrator, each with a
+    random password."""
     suffix = uid("")[:6]
     seeded = Seeded(exam_id=uid("EV"), patient_id=uid("PV"), slide_number=1)
     async with services(settings) as svc:
-        await svc.saver.save(await stage_slide(svc, patient_id=seeded.patient_id, exam_id=seeded.exam_id))
+        await svc.saver.save(await stage_slide(svc, patient_id=seeded.patient_id, exam_id=seeded.exam_id,
+                                               size=size, data=data))
     for name, role, dept in ((f"path-{suffix}", "pathologist", seeded.department),
                              (f"other-{suffix}", "pathologist", "Dermatopathology"),
                              (f"tech-{suffix}", "technician", None),
@@ -51,26 +51,8 @@ async def seed(settings: Settings) -> Seeded:
 
 
 @contextlib.asynccontextmanager
-async def serve_viewer(settings: Settings, context: ViewerContext) -> AsyncIterator[str]:
-    """The app on a free port; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, context), host="127.0.0.1", port=0,
-                                           log_level="warning", access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@contextlib.asynccontextmanager
 async def viewer_on(settings: Settings, *, compute: bool = True) -> AsyncIterator[tuple[ViewerContext, str]]:
-    async with open_viewer(settings, compute=compute) as context, serve_viewer(settings, context) as url:
+    async with running_viewer(settings, compute=compute) as (context, url):
         yield context, url
 
 
