@@ -2,11 +2,11 @@
 
     python -m bench.viewer_bench [--quick]
 
-Runs its own stack (ports 39292.., temp state), one compute worker process with the default
-model (2 threads) and the viewer in this process, on an LR slide of 5x H&E (MoNuSeg 40x images
-downsampled x8 and tiled). Simulated viewers are HTTP clients doing what the browser does:
-fetch the visible tiles of a 1920x1080 screen, follow the SSE news, fetch again when a tile is
-announced, tell the viewer the viewport (prefetch), pan.
+Runs its own stack (ports 39292.., temp state), the viewer (``slidestream viewer``) and one
+compute worker with the default model (2 threads) as processes, on an LR slide of 5x H&E
+(MoNuSeg 40x images downsampled x8 and tiled). Simulated viewers are HTTP clients doing what
+the browser does: fetch the visible tiles of a 1920x1080 screen over at most 6 connections (a
+browser's limit per host), follow the SSE news, tell the viewer the viewport (prefetch), pan.
 
 * LR tiles, hr-cache hits: per-tile latency at 1, 4 and 16 concurrent viewers panning.
 * On-demand misses: tile requested (placeholder) -> computed tile announced.
@@ -45,6 +45,7 @@ PORTS = {
     "SLIDESTREAM_VIEWER__PORT": "39297",
 }
 SCREEN = (1920, 1080)
+BROWSER_CONNECTIONS = 6
 EXAM = "BENCH-VIEWER"
 
 
@@ -62,6 +63,7 @@ class Viewer:
 
     def __init__(self, client: httpx.AsyncClient, headers: dict[str, str], info: dict) -> None:
         self.client = client
+        self.connections = asyncio.Semaphore(BROWSER_CONNECTIONS)
         self.headers = headers
         self.info = info
         self.files = info["dzi_url"].removesuffix(".dzi") + "_files"
@@ -89,8 +91,10 @@ class Viewer:
             self._news.cancel()
 
     async def tile(self, level: int, col: int, row: int) -> tuple[float, str]:
-        t0 = time.perf_counter()
-        reply = await self.client.get(f"{self.files}/{level}/{col}_{row}.jpeg", headers=self.headers)
+        """Latency of one tile from when a connection is free (as a browser's network panel shows)."""
+        async with self.connections:
+            t0 = time.perf_counter()
+            reply = await self.client.get(f"{self.files}/{level}/{col}_{row}.jpeg", headers=self.headers)
         reply.raise_for_status()
         return 1000 * (time.perf_counter() - t0), reply.headers["x-tile-source"]
 
@@ -157,7 +161,6 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
     from core.upscale_client import upscale_tiles
     from schemas.events import Region, UpscaleRequested
     from slidestream.demo.viewer import demo_account
-    from viewer.serve import running_viewer
     from viewer.users_admin import assign
 
     columns, rows = (12, 8) if quick else (16, 12)
@@ -166,8 +169,10 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
     password = await demo_account(settings, "bench.reader", "pathologist", "Bench")
     await assign(settings, EXAM, pathologist="bench.reader", department=None, actor="bench")
     worker = start_worker(settings, workdir)
+    viewer = start_viewer(settings, workdir)
+    url = f"http://{settings.viewer.host}:{settings.viewer.port}"
     try:
-        async with running_viewer(settings) as (_, url), httpx.AsyncClient(base_url=url, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             login = await client.post("/api/auth/login", json={"username": "bench.reader", "password": password})
             headers = {"Authorization": f"Bearer {login.json()['token']}"}
             info = (await client.get(f"/api/slides/{EXAM}/1", headers=headers)).json()
@@ -206,6 +211,7 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
                     pans[i % 2 == 0].append((await v.sharp(top, x + SCREEN[0], y, prefetch=False))[0])
     finally:
         stop_worker(worker)
+        stop_worker(viewer)
     print(f"\nViewer on {machine()}: LR {pixels.shape[1]}x{pixels.shape[0]} at 5x, 40x = x8, "
           f"default model, 1 compute worker (2 threads), screen {SCREEN[0]}x{SCREEN[1]}\n")
     print(table(["tiles", "viewers", "requests", "p50 (ms)", "p95 (ms)"], rows_lat))
@@ -225,6 +231,21 @@ def start_worker(settings: Settings, workdir: Path) -> Path:
     env = {"SLIDESTREAM_COMPUTE__THREADS": "2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process.spawn([sys.executable, "-m", "slidestream.compute_worker", "worker", "--loglevel", "warning"],
                   log_path=workdir / "compute-worker.log", pid_path=pid, env=env, cwd=workdir)
+    return pid
+
+
+def start_viewer(settings: Settings, workdir: Path) -> Path:
+    from infra import process
+    from slidestream.viewer_process import healthy
+
+    pid = workdir / "viewer.pid"
+    process.spawn([sys.executable, "-m", "slidestream", "viewer"], log_path=workdir / "viewer.log", pid_path=pid,
+                  env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])}, cwd=workdir)
+    deadline = time.monotonic() + 60
+    while not healthy(settings):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"viewer did not start: {process.tail(workdir / 'viewer.log', 20)}")
+        time.sleep(0.2)
     return pid
 
 

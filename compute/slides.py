@@ -73,6 +73,7 @@ class _LruSlides:
 
     def __init__(self, capacity: int = 16) -> None:
         self._open: OrderedDict[tuple[str, int], LrSlide] = OrderedDict()
+        self._opening: dict[tuple[str, int], asyncio.Future[LrSlide]] = {}
         self._capacity = capacity
         self._lock = asyncio.Lock()
 
@@ -83,7 +84,16 @@ class _LruSlides:
             if slide is not None:
                 self._open.move_to_end(key)
                 return slide
-        slide = await self._open_uncached(exam_id, slide_number)
+            opening = self._opening.get(key)
+            if opening is None:  # one opening per slide: the first screen's tiles all wait for it
+                opening = asyncio.ensure_future(self._open_uncached(exam_id, slide_number))
+                self._opening[key] = opening
+        try:
+            slide = await asyncio.shield(opening)
+        finally:
+            async with self._lock:
+                if self._opening.get(key) is opening and opening.done():
+                    del self._opening[key]
         async with self._lock:
             self._open[key] = slide
             while len(self._open) > self._capacity:

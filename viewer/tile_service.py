@@ -49,10 +49,35 @@ class Tile:
     source: TileSource
 
 
+class ByteLru:
+    """Least-recently-used byte strings up to a total size."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._items: OrderedDict[object, bytes] = OrderedDict()
+
+    def get(self, key: object) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: object, value: bytes) -> None:
+        if len(value) > self.capacity:
+            return
+        old = self._items.pop(key, None)
+        self.size += len(value) - (len(old) if old is not None else 0)
+        self._items[key] = value
+        while self.size > self.capacity:
+            _, dropped = self._items.popitem(last=False)
+            self.size -= len(dropped)
+
+
 class TileService:
     def __init__(self, catalog: Catalog, store: ObjectStore, settings: ViewerSettings,
                  on_demand: OnDemand | None = None, *, slides: CatalogSlides | None = None,
-                 max_views: int = 256) -> None:
+                 max_views: int = 256, cut_cache_bytes: int = 64 << 20) -> None:
         self.catalog = catalog
         self.store = store
         self.settings = settings
@@ -60,6 +85,9 @@ class TileService:
         self.slides = slides or CatalogSlides(catalog, store, capacity=32)
         self._views: OrderedDict[tuple[str, int], tuple[float, ImageRecord, SlideView]] = OrderedDict()
         self._max_views = max_views
+        # LR cuts never change (a stored LR is immutable), so encoded ones are kept for re-reads.
+        self._cuts = ByteLru(cut_cache_bytes)
+        self._warming: set[asyncio.Task[LrSlide]] = set()
 
     async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
         key = (exam_id, slide_number)
@@ -140,8 +168,25 @@ class TileService:
         except UnknownSlide as exc:
             raise SlideUnavailable(str(exc)) from exc
 
+    def warm(self, exam_id: str, slide_number: int) -> None:
+        """Open the LR slide in the background (when a browser opens a slide, before its tiles)."""
+        task = asyncio.get_running_loop().create_task(self._open(exam_id, slide_number))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the tile requests
+
     async def _cut(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int, row: int,
                    media_type: str) -> bytes:
+        key = (exam_id, slide_number, level, col, row, media_type)
+        cached = self._cuts.get(key)
+        if cached is not None:
+            return cached
+        body = await self._cut_uncached(exam_id, slide_number, view, level, col, row, media_type)
+        self._cuts.put(key, body)
+        return body
+
+    async def _cut_uncached(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int, row: int,
+                            media_type: str) -> bytes:
         slide = await self._open(exam_id, slide_number)
 
         def work() -> bytes:

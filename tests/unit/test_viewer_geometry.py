@@ -116,3 +116,17 @@ def test_encodings_round_trip() -> None:
     assert png.format == "PNG" and np.array_equal(np.asarray(png), pixels)
     jpeg = Image.open(io.BytesIO(encode(pixels, "image/jpeg", 90)))
     assert jpeg.format == "JPEG" and jpeg.size == (80, 100)
+
+
+def test_the_cut_cache_keeps_recent_bytes_within_its_capacity() -> None:
+    from viewer.tile_service import ByteLru
+
+    lru = ByteLru(10)
+    lru.put("a", b"1234")
+    lru.put("b", b"5678")
+    assert lru.get("a") == b"1234"  # a is now the most recent
+    lru.put("c", b"90ab")  # over 10 bytes: the least recent (b) goes
+    assert lru.get("b") is None and lru.get("a") == b"1234" and lru.get("c") == b"90ab"
+    assert lru.size == 8
+    lru.put("huge", b"x" * 11)  # larger than the whole cache: not kept
+    assert lru.get("huge") is None and lru.size == 8

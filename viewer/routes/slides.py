@@ -62,6 +62,7 @@ async def open_slide(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) 
     """Opening a slide is audited and counts as a read of its LR image (tiering usage)."""
     await _allowed(ctx, user, exam_id)
     image, view = await ctx.tiles.view(exam_id, slide_number)
+    ctx.tiles.warm(exam_id, slide_number)  # its tiles are asked for next
     await ctx.catalog.record_access(image)
     await audit(ctx.catalog, user.username, "slide_open", exam_id=exam_id, slide_number=slide_number,
                 scale=view.scale)
