@@ -21,7 +21,8 @@ def compose() -> dict:
 
 
 def _interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} with no VAR set."""
+    """Compose's ${VAR:-default} with no VAR set; ${VAR:?message} (required) with a test value."""
+    value = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "t" * 40, value)
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
@@ -79,3 +80,10 @@ def test_settings_reject_a_misspelt_variable_like_compose_would_pass(monkeypatch
     monkeypatch.setenv("SLIDESTREAM_KAFKA__PROT", "9092")
     with pytest.raises(Exception, match="PROT|prot"):
         Settings(_env_file=None)
+
+
+def test_the_viewer_needs_its_own_token_key(compose: dict) -> None:
+    """No default signing key in deployment: compose refuses to start without one."""
+    env = compose["services"]["viewer"]["environment"]
+    assert re.fullmatch(r"\$\{VIEWER_TOKEN_SECRET:\?.+\}", env["SLIDESTREAM_VIEWER__TOKEN_SECRET"])
+    assert compose["services"]["viewer"]["healthcheck"]["test"]
