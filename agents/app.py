@@ -13,6 +13,7 @@ from core.settings import Settings, get_settings
 DEFAULT_AGENT_MODULES: tuple[str, ...] = (
     "agents.probe",
     "agents.save",
+    "agents.hr_scan",
     "agents.tiering",
     "agents.qc",
     "agents.upscale",

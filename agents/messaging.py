@@ -64,12 +64,14 @@ async def dead_letter(app: faust.App, message: Any, reason: str) -> None:
                 offset=message.offset, reason=reason)
 
 
-async def decode(app: faust.App, message: Any) -> BaseModel | None:
-    """The validated event of ``message``, or None after dead-lettering it."""
+async def decode(app: faust.App, message: Any, *, report: bool = True) -> BaseModel | None:
+    """The validated event of ``message``, or None after dead-lettering it (``report`` False:
+    a second agent on the same topic, which leaves the dead letter to the first)."""
     from schemas.registry import EventValidationError, parse_event
 
     try:
         return parse_event(message.topic, message.value)
     except EventValidationError as exc:
-        await dead_letter(app, message, str(exc))
+        if report:
+            await dead_letter(app, message, str(exc))
         return None

@@ -3,6 +3,7 @@ side of it; anyone who can write to a topic can forge an event).
 
 * a ``slide.qc_passed`` may only point at QC's own output for that very slide (the ingest
   bucket's ``lr-staging/<exam>/<slide>.tiff``): never at another patient's stored slide;
+* its HR candidate may only be the scanner's upload of that slide (``scans/<exam>/<slide>/``);
 * event times (admission, discharge, acquisition) may not lie in the future beyond a small
   clock skew: a discharge dated 2099 would otherwise leave the patient "discharged" and
   every later admission ignored.
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 
 from catalog.errors import PermanentError
 from schemas.common import ObjectRef
-from schemas.layout import lr_staging_key
+from schemas.layout import lr_staging_key, scan_prefix
 
 # Clocks of the HIS, scanners and our hosts disagree a little; more than this is refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -29,6 +30,14 @@ def check_qc_output(lr: ObjectRef, ingest_bucket: str, exam_id: str, slide_numbe
     if lr != expected:
         raise ForgedEvent(f"slide.qc_passed for exam {exam_id} slide {slide_number} names {lr} as its LR; "
                           f"only QC's output {expected} is accepted")
+
+
+def check_scan_upload(scan: ObjectRef, ingest_bucket: str, exam_id: str, slide_number: int) -> None:
+    """An HR candidate must be the scanner's own upload of that very slide."""
+    prefix = scan_prefix(exam_id, slide_number)
+    if scan.bucket != ingest_bucket or not scan.key.startswith(prefix) or ".." in scan.key:
+        raise ForgedEvent(f"slide.qc_passed for exam {exam_id} slide {slide_number} names {scan} as its HR scan; "
+                          f"only uploads under {ingest_bucket}/{prefix} are accepted")
 
 
 def check_not_future(what: str, at: datetime, now: datetime) -> None:

@@ -24,7 +24,7 @@ def _slide(exam_id: str, slide_number: int) -> str:
 
 def ingest_key(exam_id: str, slide_number: int, filename: str) -> str:
     """Where a scanner's original upload lives in the ingest bucket."""
-    return f"scans/{_slide(exam_id, slide_number)}/{filename}"
+    return f"{scan_prefix(exam_id, slide_number)}{filename}"
 
 
 def lr_staging_key(exam_id: str, slide_number: int) -> str:
@@ -45,6 +45,26 @@ def lr_key(exam_id: str, slide_number: int) -> str:
 def hr_prefix(exam_id: str, slide_number: int, scale: int | None = None) -> str:
     base = f"hr/{_slide(exam_id, slide_number)}/"
     return base if scale is None else f"{base}x{scale}/"
+
+
+def hr_provenance_key(exam_id: str, slide_number: int, scale: int) -> str:
+    """Present when the x``scale`` HR tiles of a slide were cut from a real HR scan (scanned,
+    not computed); JSON saying from which scan."""
+    return f"{hr_prefix(exam_id, slide_number, scale)}scanned.json"
+
+
+def scan_prefix(exam_id: str, slide_number: int) -> str:
+    """Where a scanner's uploads of one slide live in the ingest bucket."""
+    return f"scans/{_slide(exam_id, slide_number)}/"
+
+
+def hr_scale_for(lr_magnification: float | None, target_magnification: float) -> int:
+    """The allowed SR factor that brings the LR closest to the target magnification (x8 when
+    the LR magnification is unknown: slides are stored at 5x by default)."""
+    if lr_magnification is None or lr_magnification <= 0 or target_magnification <= 0:
+        return max(ALLOWED_SCALES)
+    wanted = target_magnification / lr_magnification
+    return min(ALLOWED_SCALES, key=lambda s: (abs(math.log2(s / wanted)), s))
 
 
 def hr_tile_key(exam_id: str, slide_number: int, scale: int, level: int, col: int, row: int) -> str:

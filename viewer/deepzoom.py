@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.layout import ALLOWED_SCALES, TILE_SIZE, dzi_max_level, level_size, tile_grid
+from schemas.layout import ALLOWED_SCALES, TILE_SIZE, dzi_max_level, hr_scale_for, level_size, tile_grid
 
 LevelKind = Literal["lr", "sr"]
 TILE_FORMATS = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
@@ -23,12 +23,7 @@ class TileOutOfRange(ValueError):
 
 
 def choose_scale(lr_magnification: float | None, target_magnification: float) -> int:
-    """The allowed SR factor that brings the LR closest to the target magnification (x8 when
-    the LR magnification is unknown: slides are stored at 5x by default)."""
-    if lr_magnification is None or lr_magnification <= 0:
-        return max(ALLOWED_SCALES)
-    wanted = target_magnification / lr_magnification
-    return min(ALLOWED_SCALES, key=lambda s: (abs(math.log2(s / wanted)) if wanted > 0 else s, s))
+    return hr_scale_for(lr_magnification, target_magnification)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from core.settings import ViewerSettings
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
 from schemas.events import TileRef
-from schemas.layout import hr_tile_key
+from schemas.layout import hr_provenance_key, hr_tile_key
 from schemas.topics import Priority
 from storage.errors import is_missing
 from storage.objects import ObjectStore
@@ -83,7 +83,7 @@ class TileService:
         self.settings = settings
         self.on_demand = on_demand
         self.slides = slides or CatalogSlides(catalog, store, capacity=32)
-        self._views: OrderedDict[tuple[str, int], tuple[float, ImageRecord, SlideView]] = OrderedDict()
+        self._views: OrderedDict[tuple[str, int], tuple[float, ImageRecord, SlideView, bool]] = OrderedDict()
         self._max_views = max_views
         # LR cuts never change (a stored LR is immutable), so encoded ones are kept for re-reads.
         self._cuts = ByteLru(cut_cache_bytes)
@@ -95,6 +95,18 @@ class TileService:
         if cached is not None and cached[0] > time.monotonic():
             self._views.move_to_end(key)
             return cached[1], cached[2]
+        image, view, _ = await self._load_view(exam_id, slide_number)
+        return image, view
+
+    async def scanned(self, exam_id: str, slide_number: int) -> bool:
+        """True when the slide's HR tiles were cut from a real HR scan (not computed)."""
+        cached = self._views.get((exam_id, slide_number))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[3]
+        return (await self._load_view(exam_id, slide_number))[2]
+
+    async def _load_view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView, bool]:
+        key = (exam_id, slide_number)
         image = await self.catalog.get_image(exam_id, slide_number, ImageState.LR)
         if image is None:
             if await self.catalog.get_exam(exam_id) is None:
@@ -105,10 +117,12 @@ class TileService:
         view = SlideView(image.width, image.height,
                          choose_scale(image.magnification, self.settings.target_magnification),
                          image.magnification)
-        self._views[key] = (time.monotonic() + VIEW_TTL_S, image, view)
+        marker = self.store.ref(StorageTier.TEMPORARY, hr_provenance_key(exam_id, slide_number, view.scale))
+        scanned = await self.store.exists(marker)
+        self._views[key] = (time.monotonic() + VIEW_TTL_S, image, view, scanned)
         if len(self._views) > self._max_views:
             self._views.popitem(last=False)
-        return image, view
+        return image, view, scanned
 
     async def tile(self, exam_id: str, slide_number: int, level: int, col: int, row: int, fmt: str, *,
                    lr_only: bool = False) -> Tile:
@@ -121,9 +135,10 @@ class TileService:
             return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
                         media_type, "lr")
         cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
+        scanned = await self.scanned(exam_id, slide_number)
         if cached is not None:
-            return Tile(cached, "image/png", "computed")
-        if self.on_demand is not None:
+            return Tile(cached, "image/png", "scanned" if scanned else "computed")
+        if self.on_demand is not None and not scanned:  # a scanned slide's tiles come from its scan
             self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
         return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
                     media_type, "placeholder")

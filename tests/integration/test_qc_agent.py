@@ -204,3 +204,42 @@ async def test_ingest_wait_prints_the_verdict_and_the_save(agent_worker, data) -
     assert blurred.returncode == 1, blurred.stdout + blurred.stderr
     assert "QC failed (quality):" in blurred.stdout and "blur" in blurred.stdout and "stored" not in blurred.stdout
     assert "P-WAIT-1" not in good.stdout + blurred.stdout
+
+
+async def test_a_kept_40x_scan_becomes_scanned_hr_tiles(agent_worker, data) -> None:
+    """The HR-scan agent cuts the kept scan into the slide's x8 pyramid in the hr-cache: the
+    40x level is the scan's own pixels, and the provenance marker says scanned."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from schemas.common import StorageTier
+    from schemas.layout import hr_provenance_key, hr_tile_key
+    from storage.objects import ObjectStore
+
+    path = data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif"
+    scanned, verdict = await _ingest_and_judge(agent_worker, path, magnification=40)
+    assert isinstance(verdict, SlideQcPassed) and verdict.hr_candidate is not None
+    store = ObjectStore(agent_worker.storage)
+    marker = store.ref(StorageTier.TEMPORARY, hr_provenance_key(verdict.exam_id, verdict.slide_number, 8))
+    deadline = asyncio.get_running_loop().time() + 120
+    status = None
+    while status != "complete":
+        if asyncio.get_running_loop().time() > deadline:
+            from infra import process
+            from slidestream.workers import worker_status
+
+            logs = "\n".join(process.tail(info.log, 40) for info in worker_status(agent_worker))
+            pytest.fail(f"marker status {status} after 120 s; worker log:\n{logs}")
+        await asyncio.sleep(0.5)
+        if await store.exists(marker):
+            status = json.loads(await store.get_bytes(marker))["status"]
+    provenance = json.loads(await store.get_bytes(marker))
+    assert provenance["tiles"] == 16 + 4 + 1  # 1000 px at 40x: 4x4 tiles, 500: 2x2, 250: 1
+    assert provenance["scan"].endswith(verdict.hr_candidate.key)
+    tile = await store.get_bytes(store.ref(StorageTier.TEMPORARY, hr_tile_key(verdict.exam_id, 1, 8, 10, 1, 2)))
+    with open_slide(path) as scan:
+        original = scan.read_region(0, 256, 512, 256, 256)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(tile)).convert("RGB")), original)
+    store.close()

@@ -297,3 +297,25 @@ async def test_a_viewport_prefetches_its_ring_once_at_a_lower_priority(viewer, s
     assert lr["ring"] == 0
     for bad in ({**body, "width": 0}, {**body, "level": 99}, {**body, "extra": 1}):
         assert (await client.post(url, json=bad, headers=headers)).status_code in (404, 422)
+
+
+async def test_a_scanned_slide_is_labelled_scanned_and_never_computed(viewer, stack: Settings) -> None:
+    from schemas.common import StorageTier
+    from schemas.layout import hr_provenance_key, hr_tile_key
+
+    context, client = viewer
+    own = await seed(stack)
+    headers = await headers_for(viewer, own, "path")
+    top = dzi_max_level(600 * 8, 600 * 8)
+    store = context.store
+    await store.put_bytes(store.ref(StorageTier.TEMPORARY, hr_provenance_key(own.exam_id, 1, 8)),
+                          b'{"source": "scanned", "status": "cutting"}', content_type="application/json")
+    png = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 100, 150)).save(png, format="PNG")
+    await store.put_bytes(store.ref(StorageTier.TEMPORARY, hr_tile_key(own.exam_id, 1, 8, top, 0, 0)), png.getvalue(),
+                          content_type="image/png")
+    cut = await client.get(f"{slide_url(own)}/slide_files/{top}/0_0.jpeg", headers=headers)
+    assert cut.headers["x-tile-source"] == "scanned"
+    missing = await client.get(f"{slide_url(own)}/slide_files/{top}/1_0.jpeg", headers=headers)
+    assert missing.headers["x-tile-source"] == "placeholder"
+    assert context.on_demand is not None and context.on_demand.pending(own.exam_id, 1) == 0  # the scan fills it
