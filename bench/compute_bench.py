@@ -2,6 +2,7 @@
 preemption, one vs two workers.
 
     python -m bench.compute_bench [--quick] [--skip-stack] [--threads 1]
+    python -m bench.compute_bench --viewport [--threads 2] [--repeats 3] [--max-batch 40] [--max-margin 12]
 
 Part 1, in process (no servers: local tile cache, in-process leases, LR TIFFs on disk), so
 the numbers are the engine's and the model's: output Mpx/s per worker, interactive latency
@@ -28,7 +29,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +45,9 @@ from compute.upscaler import InterpolationUpscaler, ModelUpscaler, Upscaler
 from core.settings import Settings, get_settings
 from schemas.events import Event, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import lr_key
+
+if TYPE_CHECKING:
+    from model_zoo.inference import SuperResolver
 
 EXAM = "BENCH-EXAM"
 
@@ -59,23 +65,27 @@ def lr_mosaic(settings: Settings, side_images: int) -> np.ndarray:
     return tile_mosaic(images, columns=side_images)
 
 
+def model_resolver() -> tuple[SuperResolver, str]:
+    """model_zoo's default model and its label; untrained when no weights (same cost)."""
+    from model_zoo.inference import SuperResolver
+
+    try:
+        from model_zoo import load_model
+
+        return load_model(), "sr-cascade-small (trained)"
+    except Exception:  # noqa: BLE001 - no weights: time the architecture untrained
+        from model_zoo.architecture import CascadeGenerator
+        from model_zoo.registry import ARCHITECTURES
+
+        resolver = SuperResolver(CascadeGenerator(ARCHITECTURES["small"]), name="untrained")
+        return resolver, "sr-cascade-small (untrained, timing only)"
+
+
 def upscalers(threads: int) -> list[Upscaler]:
     import torch
 
     torch.set_num_threads(threads)
-    found: list[Upscaler] = [InterpolationUpscaler()]
-    try:
-        from model_zoo import load_model
-
-        found.append(ModelUpscaler(load_model(), "sr-cascade-small (trained)"))
-    except Exception:  # noqa: BLE001 - no weights: time the architecture untrained
-        from model_zoo.architecture import CascadeGenerator
-        from model_zoo.inference import SuperResolver
-        from model_zoo.registry import ARCHITECTURES
-
-        resolver = SuperResolver(CascadeGenerator(ARCHITECTURES["small"]), name="untrained")
-        found.append(ModelUpscaler(resolver, "sr-cascade-small (untrained, timing only)"))
-    return found
+    return [InterpolationUpscaler(), ModelUpscaler(*model_resolver())]
 
 
 # --- part 1: in process -----------------------------------------------------------------
@@ -84,12 +94,14 @@ def upscalers(threads: int) -> list[Upscaler]:
 class LocalRig:
     """One engine on local storage; ``run`` feeds requests and times every answer."""
 
-    def __init__(self, root: Path, upscaler: Upscaler, max_batch: int) -> None:
+    def __init__(self, root: Path, upscaler: Upscaler, max_batch: int, blocks: bool = True,
+                 max_margin: int | None = None) -> None:
         self.root = root
+        self.cache_root = root / f"hr-{uuid.uuid4().hex[:6]}"
         self.engine = ComputeEngine(upscaler=upscaler, slides=DirectorySlides(root / "lr"),
-                                    cache=DirectoryTileCache(root / f"hr-{uuid.uuid4().hex[:6]}"),
+                                    cache=DirectoryTileCache(self.cache_root),
                                     leases=LocalLeases(), publish=self._publish,
-                                    config=EngineConfig(max_batch=max_batch))
+                                    config=EngineConfig(max_batch=max_batch, blocks=blocks, max_margin=max_margin))
         self.finished_at: dict[uuid.UUID, float] = {}
         self.hooks: list[Callable[[Event], None]] = []
 
@@ -223,6 +235,146 @@ async def local_part(settings: Settings, quick: bool, threads: int) -> None:
                     rows_pre))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- viewport: the model alone vs the service --------------------------------------------
+
+VIEWPORT = (8, 5)  # 1920 x 1080 px at 40x in 256-px tiles
+RING = 1  # prefetch ring around the viewport, in tiles
+MODEL_LR_SIZE = 256  # the model alone: model_zoo.bench's input, one window without margins
+VIEWPORT_MAX_BATCH = 40  # tiles per batch and per window (measured: README "Blocks")
+
+
+class CountingUpscaler:
+    """Delegates to an upscaler and counts model calls and windows (model inputs)."""
+
+    def __init__(self, inner: Upscaler) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.context_margin = inner.context_margin
+        self.calls = self.windows = 0
+
+    def margin_for(self, scale: int) -> int:
+        return self.inner.margin_for(scale)
+
+    def window_bytes(self, height: int, width: int, scale: int) -> int:
+        from compute.upscaler import window_bytes
+
+        return window_bytes(self.inner, height, width, scale)
+
+    def upscale_batch(self, images: list[np.ndarray], scale: int) -> list[np.ndarray]:
+        self.calls += 1
+        self.windows += len(images)
+        return self.inner.upscale_batch(images, scale)
+
+
+def viewport_request(width: int, height: int, scale: int) -> UpscaleRequested:
+    """The viewport's tiles (top level, one tile in from the corner) then its prefetch ring."""
+    from compute.plan import SlideGeometry
+
+    geo = SlideGeometry(width, height)
+    (cols, rows), level = VIEWPORT, geo.top_level(scale)
+    col0, row0 = RING, RING
+    inner = [(c, r) for r in range(row0, row0 + rows) for c in range(col0, col0 + cols)]
+    ring = [(c, r) for r in range(row0 - RING, row0 + rows + RING) for c in range(col0 - RING, col0 + cols + RING)
+            if (c, r) not in inner]
+    if max(c for c, _ in ring) >= geo.grid(scale, level)[0] or max(r for _, r in ring) >= geo.grid(scale, level)[1]:
+        raise SystemExit(f"LR {width}x{height} is too small for the viewport at x{scale}")
+    return UpscaleRequested(exam_id=EXAM, slide_number=1, scale=scale, priority="interactive",
+                            tiles=[TileRef(level=level, col=c, row=r) for c, r in inner + ring])
+
+
+@dataclass(frozen=True)
+class ServicePath:
+    label: str
+    blocks: bool
+    max_margin: int | None = None
+
+
+@dataclass
+class ServiceRun:
+    mpx_s: float
+    calls: int
+    windows: int
+    cache: Path  # where its tiles are
+
+
+async def service_run(root: Path, up: Upscaler, request: UpscaleRequested, max_batch: int, path: ServicePath
+                      ) -> ServiceRun:
+    """One viewport request on a fresh engine and tile cache."""
+    counting = CountingUpscaler(up)
+    rig = LocalRig(root, counting, max_batch, blocks=path.blocks, max_margin=path.max_margin)  # type: ignore[arg-type]  # an Upscaler by protocol
+    seconds = await rig.run(request.model_copy(update={"request_id": uuid.uuid4()}))
+    return ServiceRun(rig.engine.stats.output_pixels / 1e6 / seconds, counting.calls, counting.windows, rig.cache_root)
+
+
+def tiles_differ(a: Path, b: Path) -> str:
+    """Worst PSNR and largest difference between the tiles of two runs (same keys)."""
+    from compute.codec import decode_png
+
+    worst, largest = float("inf"), 0
+    for path in sorted(a.rglob("*.png")):
+        x = decode_png(path.read_bytes()).astype(np.float64)
+        y = decode_png((b / path.relative_to(a)).read_bytes()).astype(np.float64)
+        mse = float(np.mean((x - y) ** 2))
+        worst = min(worst, float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
+        largest = max(largest, int(np.abs(x - y).max()))
+    return "identical to exact" if largest == 0 else f"vs exact: >= {worst:.0f} dB, max diff {largest}"
+
+
+async def viewport_part(settings: Settings, threads: int, repeats: int, max_batch: int, max_margin: int) -> None:
+    """Model alone (large input, same threads) and the service on a viewport request, side by
+    side. Each repeat times the model right before each service path, so the load of a
+    shared machine hits both alike: the ratio column is the median of those pairs."""
+    import statistics
+
+    import torch
+
+    from model_zoo.bench import output_mpx_per_second
+
+    torch.set_num_threads(threads)
+    resolver, label = model_resolver()
+    up = ModelUpscaler(resolver, label)
+    paths = [ServicePath("service, blocks", True), ServicePath("service, one window per tile", False)]
+    if max_margin:
+        paths.insert(1, ServicePath(f"service, blocks, margin <= {max_margin}", True, max_margin))
+    root = Path(tempfile.mkdtemp(prefix="compute-bench-viewport-"))
+    rows: list[list[object]] = []
+    try:
+        lr = lr_mosaic(settings, 3)  # 750 x 750 LR: room for the viewport and its ring at x4
+        write_lr_slide(lr, root / "lr" / lr_key(EXAM, 1))
+        for scale in (8, 4):
+            request = viewport_request(lr.shape[1], lr.shape[0], scale)
+            for path in paths:
+                await service_run(root, up, request, max_batch, path)  # warm-up: new window shapes
+            model: list[float] = []
+            runs: dict[ServicePath, list[ServiceRun]] = {path: [] for path in paths}
+            ratios: dict[ServicePath, list[float]] = {path: [] for path in paths}
+            for _ in range(repeats):
+                for path in paths:
+                    model.append(output_mpx_per_second(resolver, scale, MODEL_LR_SIZE, 1)[0])
+                    runs[path].append(await service_run(root, up, request, max_batch, path))
+                    ratios[path].append(runs[path][-1].mpx_s / model[-1])
+            rows.append([f"x{scale}", "model alone", max(model), statistics.median(model), "", "", ""])
+            exact = runs[paths[0]][-1].cache
+            for path in paths:
+                mpx = [r.mpx_s for r in runs[path]]
+                last = runs[path][-1]
+                note = f"{last.calls} model calls, {last.windows} windows"
+                if path.max_margin:
+                    note += "; " + tiles_differ(exact, last.cache)
+                rows.append([f"x{scale}", path.label, max(mpx), statistics.median(mpx), f"{max(mpx) / max(model):.0%}",
+                             f"{statistics.median(ratios[path]):.0%}", note])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    cols, rows_ = VIEWPORT
+    print(f"Viewport {cols}x{rows_} tiles + a {RING}-tile prefetch ring in one interactive request "
+          f"({(cols + 2 * RING) * (rows_ + 2 * RING)} tiles), one in-process worker (local tile cache and leases), "
+          f"{up.name}, torch threads {threads}, max_batch {max_batch}. Model alone: SuperResolver.upscale of "
+          f"{MODEL_LR_SIZE}x{MODEL_LR_SIZE} LR (as model_zoo.bench). {repeats} repeats "
+          f"({machine()}, load average {os.getloadavg()[0]:.1f} at the end)\n")
+    print(table(["scale", "path", "output Mpx/s best", "median", "best / model best", "/ model, paired median",
+                 "windows"], rows))
 
 
 # --- part 2: on the stack ---------------------------------------------------------------
@@ -362,15 +514,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller slides and fewer requests")
     parser.add_argument("--skip-stack", action="store_true", help="only the in-process part")
     parser.add_argument("--skip-local", action="store_true", help="only the stack part")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default 1; 2 with --viewport)")
+    parser.add_argument("--viewport", action="store_true",
+                        help="only: the model alone vs the service on a viewport request, x8 and x4")
+    parser.add_argument("--repeats", type=int, default=3, help="--viewport: timed runs of each path")
+    parser.add_argument("--max-batch", type=int, default=VIEWPORT_MAX_BATCH,
+                        help="--viewport: tiles per batch (and per window)")
+    parser.add_argument("--max-margin", type=int, default=12,
+                        help="--viewport: also time blocks with the context margin capped at this (0: skip)")
     args = parser.parse_args(argv)
     import logging
 
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.viewport:
+        asyncio.run(viewport_part(get_settings(), args.threads or 2, args.repeats, args.max_batch,
+                                 args.max_margin))
+        return 0
     if not args.skip_local:
-        asyncio.run(local_part(get_settings(), args.quick, args.threads))
+        asyncio.run(local_part(get_settings(), args.quick, args.threads or 1))
     if not args.skip_stack:
         with_stack(args.quick)
     return 0

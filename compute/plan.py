@@ -10,7 +10,8 @@ An HR tile (col, row) of that level covers output pixels [col*256, ...) and ther
 pixels [col*256/e, ...) - exact, since 256 is a multiple of every ``e``. The model reads
 ``margin`` LR pixels of context on every side so that tiles computed separately join
 without seams. Windows are clipped at the slide edges and then padded (edge replicate) to
-one fixed size per ``e``, so tiles of different requests can share one batch.
+one fixed size per ``e``, so tiles of different requests can share one batch. Neighbouring
+tiles can also share one larger window with one margin around them (``compute.blocks``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ class TileJob:
     @property
     def output_pixels(self) -> int:
         return self.crop.width * self.crop.height
+
+    @property
+    def margin(self) -> int:
+        """LR context pixels on each side of the tile's core."""
+        return self.crop.x // self.effective_scale
+
+    @property
+    def block_group(self) -> tuple[str, int, int, int]:
+        """Tiles of one group are one image at one scale: neighbours can share an LR window
+        (``compute.blocks``)."""
+        return self.exam_id, self.slide_number, self.scale, self.tile.level
 
 
 def input_side(effective_scale: int, margin: int) -> int:

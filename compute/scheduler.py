@@ -10,9 +10,11 @@ it resumes when the higher classes are empty.
 from __future__ import annotations
 
 import bisect
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
+from compute.blocks import BlockLimits, plan_windows
 from compute.plan import TileJob
 from schemas.topics import PRIORITY_ORDER, Priority
 
@@ -38,10 +40,13 @@ class Batch:
 
 
 class PriorityScheduler:
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, blocks: BlockLimits | None = None) -> None:
+        """``blocks``: take neighbouring tiles together so they share LR windows
+        (``compute.blocks``); None: tiles are batched by equal model input only."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
+        self.blocks = blocks
         self._queues: dict[Priority, list[QueuedTile]] = {p: [] for p in PRIORITY_ORDER}
         self._seq = 0
 
@@ -61,27 +66,56 @@ class PriorityScheduler:
         The oldest ready tile of that class picks the batch key (model scale and input
         size); younger ready tiles of the same class and key join it, whichever request
         they belong to. Tiles of other keys wait for a later batch, so the oldest tile
-        always goes first and nothing starves within a class.
+        always goes first and nothing starves within a class. With blocks, the oldest
+        tile's neighbours join first (``_blocks``).
         """
         for priority in PRIORITY_ORDER:
             queue = self._queues[priority]
-            taken: list[int] = []
-            key = None
-            for index, item in enumerate(queue):
-                if item.not_before > now:
-                    continue
-                if key is None:
-                    key = item.job.batch_key
-                if item.job.batch_key == key:
-                    taken.append(index)
-                    if len(taken) == self.max_batch:
-                        break
-            if taken:
-                tiles = [queue[i] for i in taken]
-                for i in reversed(taken):
-                    del queue[i]
-                return Batch(priority, tiles)
+            ready = [index for index, item in enumerate(queue) if item.not_before <= now]
+            if not ready:
+                continue
+            if self.blocks is None:
+                taken = self._equal_inputs(queue, ready, queue[ready[0]].job.batch_key, self.max_batch)
+            else:
+                taken = self._blocks(queue, ready, self.blocks)
+            tiles = [queue[i] for i in taken]
+            for i in reversed(taken):
+                del queue[i]
+            return Batch(priority, tiles)
         return None
+
+    @staticmethod
+    def _equal_inputs(queue: list[QueuedTile], candidates: list[int], key: tuple[int, int], room: int) -> list[int]:
+        """The first ``room`` candidates whose model input equals ``key``."""
+        return [i for i in candidates if queue[i].job.batch_key == key][:room]
+
+    def _blocks(self, queue: list[QueuedTile], ready: list[int], limits: BlockLimits) -> list[int]:
+        """The oldest ready tile's block, more blocks of its image level while they fit in
+        the batch, then lone tiles of other levels with the same model input.
+
+        The oldest tile still goes first; its neighbours come along although younger
+        (they cost a fraction alone), which is what makes a viewport a few windows.
+        Tiles of one level are planned in FIFO order up to a bound, so planning stays cheap.
+        """
+        first = queue[ready[0]].job
+        group = [i for i in ready if queue[i].job.block_group == first.block_group][: 4 * self.max_batch]
+        items_of: dict[str, list[int]] = defaultdict(list)  # a tile asked by several requests
+        for i in group:
+            items_of[queue[i].job.key].append(i)
+        windows = plan_windows((queue[items[0]].job for items in items_of.values()), limits)
+        windows.sort(key=lambda w: min(items_of[j.key][0] for j in w.jobs))  # FIFO by oldest tile
+        taken: list[int] = []
+        for window in windows:
+            items = [i for j in window.jobs for i in items_of[j.key]]
+            if not taken or len(taken) + len(items) <= self.max_batch:
+                taken += items
+        room = self.max_batch - len(taken)
+        if room > 0:  # fill up with tiles that have no ready neighbour to wait for
+            per_group = Counter(queue[i].job.block_group for i in ready)
+            chosen = set(taken)
+            lone = [i for i in ready if per_group[queue[i].job.block_group] == 1 and i not in chosen]
+            taken += self._equal_inputs(queue, lone, first.batch_key, room)
+        return sorted(taken)
 
     def defer(self, items: Iterable[QueuedTile], until: float) -> None:
         """Put tiles back in their original FIFO place, not to be taken before ``until``."""

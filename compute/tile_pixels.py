@@ -1,4 +1,4 @@
-"""Pixels in and out of the model for one tile job: padded LR window, cropped HR tile."""
+"""Pixels in and out of the model: padded LR windows (one tile or a block of tiles), cropped HR tiles."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from compute.blocks import Window, window_over
 from compute.plan import TileJob
 
 # read(x, y, width, height) -> uint8 RGB (height, width, 3) of LR level 0
@@ -34,3 +35,36 @@ def hr_tile(upscaled: np.ndarray, job: TileJob) -> np.ndarray:
                          f"x{job.effective_scale}; expected {expected}x{expected}")
     c = job.crop
     return np.ascontiguousarray(upscaled[c.y : c.y + c.height, c.x : c.x + c.width])
+
+
+def block_window(read: ReadRegion, window: Window) -> np.ndarray:
+    """The window's LR pixels with context, edge-padded to ``height`` x ``width``."""
+    r = window.lr_read
+    pixels = read(r.x, r.y, r.width, r.height)
+    if pixels.shape != (r.height, r.width, 3) or pixels.dtype != np.uint8:
+        raise ValueError(f"reader returned {pixels.shape} {pixels.dtype}, expected ({r.height}, {r.width}, 3) uint8")
+    left, top, right, bottom = window.pad
+    if left or top or right or bottom:
+        pixels = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")  # as lr_window
+    return pixels
+
+
+def block_tile(upscaled: np.ndarray, window: Window, job: TileJob) -> np.ndarray:
+    """One tile cut out of the model's output for a window."""
+    e = window.effective_scale
+    if upscaled.shape[:2] != (window.height * e, window.width * e):
+        raise ValueError(f"model output {upscaled.shape[:2]} for a {window.height}x{window.width} window at "
+                         f"x{e}; expected {window.height * e}x{window.width * e}")
+    c = window.crop(job)
+    return np.ascontiguousarray(upscaled[c.y : c.y + c.height, c.x : c.x + c.width])
+
+
+def lone_windows(pixels: np.ndarray, window: Window) -> list[tuple[Window, np.ndarray]]:
+    """Each tile of a block with its own lone-tile window, cut from the block's padded pixels
+    (both are the edge-extended slide over the same extent), to isolate a failing tile."""
+    out = []
+    for job in window.jobs:
+        lone = window_over([job])
+        x, y = window.offset_of(job)
+        out.append((lone, pixels[y : y + lone.height, x : x + lone.width]))
+    return out

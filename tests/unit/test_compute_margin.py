@@ -1,0 +1,44 @@
+"""The compute service reads less LR context than the model declares (``compute.max_margin``):
+for the shipped weights that must not change the output. A window with the capped margin and
+one with the full margin give the same core, on real H&E, at every scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compute.samples import downsample, load_rgb, shared_images
+from core.settings import Settings
+from model_zoo.inference import load_model
+
+pytestmark = pytest.mark.slow
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_the_capped_margin_changes_no_tile(scale: int) -> None:
+    settings = Settings()
+    cap = settings.compute.max_margin
+    assert cap is not None
+    model = load_model()
+    full = model.margin_for(scale)
+    if cap >= full:
+        pytest.skip(f"the cap ({cap}) does not cut the x{scale} margin ({full})")
+    core = 256 // scale
+    # 10x (250 px): room for an x2 core of 128 px with its full margin
+    images = [downsample(load_rgb(path), 4) for path in shared_images(settings.shared_data)[:3]]
+    worst = float("inf")
+    for lr in images:
+        y0 = x0 = full  # a core with the full margin available around it
+        wide = lr[y0 - full: y0 + core + full, x0 - full: x0 + core + full]
+        narrow = lr[y0 - cap: y0 + core + cap, x0 - cap: x0 + core + cap]
+        out_wide, out_narrow = model.upscale_batch([wide], scale)[0], model.upscale_batch([narrow], scale)[0]
+        a = out_wide[full * scale: (full + core) * scale, full * scale: (full + core) * scale]
+        b = out_narrow[cap * scale: (cap + core) * scale, cap * scale: (cap + core) * scale]
+        assert a.shape == b.shape == (256, 256, 3)
+        worst = min(worst, psnr(a, b))
+    assert worst >= 90.0, f"capped margin {cap} px differs from the full {full} px: {worst:.1f} dB at x{scale}"
