@@ -242,7 +242,8 @@ async def local_part(settings: Settings, quick: bool, threads: int) -> None:
 VIEWPORT = (8, 5)  # 1920 x 1080 px at 40x in 256-px tiles
 RING = 1  # prefetch ring around the viewport, in tiles
 MODEL_LR_SIZE = 256  # the model alone: model_zoo.bench's input, one window without margins
-VIEWPORT_MAX_BATCH = 40  # tiles per batch and per window (measured: README "Blocks")
+# A viewport request is interactive: its batches have the interactive batch size of the settings.
+VIEWPORT_MAX_BATCH = get_settings().compute.interactive_max_batch
 
 
 class CountingUpscaler:
@@ -520,8 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only: the model alone vs the service on a viewport request, x8 and x4")
     parser.add_argument("--repeats", type=int, default=3, help="--viewport: timed runs of each path")
     parser.add_argument("--max-batch", type=int, default=VIEWPORT_MAX_BATCH,
-                        help="--viewport: tiles per batch (and per window)")
-    parser.add_argument("--max-margin", type=int, default=12,
+                        help="--viewport: tiles per batch (and per window); default: compute.interactive_max_batch")
+    parser.add_argument("--max-margin", type=int, default=get_settings().compute.max_margin or 0,
                         help="--viewport: also time blocks with the context margin capped at this (0: skip)")
     args = parser.parse_args(argv)
     import logging

@@ -56,6 +56,10 @@ def default_worker_id() -> str:
 @dataclass(frozen=True)
 class EngineConfig:
     max_batch: int = 8
+    # Interactive batches may be larger (None: max_batch): a pathologist waits for the whole
+    # viewport anyway, and a larger batch is fewer, more efficient windows. Preemption only
+    # concerns lower classes, whose batches stay at max_batch.
+    interactive_max_batch: int | None = None
     lease_ttl_s: float = 120.0  # far above one batch; a dead worker's tiles free up after this
     lease_poll_s: float = 0.25  # how soon to look again at a tile another worker computes
     max_tiles_per_request: int = 512
@@ -94,7 +98,8 @@ class EngineStats:
 def block_limits(config: EngineConfig, upscaler: Upscaler) -> BlockLimits:
     """A window holds at most one batch of tiles (answers and preemption stay per batch)
     within the memory budget."""
-    return BlockLimits(max_tiles=config.max_batch, max_bytes=config.max_window_bytes,
+    return BlockLimits(max_tiles=max(config.max_batch, config.interactive_max_batch or 0),
+                       max_bytes=config.max_window_bytes,
                        window_bytes=partial(window_bytes, upscaler))
 
 
@@ -122,7 +127,8 @@ class ComputeEngine:
         self.clock = clock
         self.on_backlog = on_backlog
         blocks = block_limits(config, upscaler) if config.blocks else None
-        self.scheduler = PriorityScheduler(config.max_batch, blocks)
+        self.scheduler = PriorityScheduler(config.max_batch, blocks,
+                                           interactive_max_batch=config.interactive_max_batch)
         self.stats = EngineStats()
         self.pipeline = TilePipeline(upscaler=upscaler, cache=cache, leases=leases, worker_id=self.worker_id,
                                      lease_ttl_s=config.lease_ttl_s, read_retries=config.read_retries, clock=clock,

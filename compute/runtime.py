@@ -23,7 +23,7 @@ from storage.objects import ObjectStore
 
 def engine_config(settings: Settings) -> EngineConfig:
     c = settings.compute
-    return EngineConfig(max_batch=c.max_batch, lease_ttl_s=c.lease_ttl_s,
+    return EngineConfig(max_batch=c.max_batch, interactive_max_batch=c.interactive_max_batch, lease_ttl_s=c.lease_ttl_s,
                         max_tiles_per_request=c.max_tiles_per_request, blocks=True, max_margin=c.max_margin)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compute.blocks import BlockLimits, plan_windows
 from compute.plan import TileJob
@@ -40,12 +40,16 @@ class Batch:
 
 
 class PriorityScheduler:
-    def __init__(self, max_batch: int, blocks: BlockLimits | None = None) -> None:
+    def __init__(self, max_batch: int, blocks: BlockLimits | None = None, *,
+                 interactive_max_batch: int | None = None) -> None:
         """``blocks``: take neighbouring tiles together so they share LR windows
-        (``compute.blocks``); None: tiles are batched by equal model input only."""
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        (``compute.blocks``); None: tiles are batched by equal model input only.
+        ``interactive_max_batch``: the interactive class's batch size (default ``max_batch``)."""
+        if max_batch < 1 or (interactive_max_batch is not None and interactive_max_batch < 1):
+            raise ValueError(f"batch sizes must be >= 1, got {max_batch}, {interactive_max_batch}")
         self.max_batch = max_batch
+        self.batch_sizes = {p: max_batch for p in PRIORITY_ORDER}
+        self.batch_sizes[Priority.INTERACTIVE] = interactive_max_batch or max_batch
         self.blocks = blocks
         self._queues: dict[Priority, list[QueuedTile]] = {p: [] for p in PRIORITY_ORDER}
         self._seq = 0
@@ -74,10 +78,12 @@ class PriorityScheduler:
             ready = [index for index, item in enumerate(queue) if item.not_before <= now]
             if not ready:
                 continue
+            room = self.batch_sizes[priority]
             if self.blocks is None:
-                taken = self._equal_inputs(queue, ready, queue[ready[0]].job.batch_key, self.max_batch)
+                taken = self._equal_inputs(queue, ready, queue[ready[0]].job.batch_key, room)
             else:
-                taken = self._blocks(queue, ready, self.blocks)
+                taken = self._blocks(queue, ready, replace(self.blocks, max_tiles=min(self.blocks.max_tiles, room)),
+                                     room)
             tiles = [queue[i] for i in taken]
             for i in reversed(taken):
                 del queue[i]
@@ -89,7 +95,7 @@ class PriorityScheduler:
         """The first ``room`` candidates whose model input equals ``key``."""
         return [i for i in candidates if queue[i].job.batch_key == key][:room]
 
-    def _blocks(self, queue: list[QueuedTile], ready: list[int], limits: BlockLimits) -> list[int]:
+    def _blocks(self, queue: list[QueuedTile], ready: list[int], limits: BlockLimits, batch: int) -> list[int]:
         """The oldest ready tile's block, more blocks of its image level while they fit in
         the batch, then lone tiles of other levels with the same model input.
 
@@ -98,7 +104,7 @@ class PriorityScheduler:
         Tiles of one level are planned in FIFO order up to a bound, so planning stays cheap.
         """
         first = queue[ready[0]].job
-        group = [i for i in ready if queue[i].job.block_group == first.block_group][: 4 * self.max_batch]
+        group = [i for i in ready if queue[i].job.block_group == first.block_group][: 4 * batch]
         items_of: dict[str, list[int]] = defaultdict(list)  # a tile asked by several requests
         for i in group:
             items_of[queue[i].job.key].append(i)
@@ -107,9 +113,9 @@ class PriorityScheduler:
         taken: list[int] = []
         for window in windows:
             items = [i for j in window.jobs for i in items_of[j.key]]
-            if not taken or len(taken) + len(items) <= self.max_batch:
+            if not taken or len(taken) + len(items) <= batch:
                 taken += items
-        room = self.max_batch - len(taken)
+        room = batch - len(taken)
         if room > 0:  # fill up with tiles that have no ready neighbour to wait for
             per_group = Counter(queue[i].job.block_group for i in ready)
             chosen = set(taken)

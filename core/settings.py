@@ -163,6 +163,9 @@ class ComputeSettings(_Group):
     # larger batch wastes less on context margins; a batch is also the preemption granularity
     # (about 0.5 s of work at x8 on 2 CPU threads for 24 tiles).
     max_batch: int = Field(24, ge=1, le=256)
+    # Interactive batches: a 1920x1080 viewport at 40x is 40 tiles, computed as one batch of a few
+    # windows (a pathologist waits for all of them anyway; lower classes keep max_batch).
+    interactive_max_batch: int = Field(48, ge=1, le=256)
     # LR context read around each window, capped below the model's declared reach: for the shipped
     # weights 12 px changes no output value by more than 1 level (>= 92 dB against the full
     # margin, 33 tiles of 11 images at x2/x4/x8; tests/unit/test_compute_margin.py keeps it true).

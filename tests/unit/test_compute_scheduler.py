@@ -102,3 +102,17 @@ def test_drop_request_removes_only_its_tiles() -> None:
     assert len(s.drop_request("a")) == 3
     assert s.backlogs() == {Priority.INTERACTIVE: 0, Priority.DISTRIBUTION: 0, Priority.BACKGROUND: 2}
     assert drain(s) == [(Priority.BACKGROUND, ["b", "b"])]
+
+
+def test_interactive_batches_may_be_larger_than_the_others() -> None:
+    """A viewport (40 tiles) is one interactive batch; background keeps the smaller batch,
+    which is the preemption granularity."""
+    from compute.blocks import BlockLimits
+
+    for blocks in (None, BlockLimits(max_tiles=48, max_bytes=1 << 40, window_bytes=lambda h, w, s: h * w)):
+        s = PriorityScheduler(max_batch=24, blocks=blocks, interactive_max_batch=48)
+        s.add("viewport", Priority.INTERACTIVE, jobs(40))
+        s.add("export", Priority.BACKGROUND, jobs(40, start=40))
+        sizes = [(batch.priority, len(batch.tiles)) for batch in iter(lambda s=s: s.next_batch(now=0.0), None)]
+        assert sizes[0] == (Priority.INTERACTIVE, 40), blocks
+        assert all(n <= 24 for p, n in sizes if p is Priority.BACKGROUND) and sum(n for _, n in sizes) == 80
