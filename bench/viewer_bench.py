@@ -209,6 +209,11 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
                     misses += waits
                     await asyncio.sleep(3.0)  # the pathologist reads the screen; prefetch runs meanwhile
                     pans[i % 2 == 0].append((await v.sharp(top, x + SCREEN[0], y, prefetch=False))[0])
+    except BaseException:
+        from infra import process
+
+        print(f"viewer log:\n{process.tail(workdir / 'viewer.log', 40)}", file=sys.stderr)
+        raise
     finally:
         stop_worker(worker)
         stop_worker(viewer)
