@@ -55,7 +55,7 @@ def region_request(exam: str, priority: str, scale: int = 4, **region: int) -> U
 
 async def test_requests_are_answered_and_committed_only_when_done(
         stack: Settings, slide: str, tmp_path: Path) -> None:
-    settings = group_settings(stack, unique("it-upscale"), max_batch=2)
+    settings = group_settings(stack, unique("it-upscale"), max_batch=2, interactive_max_batch=2)
     upscaler = ControlledUpscaler()
     request = region_request(slide, "interactive", width=1000, height=1000)  # 4 x 4 tiles at x4
     partition = partition_for(Priority.INTERACTIVE, request.exam_id, request.slide_number)
