@@ -36,7 +36,8 @@ def create_app(settings: Settings, context: ViewerContext | None = None) -> Fast
 
     app = FastAPI(title="slidestream viewer", version="1", lifespan=lifespan,
                   description="Deep Zoom over 5x storage with 40x computed on demand; search, reports.",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+                  # No Swagger page: FastAPI's loads its assets from a CDN, and the viewer works offline.
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     http_errors.install(app)
     for module in (auth, exams, slides, iiif, reports, admin):
         app.include_router(module.router)

@@ -18,7 +18,7 @@ async def serve(settings: Settings) -> None:
     viewer = settings.viewer
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=viewer.host, port=viewer.port,
                                            log_level="warning", access_log=False, proxy_headers=False))
-    print(f"viewer on http://{viewer.host}:{viewer.port}/ (API docs /api/docs)", flush=True)
+    print(f"viewer on http://{viewer.host}:{viewer.port}/ (OpenAPI schema /api/openapi.json)", flush=True)
     await server.serve()
 
 
