@@ -262,6 +262,10 @@ class ComputeEngine:
     def active_requests(self) -> int:
         return len(self._requests)
 
+    def in_progress(self, request_id: Hashable) -> bool:
+        """``request_id`` is queued or being computed here (not yet fully answered)."""
+        return request_id in self._requests
+
     async def _sleep_until_work(self) -> None:
         ready_at = self.scheduler.next_ready_at()
         timeout = None if ready_at is None else max(0.0, ready_at - self.clock())
