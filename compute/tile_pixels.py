@@ -7,19 +7,17 @@ from collections.abc import Callable
 import numpy as np
 
 from compute.blocks import Window, window_over
-from compute.plan import TileJob
+from compute.plan import Rect, TileJob
 
 # read(x, y, width, height) -> uint8 RGB (height, width, 3) of LR level 0
 ReadRegion = Callable[[int, int, int, int], np.ndarray]
 
 
-def lr_window(read: ReadRegion, job: TileJob) -> np.ndarray:
-    """The job's LR window with context, edge-padded to ``input_side`` square."""
-    r = job.lr_read
+def _read_padded(read: ReadRegion, r: Rect, pad: tuple[int, int, int, int]) -> np.ndarray:
     pixels = read(r.x, r.y, r.width, r.height)
     if pixels.shape != (r.height, r.width, 3) or pixels.dtype != np.uint8:
         raise ValueError(f"reader returned {pixels.shape} {pixels.dtype}, expected ({r.height}, {r.width}, 3) uint8")
-    left, top, right, bottom = job.pad
+    left, top, right, bottom = pad
     if left or top or right or bottom:
         # Replicating the edge is what the model sees at a slide border (as if it ran on
         # the whole slide with replicate padding), so border tiles stay seamless too.
@@ -27,37 +25,32 @@ def lr_window(read: ReadRegion, job: TileJob) -> np.ndarray:
     return pixels
 
 
+def _crop(upscaled: np.ndarray, height: int, width: int, scale: int, c: Rect) -> np.ndarray:
+    expected = (height * scale, width * scale)
+    if upscaled.shape[:2] != expected:
+        raise ValueError(f"model output {upscaled.shape[:2]} for a {height}x{width} window at x{scale}; "
+                         f"expected {expected[0]}x{expected[1]}")
+    return np.ascontiguousarray(upscaled[c.y : c.y + c.height, c.x : c.x + c.width])
+
+
+def lr_window(read: ReadRegion, job: TileJob) -> np.ndarray:
+    """The job's LR window with context, edge-padded to ``input_side`` square."""
+    return _read_padded(read, job.lr_read, job.pad)
+
+
 def hr_tile(upscaled: np.ndarray, job: TileJob) -> np.ndarray:
     """The tile inside the model's output for the padded window."""
-    expected = job.input_side * job.effective_scale
-    if upscaled.shape[:2] != (expected, expected):
-        raise ValueError(f"model output {upscaled.shape[:2]} for a {job.input_side}px window at "
-                         f"x{job.effective_scale}; expected {expected}x{expected}")
-    c = job.crop
-    return np.ascontiguousarray(upscaled[c.y : c.y + c.height, c.x : c.x + c.width])
+    return _crop(upscaled, job.input_side, job.input_side, job.effective_scale, job.crop)
 
 
 def block_window(read: ReadRegion, window: Window) -> np.ndarray:
     """The window's LR pixels with context, edge-padded to ``height`` x ``width``."""
-    r = window.lr_read
-    pixels = read(r.x, r.y, r.width, r.height)
-    if pixels.shape != (r.height, r.width, 3) or pixels.dtype != np.uint8:
-        raise ValueError(f"reader returned {pixels.shape} {pixels.dtype}, expected ({r.height}, {r.width}, 3) uint8")
-    left, top, right, bottom = window.pad
-    if left or top or right or bottom:
-        pixels = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")  # as lr_window
-    return pixels
+    return _read_padded(read, window.lr_read, window.pad)
 
 
 def block_tile(upscaled: np.ndarray, window: Window, job: TileJob) -> np.ndarray:
     """One tile cut out of the model's output for a window."""
-    e = window.effective_scale
-    if upscaled.shape[:2] != (window.height * e, window.width * e):
-        raise ValueError(f"model output {upscaled.shape[:2]} for a {window.height}x{window.width} window at "
-                         f"x{e}; expected {window.height * e}x{window.width * e}")
-    c = window.crop(job)
-    return np.ascontiguousarray(upscaled[c.y : c.y + c.height, c.x : c.x + c.width])
-
+    return _crop(upscaled, window.height, window.width, window.effective_scale, window.crop(job))
 
 def lone_windows(pixels: np.ndarray, window: Window) -> list[tuple[Window, np.ndarray]]:
     """Each tile of a block with its own lone-tile window, cut from the block's padded pixels
