@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.layout import ALLOWED_SCALES, TILE_SIZE, dzi_max_level, hr_scale_for, level_size, tile_grid
+from schemas.layout import ALLOWED_SCALES, TILE_SIZE, dzi_max_level, level_size, tile_grid
 
 LevelKind = Literal["lr", "sr"]
 TILE_FORMATS = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
@@ -20,10 +20,6 @@ TILE_FORMATS = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 
 class TileOutOfRange(ValueError):
     """A level, column or row that the slide's pyramid does not have (the message says why)."""
-
-
-def choose_scale(lr_magnification: float | None, target_magnification: float) -> int:
-    return hr_scale_for(lr_magnification, target_magnification)
 
 
 @dataclass(frozen=True)

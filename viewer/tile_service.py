@@ -26,11 +26,11 @@ from core.settings import ViewerSettings
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
 from schemas.events import TileRef
-from schemas.layout import hr_provenance_key, hr_tile_key
+from schemas.layout import hr_provenance_key, hr_scale_for, hr_tile_key
 from schemas.topics import Priority
 from storage.errors import is_missing
 from storage.objects import ObjectStore
-from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange, choose_scale
+from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange
 from viewer.lr_tiles import cut_tile, decode, encode
 from viewer.on_demand import OnDemand
 
@@ -47,6 +47,16 @@ class Tile:
     body: bytes
     media_type: str
     source: TileSource
+
+
+@dataclass(frozen=True)
+class _SlideEntry:
+    """What every tile of a slide needs, looked up once per ``VIEW_TTL_S``."""
+
+    until: float
+    image: ImageRecord
+    view: SlideView
+    scanned: bool  # HR tiles cut from a real HR scan (provenance marker present)
 
 
 class ByteLru:
@@ -83,30 +93,26 @@ class TileService:
         self.settings = settings
         self.on_demand = on_demand
         self.slides = slides or CatalogSlides(catalog, store, capacity=32)
-        self._views: OrderedDict[tuple[str, int], tuple[float, ImageRecord, SlideView, bool]] = OrderedDict()
+        self._views: OrderedDict[tuple[str, int], _SlideEntry] = OrderedDict()
         self._max_views = max_views
         # LR cuts never change (a stored LR is immutable), so encoded ones are kept for re-reads.
         self._cuts = ByteLru(cut_cache_bytes)
         self._warming: set[asyncio.Task[LrSlide]] = set()
 
     async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
-        key = (exam_id, slide_number)
-        cached = self._views.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            self._views.move_to_end(key)
-            return cached[1], cached[2]
-        image, view, _ = await self._load_view(exam_id, slide_number)
-        return image, view
+        entry = await self._entry(exam_id, slide_number)
+        return entry.image, entry.view
 
     async def scanned(self, exam_id: str, slide_number: int) -> bool:
         """True when the slide's HR tiles were cut from a real HR scan (not computed)."""
-        cached = self._views.get((exam_id, slide_number))
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[3]
-        return (await self._load_view(exam_id, slide_number))[2]
+        return (await self._entry(exam_id, slide_number)).scanned
 
-    async def _load_view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView, bool]:
+    async def _entry(self, exam_id: str, slide_number: int) -> _SlideEntry:
         key = (exam_id, slide_number)
+        cached = self._views.get(key)
+        if cached is not None and cached.until > time.monotonic():
+            self._views.move_to_end(key)
+            return cached
         image = await self.catalog.get_image(exam_id, slide_number, ImageState.LR)
         if image is None:
             if await self.catalog.get_exam(exam_id) is None:
@@ -115,40 +121,48 @@ class TileService:
         if image.width is None or image.height is None:
             raise SlideUnavailable(f"slide {slide_number} of exam {exam_id} has no recorded size")
         view = SlideView(image.width, image.height,
-                         choose_scale(image.magnification, self.settings.target_magnification),
-                         image.magnification)
+                         hr_scale_for(image.magnification, self.settings.target_magnification), image.magnification)
         marker = self.store.ref(StorageTier.TEMPORARY, hr_provenance_key(exam_id, slide_number, view.scale))
-        scanned = await self.store.exists(marker)
-        self._views[key] = (time.monotonic() + VIEW_TTL_S, image, view, scanned)
+        entry = _SlideEntry(time.monotonic() + VIEW_TTL_S, image, view, await self.store.exists(marker))
+        self._views[key] = entry
         if len(self._views) > self._max_views:
             self._views.popitem(last=False)
-        return image, view, scanned
+        return entry
+
+    async def _hr(self, exam_id: str, slide_number: int, entry: _SlideEntry, level: int, col: int,
+                  row: int) -> Tile | None:
+        """The hr-cache tile of an SR level, or None (then asked for, unless a scan fills it)."""
+        view = entry.view
+        cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
+        if cached is not None:
+            return Tile(cached, "image/png", "scanned" if entry.scanned else "computed")
+        if self.on_demand is not None and not entry.scanned:  # a scanned slide's tiles come from its scan
+            self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
+        return None
 
     async def tile(self, exam_id: str, slide_number: int, level: int, col: int, row: int, fmt: str, *,
                    lr_only: bool = False) -> Tile:
         media_type = TILE_FORMATS.get(fmt)
         if media_type is None:
             raise TileOutOfRange(f"tile format {fmt!r} is not one of {sorted(TILE_FORMATS)}")
-        _, view = await self.view(exam_id, slide_number)
-        view.box(level, col, row)  # validates before any I/O
-        if view.kind(level) == "lr" or lr_only:
-            return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
-                        media_type, "lr")
-        cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
-        scanned = await self.scanned(exam_id, slide_number)
-        if cached is not None:
-            return Tile(cached, "image/png", "scanned" if scanned else "computed")
-        if self.on_demand is not None and not scanned:  # a scanned slide's tiles come from its scan
-            self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
-        return Tile(await self._cut(exam_id, slide_number, view, level, col, row, media_type),
-                    media_type, "placeholder")
+        entry = await self._entry(exam_id, slide_number)
+        entry.view.box(level, col, row)  # validates before any I/O
+        from_lr = entry.view.kind(level) == "lr" or lr_only
+        if not from_lr and (hr := await self._hr(exam_id, slide_number, entry, level, col, row)) is not None:
+            return hr
+        return Tile(await self._cut(exam_id, slide_number, entry.view, level, col, row, media_type),
+                    media_type, "lr" if from_lr else "placeholder")
 
-    async def pixels(self, exam_id: str, slide_number: int, level: int, col: int, row: int, *,
-                     lr_only: bool = False) -> tuple[np.ndarray, TileSource]:
-        """A tile as pixels (for composing IIIF regions); same sources as ``tile``."""
-        tile = await self.tile(exam_id, slide_number, level, col, row, "png", lr_only=lr_only)
-        pixels = await asyncio.to_thread(decode, tile.body)
-        return pixels, tile.source
+    async def pixels(self, exam_id: str, slide_number: int, level: int, col: int, row: int) -> tuple[np.ndarray, TileSource]:
+        """A tile as pixels (for composing IIIF regions); same sources as ``tile``, without
+        encoding LR cuts only to decode them again."""
+        entry = await self._entry(exam_id, slide_number)
+        entry.view.box(level, col, row)
+        if entry.view.kind(level) == "sr" and (hr := await self._hr(exam_id, slide_number, entry, level, col,
+                                                                    row)) is not None:
+            return await asyncio.to_thread(decode, hr.body), hr.source
+        source: TileSource = "lr" if entry.view.kind(level) == "lr" else "placeholder"
+        return await self._cut_pixels(exam_id, slide_number, entry.view, level, col, row), source
 
     async def prefetch(self, exam_id: str, slide_number: int, tiles: list[TileRef], priority: Priority) -> int:
         """Ask for those of ``tiles`` not in the hr-cache; how many were asked for."""
@@ -202,13 +216,14 @@ class TileService:
 
     async def _cut_uncached(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int, row: int,
                             media_type: str) -> bytes:
+        pixels = await self._cut_pixels(exam_id, slide_number, view, level, col, row)
+        return await asyncio.to_thread(encode, pixels, media_type, self.settings.lr_tile_quality)
+
+    async def _cut_pixels(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int,
+                          row: int) -> np.ndarray:
         slide = await self._open(exam_id, slide_number)
-
-        def work() -> bytes:
-            return encode(cut_tile(slide, view, level, col, row), media_type, self.settings.lr_tile_quality)
-
         try:
-            return await asyncio.to_thread(work)
+            return await asyncio.to_thread(cut_tile, slide, view, level, col, row)
         except S3Error as exc:  # the LR moved tier meanwhile: look it up again next time
             self.slides.forget(exam_id, slide_number)
             self._views.pop((exam_id, slide_number), None)

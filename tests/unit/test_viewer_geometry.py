@@ -8,15 +8,15 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from schemas.layout import TILE_SIZE, dzi_max_level, level_size, sr_levels, tile_grid
-from viewer.deepzoom import SlideView, TileOutOfRange, choose_scale
+from schemas.layout import TILE_SIZE, dzi_max_level, hr_scale_for, level_size, sr_levels, tile_grid
+from viewer.deepzoom import SlideView, TileOutOfRange
 from viewer.lr_tiles import cut_tile, encode, source_level
 
 
 @pytest.mark.parametrize(("lr_mag", "target", "scale"), [(5.0, 40.0, 8), (10.0, 40.0, 4), (20.0, 40.0, 2),
                                                          (None, 40.0, 8), (5.0, 20.0, 4), (2.5, 40.0, 8)])
 def test_scale_brings_lr_closest_to_target(lr_mag: float | None, target: float, scale: int) -> None:
-    assert choose_scale(lr_mag, target) == scale
+    assert hr_scale_for(lr_mag, target) == scale
 
 
 @pytest.mark.parametrize(("w", "h", "scale"), [(600, 600, 8), (1000, 333, 4), (257, 1, 2), (4096, 3000, 8)])
