@@ -19,15 +19,17 @@ from storage.hr_scan import ScannedHrCutter
 
 def register(app: faust.App, settings: Settings) -> None:
     services = LazyServices.for_app(app, settings)
-    cutters: dict[int, ScannedHrCutter] = {}
+    cutter: ScannedHrCutter | None = None  # built on first use, over the worker's one set of services
 
     @app.agent(raw_topic(app, Topic.SLIDE_QC_PASSED.value), name="hr-scan")
     async def cut_scans(stream: faust.StreamT) -> None:
+        nonlocal cutter
         async for event in stream.events():
             slide = await decode(app, event.message, report=False)
             if not isinstance(slide, SlideQcPassed) or slide.hr_candidate is None:
                 continue
-            svc = await services.get()
-            cutter = cutters.setdefault(id(svc), ScannedHrCutter(
-                svc.catalog, svc.store, target_magnification=settings.viewer.target_magnification))
+            if cutter is None:
+                svc = await services.get()
+                cutter = ScannedHrCutter(svc.catalog, svc.store,
+                                         target_magnification=settings.viewer.target_magnification)
             await process(app, event.message, partial(cutter.cut, slide), what="cut HR scan")

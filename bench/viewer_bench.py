@@ -161,6 +161,7 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
     from core.upscale_client import upscale_tiles
     from schemas.events import Region, UpscaleRequested
     from slidestream.demo.viewer import demo_account
+    from slidestream.viewer_process import start_viewer, stop_viewer, viewer_log
     from viewer.users_admin import assign
 
     columns, rows = (12, 8) if quick else (16, 12)
@@ -169,7 +170,7 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
     password = await demo_account(settings, "bench.reader", "pathologist", "Bench")
     await assign(settings, EXAM, pathologist="bench.reader", department=None, actor="bench")
     worker = start_worker(settings, workdir)
-    viewer = start_viewer(settings, workdir)
+    start_viewer(settings)
     url = f"http://{settings.viewer.host}:{settings.viewer.port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
@@ -212,11 +213,11 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
     except BaseException:
         from infra import process
 
-        print(f"viewer log:\n{process.tail(workdir / 'viewer.log', 40)}", file=sys.stderr)
+        print(f"viewer log:\n{process.tail(viewer_log(settings), 40)}", file=sys.stderr)
         raise
     finally:
         stop_worker(worker)
-        stop_worker(viewer)
+        stop_viewer(settings)
     print(f"\nViewer on {machine()}: LR {pixels.shape[1]}x{pixels.shape[0]} at 5x, 40x = x8, "
           f"default model, 1 compute worker (2 threads), screen {SCREEN[0]}x{SCREEN[1]}\n")
     print(table(["tiles", "viewers", "requests", "p50 (ms)", "p95 (ms)"], rows_lat))
@@ -236,21 +237,6 @@ def start_worker(settings: Settings, workdir: Path) -> Path:
     env = {"SLIDESTREAM_COMPUTE__THREADS": "2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process.spawn([sys.executable, "-m", "slidestream.compute_worker", "worker", "--loglevel", "warning"],
                   log_path=workdir / "compute-worker.log", pid_path=pid, env=env, cwd=workdir)
-    return pid
-
-
-def start_viewer(settings: Settings, workdir: Path) -> Path:
-    from infra import process
-    from slidestream.viewer_process import healthy
-
-    pid = workdir / "viewer.pid"
-    process.spawn([sys.executable, "-m", "slidestream", "viewer"], log_path=workdir / "viewer.log", pid_path=pid,
-                  env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])}, cwd=workdir)
-    deadline = time.monotonic() + 60
-    while not healthy(settings):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"viewer did not start: {process.tail(workdir / 'viewer.log', 20)}")
-        time.sleep(0.2)
     return pid
 
 

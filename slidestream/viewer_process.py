@@ -12,6 +12,10 @@ from core.settings import Settings
 from infra import process
 
 
+def viewer_log(settings: Settings) -> Path:
+    return _paths(settings)[1]
+
+
 def _paths(settings: Settings) -> tuple[Path, Path]:
     base = settings.state_dir.resolve() / "viewer"
     return base / "viewer.pid", base / "viewer.log"
@@ -37,7 +41,10 @@ def start_viewer(settings: Settings, *, wait_s: float = 60.0) -> int:
         if process.port_taken(settings.viewer.host, settings.viewer.port):
             raise RuntimeError(f"port {settings.viewer.port} is taken by another program; "
                                "set SLIDESTREAM_VIEWER__PORT")
-        pid = process.spawn([sys.executable, "-m", "slidestream", "viewer"], log_path=log, pid_path=pid_file).pid
+        # Host and port passed on, so that a settings copy with another port is what runs.
+        env = {"SLIDESTREAM_VIEWER__HOST": settings.viewer.host, "SLIDESTREAM_VIEWER__PORT": str(settings.viewer.port)}
+        pid = process.spawn([sys.executable, "-m", "slidestream", "viewer"], log_path=log, pid_path=pid_file,
+                            env=env).pid
     else:
         pid = record.pid
     deadline = time.monotonic() + wait_s

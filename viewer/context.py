@@ -4,10 +4,11 @@ upscale client and the sign-in machinery; opened inside the event loop, closed w
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Generic, TypeVar
 
 from catalog.db import connect, database
 from catalog.errors import UnknownExam
@@ -26,8 +27,33 @@ from viewer.login_guard import LoginGuard
 from viewer.on_demand import OnDemand
 from viewer.tile_service import TileService
 
+K = TypeVar("K")
+V = TypeVar("V")
 USER_CACHE_S = 30.0  # a deactivated user's tokens stop working within this long
 EXAM_CACHE_S = 10.0  # a reassigned exam's readers change within this long
+
+
+class Expiring(Generic[K, V]):
+    """Values kept for ``ttl_s`` seconds (the viewer checks users and exams on every tile)."""
+
+    def __init__(self, ttl_s: float, max_items: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._items: dict[K, tuple[float, V]] = {}
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        now = time.monotonic()
+        cached = self._items.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = await load()
+        if len(self._items) >= self.max_items:  # bounded: a flood of names must not grow it
+            self._items.clear()
+        self._items[key] = (now + self.ttl_s, value)
+        return value
+
+    def forget(self, key: K) -> None:
+        self._items.pop(key, None)
 
 
 @dataclass
@@ -41,37 +67,24 @@ class ViewerContext:
     on_demand: OnDemand | None
     signer: TokenSigner
     guard: LoginGuard
-    _user_cache: dict[str, tuple[float, UserRecord | None]] = field(default_factory=dict)
-    _exam_cache: dict[str, tuple[float, ExamRecord]] = field(default_factory=dict)
+    _users: Expiring[str, UserRecord | None] = field(default_factory=lambda: Expiring(USER_CACHE_S))
+    _exams: Expiring[str, ExamRecord | None] = field(default_factory=lambda: Expiring(EXAM_CACHE_S))
 
     async def exam(self, exam_id: str) -> ExamRecord:
-        """The exam (UnknownExam if none); cached briefly, since every tile checks access."""
-        now = time.monotonic()
-        cached = self._exam_cache.get(exam_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        exam = await self.catalog.get_exam(exam_id)
+        """The exam (UnknownExam if none)."""
+        exam = await self._exams.get(exam_id, lambda: self.catalog.get_exam(exam_id))
         if exam is None:
+            self._exams.forget(exam_id)  # an exam stored a moment later is found at once
             raise UnknownExam(exam_id)
-        if len(self._exam_cache) > 10_000:
-            self._exam_cache.clear()
-        self._exam_cache[exam_id] = (now + EXAM_CACHE_S, exam)
         return exam
 
     def forget_exam(self, exam_id: str) -> None:
-        self._exam_cache.pop(exam_id, None)
+        self._exams.forget(exam_id)
 
     async def active_user(self, username: str) -> UserRecord | None:
-        """The user if it exists and is active (cached briefly: every tile is authenticated)."""
-        now = time.monotonic()
-        cached = self._user_cache.get(username)
-        if cached is None or cached[0] <= now:
-            user = await self.users.get(username)
-            if len(self._user_cache) > 10_000:
-                self._user_cache.clear()
-            cached = (now + USER_CACHE_S, user if user is not None and user.active else None)
-            self._user_cache[username] = cached
-        return cached[1]
+        """The user if it exists and is active."""
+        user = await self._users.get(username, lambda: self.users.get(username))
+        return user if user is not None and user.active else None
 
 
 def token_signer(settings: Settings) -> TokenSigner:

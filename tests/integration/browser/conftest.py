@@ -14,7 +14,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,22 +49,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_healthy(url: str, pid_file: Path, log: Path, timeout_s: float = 90.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as reply:  # noqa: S310 - loopback
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.running_record(pid_file) is None or time.monotonic() > deadline:
-            raise RuntimeError(f"the viewer did not start:\n{process.tail(log, 30)}")
-        time.sleep(0.3)
-
-
 def five_x_slide(settings: Settings, side: int) -> bytes:
     """A real 5x LR: MoNuSeg's 40x H&E images reduced x8 and tiled, stored as production does
     (JPEG q90 4:4:4 pyramid), so that 40x is a true reconstruction of what was scanned."""
@@ -89,27 +72,25 @@ def viewer_target(stack: Settings) -> Iterator[ViewerTarget]:
     """A seeded exam on a pathologist's worklist; ``slidestream viewer`` and a compute worker
     as processes on the test stack. The worker interpolates (the test is about the UI, not the
     model), except when a screenshot is asked for: then it runs the shipped model."""
+    from slidestream.viewer_process import start_viewer, stop_viewer, viewer_url
     from tests.integration.viewer_kit import seed
 
     seeded = asyncio.run(seed(stack, size=LR_SIDE, data=five_x_slide(stack, LR_SIDE)))
     user = seeded.user("path")
     workdir = Path(tempfile.mkdtemp(prefix="browser-test-"))
-    port = _free_port()
-    viewer_pid, viewer_log = workdir / "viewer.pid", workdir / "viewer.log"
+    settings = stack.model_copy(update={"viewer": stack.viewer.model_copy(update={"port": _free_port()})})
     worker_pid, worker_log = workdir / "worker.pid", workdir / "worker.log"
-    root = str(Path(__file__).resolve().parents[2])
-    process.spawn([sys.executable, "-m", "slidestream", "viewer"], log_path=viewer_log, pid_path=viewer_pid,
-                  env={"SLIDESTREAM_VIEWER__PORT": str(port), "PYTHONPATH": root}, cwd=workdir)
+    root = str(Path(__file__).resolve().parents[3])
     process.spawn([sys.executable, "-m", "slidestream.compute_worker", "worker", "--loglevel", "warning"],
                   log_path=worker_log, pid_path=worker_pid, cwd=workdir,
                   env={"SLIDESTREAM_APP_ID": f"browser-{uuid.uuid4().hex[:6]}", "PYTHONPATH": root,
                        "SLIDESTREAM_COMPUTE__MODEL": "default" if SCREENSHOT_PATH else "bicubic"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, viewer_pid, viewer_log)
-        yield ViewerTarget(url=url, username=user, password=seeded.passwords[user], exam_id=seeded.exam_id)
+        start_viewer(settings, wait_s=90)
+        yield ViewerTarget(url=viewer_url(settings).rstrip("/"), username=user, password=seeded.passwords[user],
+                           exam_id=seeded.exam_id)
     finally:
-        process.stop(viewer_pid, grace_s=10)
+        stop_viewer(settings)
         process.stop(worker_pid, grace_s=20)
         shutil.rmtree(workdir, ignore_errors=True)
 
