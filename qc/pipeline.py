@@ -24,6 +24,7 @@ import structlog
 from quality import QcConfig, QcReport, load_reference, run_qc
 from quality.colour import ColourReference
 from quality.normalise import normalise
+from quality.qc import colour_score_after
 from schemas.common import QcCheckName, QcFailureKind
 from schemas.events import QcCheck
 from slide_io import (
@@ -185,8 +186,7 @@ def _normalise_lr(lr: LrImage, verdict: ScanVerdict, report: QcReport, options: 
     verdict.normalisation = metrics.as_dict()
     colour = report.check(QcCheckName.COLOUR_CAST.value)
     if colour.judged and not colour.passed and config.normalise.fixes_colour_cast:
-        after = (metrics.mutual_information_after if config.colour.metric == "mutual_information"
-                 else metrics.histogram_distance_after)
+        after = colour_score_after(corrected, metrics, config)
         if after <= colour.threshold:
             colour.passed = True
             colour.reason = (f"colour cast corrected by {metrics.method} normalisation: {colour.score:.3f} -> "

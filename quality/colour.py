@@ -65,7 +65,11 @@ def lab_samples(rgb: np.ndarray, mask: np.ndarray | None, stride: int) -> np.nda
 
 
 def colour_stats(rgb: np.ndarray, mask: np.ndarray | None, config: ColourConfig = ColourConfig()) -> ColourStats:
-    lab = lab_samples(rgb, mask, config.pixel_stride)
+    return stats_of_lab(lab_samples(rgb, mask, config.pixel_stride), config)
+
+
+def stats_of_lab(lab: np.ndarray, config: ColourConfig = ColourConfig()) -> ColourStats:
+    """Statistics of (N, 3) Lab samples (already converted, e.g. for the colour profile too)."""
     if len(lab) == 0:
         return empty_stats(config)
     hist, _ = np.histogramdd(lab, bins=(config.lightness_bins, config.bins, config.bins),

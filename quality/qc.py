@@ -15,27 +15,32 @@ from pathlib import Path
 import numpy as np
 
 import quality.blur as blur_mod
-from quality.artefacts import BubbleDetector, Detection, Detector, FoldDetector, Region
+from quality.artefacts import Detection, Detector, Region
+from quality.bubbles import BubbleDetector
 from quality.colour import (
     ColourReference,
     ColourStats,
-    colour_stats,
     conditional_entropy,
     empty_stats,
     hellinger_distance,
     load_reference,
     mean_delta_e,
     mutual_information,
+    stats_of_lab,
 )
 from quality.config import QcConfig
-from quality.normalise import normalise
+from quality.folds import FoldDetector
+from quality.judgeable import StainCheck, brightfield, covered_share, has_colour, stain_type
+from quality.normalise import NormalisationMetrics, normalise
 from quality.pen import PenDetector
 from quality.report import CheckResult, QcReport, not_judged
 from quality.sampling import Tile, select_tiles, tiles_with_tissue
+from quality.standard import ColourProfile, ColourStandard, colour_profile, load_standard, sampled_lab
 from quality.tissue import pixel_tissue, tissue_mask
 from slide_io import ArraySlideSource, SlideSource, open_slide
 
 ImageInput = np.ndarray | SlideSource | str | Path
+SPARSE_FACTOR = 5  # when no tile is min_tile_fraction tissue, tiles with a fifth of that are judged
 
 
 @dataclass
@@ -56,6 +61,12 @@ class QcMeasurements:
     reference: ColourReference | None
     detections: dict[str, Detection]
     timings: dict[str, float] = field(default_factory=dict)
+    profile: ColourProfile | None = None
+    standard: ColourStandard | None = None
+    brightness: float = 1.0  # 99th percentile luminance of the overview
+    colourfulness: float = 1.0  # 99th percentile saturation of the overview
+    stain: StainCheck = StainCheck("unknown", 0.0, 0.0)
+    ink_cover: float = 0.0  # share of the stained area that ink covers
 
     @property
     def tissue_fraction(self) -> float:
@@ -101,25 +112,40 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     tissue = tissue_mask(overview, config.tissue)
     detectors = list(detectors) if detectors is not None else default_detectors(config)
     detections: dict[str, Detection] = {}
+    ink_cover = 0.0
     pen = next((d for d in detectors if d.name == "pen_marks"), None)
     if pen is not None:  # ink is not tissue: it must not pass as tissue nor be judged for blur
         detections[pen.name] = pen.detect(overview, tissue)
+        ink_cover = covered_share(tissue, detections[pen.name].mask)
         tissue = tissue & ~detections[pen.name].mask
+    _, brightness = brightfield(overview, config.judgeable)
+    _, colourfulness = has_colour(overview, config.judgeable)
+    stain = stain_type(overview, tissue, config.judgeable)
     timings["overview_and_tissue"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     grid, tissue_tiles = tiles_with_tissue(tissue, width, height, config.tile_size, config.tissue.min_tile_fraction)
+    if not tissue_tiles:  # loose tissue (fat, mucus) fills no tile: judge the tiles it touches most
+        grid, tissue_tiles = tiles_with_tissue(tissue, width, height, config.tile_size,
+                                               config.tissue.min_tile_fraction / SPARSE_FACTOR)
     judged = select_tiles(tissue_tiles, config.sampling)
     if reference is None and config.colour.reference_path is not None:
         reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
+    standard = _standard(config) if config.colour.enabled else None
     sharpness: list[blur_mod.TileSharpness] = []
     colour = empty_stats(config.colour) if reference is not None else None
+    profile = ColourProfile.empty() if config.colour.enabled else None
     for tile in judged:
         pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
         sharpness.append(blur_mod.tile_sharpness(pixels))
+        if colour is None and profile is None:
+            continue
+        mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
+        lab, keep = sampled_lab(pixels, mask, config.colour.pixel_stride)  # one Lab conversion for both
         if colour is not None:
-            mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
-            colour = colour.merged(colour_stats(pixels, mask, config.colour))
+            colour = colour.merged(stats_of_lab(lab[keep], config.colour))
+        if profile is not None:
+            profile = profile + ColourProfile.from_lab(lab, keep)
     timings["tiles"] = time.perf_counter() - clock
 
     for detector in detectors:
@@ -130,23 +156,58 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
         timings[detector.name] = time.perf_counter() - clock
     return QcMeasurements(width, height, source.mpp, source.effective_magnification(), config.sampling.mode,
                           overview, scale, tissue, grid, tissue_tiles, judged, sharpness, colour, reference,
-                          detections, timings)
+                          detections, timings, profile, standard, brightness, colourfulness, stain, ink_cover)
+
+
+def _standard(config: QcConfig) -> ColourStandard | None:
+    if config.colour.metric != "standard_distance":
+        return None
+    path = config.colour.standard_path
+    return load_standard(Path(path)) if path is not None else load_standard()
 
 
 # --- decisions ------------------------------------------------------------------------------
 
 
 def judge_tissue(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    """Enough judgeable tissue: a brightfield colour scan with tissue that ink does not bury.
+    Every refusal says why, and the other checks are then not judged (see ``not_judgeable``)."""
     c = config.tissue
     fraction = m.tissue_fraction
-    enough = fraction >= c.min_slide_fraction
-    if enough:
-        reason = f"tissue covers {fraction:.1%} of the slide ({len(m.tissue_tiles)} tiles of {config.tile_size} px)"
-    else:
-        reason = (f"no tissue found: {fraction:.2%} of the slide, below {c.min_slide_fraction:.1%} "
-                  "(empty glass or missed scan area)")
-    return CheckResult("tissue", fraction, c.min_slide_fraction, enough or not c.fail_without_tissue, reason,
-                       details={"tissue_tiles": len(m.tissue_tiles)})
+    details = {"tissue_tiles": len(m.tissue_tiles), "brightness_p99": m.brightness, "saturation_p99": m.colourfulness,
+               "ink_cover": m.ink_cover, "stain": m.stain.stain, "he_hue_share": m.stain.pink_share,
+               "brown_share": m.stain.brown_share}
+    why = not_judgeable(m, config)
+    if why is not None:
+        return CheckResult("tissue", fraction, c.min_slide_fraction, not c.fail_without_tissue and
+                           why.startswith("no tissue"), why if why.startswith("no tissue") else f"not judgeable: {why}",
+                           details=details)
+    reason = f"tissue covers {fraction:.1%} of the slide ({len(m.tissue_tiles)} tiles of {config.tile_size} px)"
+    if m.ink_cover > 0:
+        reason += f"; ink covers {m.ink_cover:.1%} of the stained area"
+    return CheckResult("tissue", fraction, c.min_slide_fraction, True, reason, details=details)
+
+
+def not_judgeable(m: QcMeasurements, config: QcConfig) -> str | None:
+    """Why this image cannot be judged as a brightfield H&E-like slide, or None."""
+    j = config.judgeable
+    if m.brightness < j.min_bright_luminance:
+        return (f"not a brightfield scan: its brightest pixels reach only {m.brightness:.0%} luminance "
+                "(a fluorescence scan, or a 16-bit image using only its low bits?)")
+    if m.ink_cover > j.max_covered_share:
+        return (f"ink or debris covers {m.ink_cover:.0%} of the stained area (at most "
+                f"{j.max_covered_share:.0%}); the tissue left, {m.tissue_fraction:.1%} of the slide, is too little to judge")
+    if m.tissue_fraction < config.tissue.min_slide_fraction:
+        ink = f"; ink covers {m.ink_cover:.0%} of what is stained" if m.ink_cover > 0.05 else ""
+        return (f"no tissue found: {m.tissue_fraction:.2%} of the slide, below {config.tissue.min_slide_fraction:.1%} "
+                f"(empty glass or missed scan area){ink}")
+    if not m.judged_tiles:
+        return (f"the tissue ({m.tissue_fraction:.1%} of the slide) is too sparse: no {config.tile_size}-px tile is "
+                f"{config.tissue.min_tile_fraction / SPARSE_FACTOR:.0%} tissue, so neither focus nor colour can be judged")
+    if m.colourfulness < j.min_colour_saturation:
+        return (f"the image has no colour (99th percentile saturation {m.colourfulness:.2f}): a greyscale scan "
+                "cannot show stain, casts or ink")
+    return None
 
 
 def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
@@ -174,31 +235,68 @@ def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
 
 def judge_colour(m: QcMeasurements, config: QcConfig) -> CheckResult:
     c = config.colour
+    if not c.enabled:
+        return not_judged("colour_cast", "colour check disabled")
+    if m.stain.stain == "non_he":
+        return not_judged("colour_cast", f"not an H&E stain ({m.stain.reason}); the H&E colour standard does not apply")
+    if c.metric == "standard_distance":
+        return _judge_against_standard(m, config)
+    return _judge_against_image(m, config)
+
+
+def _judge_against_standard(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    c = config.colour
+    if m.standard is None or m.profile is None or m.profile.tissue_pixels == 0:
+        return not_judged("colour_cast", "no tissue pixels to compare")
+    descriptor = m.profile.descriptor()
+    score = m.standard.score(descriptor)
+    deviations = m.standard.contributions(descriptor)
+    worst = max(deviations, key=lambda k: abs(deviations[k]))
+    passed = score <= c.max_standard_distance
+    verdict = "within" if passed else "beyond"
+    reason = (f"colour distance to the standard '{m.standard.name}' is {score:.2f} (1 = the edge of normal variation "
+              f"between labs), {verdict} the limit {c.max_standard_distance:.2f}; largest deviation: {worst} "
+              f"{deviations[worst]:+.1f} SD")
+    details: dict[str, object] = {"standard": m.standard.name, "mahalanobis": m.standard.distance(descriptor),
+                                  "descriptor": [float(v) for v in descriptor], "deviations_sd": deviations}
+    if m.reference is not None and m.colour is not None and m.colour.pixels:
+        details.update(_image_metrics(m))
+    return CheckResult("colour_cast", score, c.max_standard_distance, passed, reason, details=details)
+
+
+def _image_metrics(m: QcMeasurements) -> dict[str, object]:
+    assert m.reference is not None and m.colour is not None
+    return {"mutual_information_bits": mutual_information(m.colour.histogram, m.reference.stats.histogram),
+            "conditional_entropy_bits": conditional_entropy(m.colour.histogram, m.reference.stats.histogram),
+            "histogram_distance": hellinger_distance(m.colour.histogram, m.reference.stats.histogram),
+            "delta_e": mean_delta_e(m.colour, m.reference.stats), "reference": m.reference.name}
+
+
+def _judge_against_image(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    c = config.colour
     if m.reference is None or m.colour is None:
-        return not_judged("colour_cast", "no standard (reference) image configured")
+        return not_judged("colour_cast", f"metric {c.metric} needs a standard (reference) image")
     if m.colour.pixels == 0:
         return not_judged("colour_cast", "no tissue pixels to compare")
-    mi = mutual_information(m.colour.histogram, m.reference.stats.histogram)
-    distance = hellinger_distance(m.colour.histogram, m.reference.stats.histogram)
-    delta_e = mean_delta_e(m.colour, m.reference.stats)
+    details = _image_metrics(m)
     if c.metric == "mutual_information":
-        score, threshold, label = mi, c.max_mutual_information, "mutual information I(slide; colour)"
+        score, threshold = details["mutual_information_bits"], c.max_mutual_information
+        label = "mutual information I(slide; colour)"
     else:
-        score, threshold, label = distance, c.max_histogram_distance, "Hellinger histogram distance"
+        score, threshold, label = details["histogram_distance"], c.max_histogram_distance, "Hellinger distance"
+    assert isinstance(score, float)
     passed = score <= threshold
     shift = m.colour.lab_mean - m.reference.stats.lab_mean
     verdict = "within" if passed else "beyond"
-    reason = (f"{label} to the standard is {score:.3f} bits, {verdict} the limit {threshold:.3f}; "
-              f"mean colour shift dL={shift[0]:+.1f} da={shift[1]:+.1f} db={shift[2]:+.1f} (dE {delta_e:.1f})")
-    if c.metric != "mutual_information":
-        reason = reason.replace(" bits", "")
-    details = {"mutual_information_bits": mi, "conditional_entropy_bits": conditional_entropy(
-        m.colour.histogram, m.reference.stats.histogram), "histogram_distance": distance, "delta_e": delta_e,
-        "reference": m.reference.name}
+    unit = " bits" if c.metric == "mutual_information" else ""
+    reason = (f"{label} to the standard image is {score:.3f}{unit}, {verdict} the limit {threshold:.3f}; "
+              f"mean colour shift dL={shift[0]:+.1f} da={shift[1]:+.1f} db={shift[2]:+.1f} (dE {details['delta_e']:.1f})")
     return CheckResult("colour_cast", score, threshold, passed, reason, details=details)
 
 
 def judge_folds(m: QcMeasurements, config: QcConfig) -> CheckResult:
+    if m.stain.stain == "non_he" and not config.folds.judge_non_he:
+        return not_judged("folds", f"not an H&E stain ({m.stain.reason}); the two-stain fold test does not apply")
     return _judge_area("folds", m, config.folds.max_area_fraction, "tissue folds (doubled tissue density)")
 
 
@@ -268,8 +366,10 @@ def _tile_group_regions(m: QcMeasurements, flags: np.ndarray) -> list[Region]:
 
 def judge(m: QcMeasurements, config: QcConfig = QcConfig()) -> QcReport:
     tissue = judge_tissue(m, config)
-    if m.tissue_fraction < config.tissue.min_slide_fraction:
-        why = "no tissue on the slide (empty glass is not judged)"
+    problem = not_judgeable(m, config)
+    if problem is not None:
+        why = ("no tissue on the slide (empty glass is not judged)" if problem.startswith("no tissue")
+               else "the slide is not judgeable (see the tissue check)")
         checks = [tissue, not_judged("colour_cast", why), not_judged("blur", why), not_judged("bubbles", why),
                   not_judged("folds", why), not_judged("pen_marks", why, affects_verdict=False)]
     else:
@@ -305,7 +405,7 @@ def run_qc(
         started = time.perf_counter()
         m = _measure(source, config, reference, detectors)
         report = judge(m, config)
-        if config.normalise.enabled and m.reference is not None and m.tissue_fraction >= config.tissue.min_slide_fraction:
+        if config.normalise.enabled and m.reference is not None and not_judgeable(m, config) is None:
             _apply_normalisation(source, m, report, config)
         report.timings["total"] = time.perf_counter() - started
         return report
@@ -326,14 +426,27 @@ def _apply_normalisation(source: SlideSource, m: QcMeasurements, report: QcRepor
     report.timings["normalisation"] = time.perf_counter() - clock
     colour_check = report.check("colour_cast")
     if colour_check.judged and not colour_check.passed and config.normalise.fixes_colour_cast:
-        after = (metrics.mutual_information_after if config.colour.metric == "mutual_information"
-                 else metrics.histogram_distance_after)
+        after = colour_score_after(corrected, metrics, config, m.standard, full_tissue)
         if after <= colour_check.threshold:
             colour_check.passed = True
             colour_check.reason = (f"colour cast corrected by {metrics.method} normalisation: "
                                    f"{colour_check.score:.3f} -> {after:.3f} (limit {colour_check.threshold:.3f}); "
                                    + colour_check.reason)
             colour_check.details["corrected"] = True
+
+
+def colour_score_after(corrected: np.ndarray, metrics: NormalisationMetrics, config: QcConfig,
+                       standard: ColourStandard | None = None, tissue: np.ndarray | None = None) -> float:
+    """The colour check's score after normalisation, in the configured metric's units."""
+    c = config.colour
+    if c.metric == "mutual_information":
+        return metrics.mutual_information_after
+    if c.metric == "histogram_distance":
+        return metrics.histogram_distance_after
+    standard = standard if standard is not None else _standard(config)
+    assert standard is not None
+    tissue = tissue_mask(corrected, config.tissue) if tissue is None else tissue
+    return standard.score(colour_profile(corrected, tissue, c.pixel_stride).descriptor())
 
 
 def _overview_window(mask: np.ndarray, tile: Tile, scale: float, shape: tuple[int, int]) -> np.ndarray:

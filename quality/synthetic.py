@@ -93,3 +93,27 @@ def add_bubble(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
     grey = rng.uniform(35, 90)
     out = out * (1 - 0.9 * rim) + grey * 0.9 * rim
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), distance < radius + rim_width
+
+
+def stain_variation(rgb: np.ndarray, haematoxylin: float, eosin: float) -> np.ndarray:
+    """Another lab's or batch's staining: each stain's amount scaled (Ruifrok deconvolution),
+    glass unchanged. Normal variation, not an artefact: QC must pass it."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(rgb)
+    hed[..., 0] *= haematoxylin
+    hed[..., 1] *= eosin
+    return np.clip(np.rint(hed2rgb(hed) * 255.0), 0, 255).astype(np.uint8)
+
+
+def ink_over(rgb: np.ndarray, share: float, colour: tuple[int, int, int] = (205, 25, 45)) -> np.ndarray:
+    """Marker ink laid over all of the image but a corner holding ``1 - share`` of it, as when
+    a region is coloured in (the ink multiplies the light: it hides, but does not erase, tissue)."""
+    h, w = rgb.shape[:2]
+    side = np.sqrt(max(0.0, 1.0 - share))
+    covered = np.ones((h, w), bool)
+    covered[: int(round(h * side)), : int(round(w * side))] = False
+    tint = np.array(colour, np.float32) / 255.0
+    out = rgb.astype(np.float32)
+    out[covered] = out[covered] * tint * 0.35 + 255 * tint * 0.6
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -8,7 +8,8 @@ from PIL import Image
 
 from core.settings import get_settings
 from quality import ColourReference, QcConfig, run_qc
-from quality.artefacts import BubbleDetector, FoldDetector
+from quality.bubbles import BubbleDetector
+from quality.folds import FoldDetector
 from quality.pen import PenDetector
 from quality.synthetic import add_bubble, add_fold, colour_cast, gaussian_blur
 from quality.tissue import tissue_mask
@@ -61,10 +62,11 @@ def test_sharpness_threshold_follows_the_pixel_size() -> None:
     assert blur.min_sharpness_at(blur.reference_mpp * 4) == pytest.approx(blur.min_sharpness * 16)
 
 
-def test_colour_cast_is_flagged_against_the_standard_image(he, reference) -> None:
-    clean = run_qc(he, reference=reference).check("colour_cast")
-    cast = run_qc(colour_cast(he, "yellow", 0.35), reference=reference).check("colour_cast")
-    assert clean.passed and not cast.passed
+def test_colour_cast_is_flagged_against_one_standard_image_when_asked(he, reference) -> None:
+    by_image = QcConfig(colour={"metric": "mutual_information"})
+    clean = run_qc(he, by_image, reference=reference).check("colour_cast")
+    cast = run_qc(colour_cast(he, "yellow", 0.35), by_image, reference=reference).check("colour_cast")
+    assert cast.judged and not cast.passed
     assert cast.score > clean.score
     assert cast.details["conditional_entropy_bits"] == pytest.approx(1 - cast.score)
     assert "db=+" in cast.reason  # yellow: b* goes up
@@ -72,15 +74,24 @@ def test_colour_cast_is_flagged_against_the_standard_image(he, reference) -> Non
     assert not run_qc(colour_cast(he, "yellow", 0.35), by_distance, reference=reference).check("colour_cast").passed
 
 
-def test_colour_is_not_judged_without_a_standard_image(he) -> None:
-    check = run_qc(he).check("colour_cast")
-    assert not check.judged and check.passed and "standard" in check.reason
+def test_colour_is_judged_by_default_against_the_shipped_standard(he) -> None:
+    clean = run_qc(he).check("colour_cast")
+    cast = run_qc(colour_cast(he, "yellow", 0.35)).check("colour_cast")
+    assert clean.judged and clean.passed
+    assert cast.judged and not cast.passed and cast.score > 2 * clean.score
+    assert "he_default" in cast.reason and "b_" in cast.reason  # yellow: b* of some pixel group is off
 
 
-def test_colour_reference_can_come_from_the_config_path(he) -> None:
+def test_colour_image_metrics_need_a_reference_image(he) -> None:
+    check = run_qc(he, QcConfig(colour={"metric": "mutual_information"})).check("colour_cast")
+    assert not check.judged and check.passed and "reference" in check.reason
+
+
+def test_colour_reference_from_the_config_path_is_reported_beside_the_standard(he) -> None:
     config = QcConfig(colour={"reference_path": QC / "histoqc/templates/template1.png"})
     check = run_qc(colour_cast(he, "yellow", 0.35), config).check("colour_cast")
     assert check.judged and not check.passed and check.details["reference"] == "template1.png"
+    assert check.details["mutual_information_bits"] > 0
 
 
 def test_empty_glass_is_not_judged() -> None:
@@ -131,8 +142,10 @@ def test_synthetic_bubble_is_found_and_localised(he) -> None:
 
 @pytest.mark.parametrize(
     ("name", "min_recall"),
-    [("pen_1k/pen_green", 0.85), ("pen_1k/pen_black", 0.7), ("pen_1k/pen_red", 0.35),
-     ("pen_markings_he/pen_red", 0.55), ("pen_markings_he/pen_green", 0.7)],
+    # Red recall is low: HistoQC's red pen is faint and broken, and red ink must now also be a
+    # blob or a stroke (red blood cells are not ink), which drops its shortest dashes.
+    [("pen_1k/pen_green", 0.85), ("pen_1k/pen_black", 0.7), ("pen_1k/pen_red", 0.3),
+     ("pen_markings_he/pen_red", 0.35), ("pen_markings_he/pen_green", 0.7)],
 )
 def test_pen_marks_match_histoqc_labels(name, min_recall) -> None:
     image = load(QC / f"histoqc/{name}.png")
@@ -156,3 +169,29 @@ def test_clean_tissue_passes_every_check(he, reference) -> None:
     report = run_qc(he, reference=reference)
     assert report.passed, report.summary()
     assert all(c.judged for c in report.checks)
+
+
+@pytest.mark.parametrize("ink", [(20, 20, 25), (30, 60, 200), (200, 30, 40), (40, 150, 60)])
+def test_a_pen_circle_is_not_an_air_bubble(he, ink) -> None:
+    # A ring drawn with a marker (black, blue, red, green) is as round as a bubble's rim; its
+    # colour or its breadth says it is ink.
+    yy, xx = np.mgrid[:1000, :1000]
+    ring = np.abs(np.hypot(xx - 500, yy - 480) - 260) < 6
+    circled = he.copy()
+    circled[ring] = ink
+    assert BubbleDetector().detect(circled, tissue_mask(circled)).regions == []
+    assert run_qc(circled).check("bubbles").passed
+
+
+@pytest.mark.parametrize("path", ["histolab/diagnostic-slide-thumb-rgb.png", "histoqc/pen_1k/pen_black.png",
+                                  "histolab/tcga-red-pen.png"])
+def test_real_pen_marks_are_never_bubbles(path) -> None:
+    image = load(QC / path)[:, :, :3]
+    assert BubbleDetector().detect(image, tissue_mask(image)).regions == []
+
+
+def test_the_edge_of_dark_pigment_is_not_a_bubble_rim() -> None:
+    from quality.datasets import load_rgb
+
+    image = load_rgb(DATA / "crchistophenotypes/crc_img11.bmp")  # black pigment clumps on glass
+    assert BubbleDetector().detect(image, tissue_mask(image)).regions == []
