@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import Event, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.events import ConsistencySummary, Event, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.layout import hr_tile_key
 
 
@@ -17,8 +17,11 @@ class Answer:
 
 
 def batch_answers(request: UpscaleRequested, pending: set[str], results: list[UpscaleTileResult],
-                  failures: dict[str, list[TileRef]], *, model: str, timings_ms: dict[str, float]) -> list[Answer]:
-    """In publishing order; ``pending`` (the request's unanswered tile keys) is not changed."""
+                  failures: dict[str, list[TileRef]], *, model: str, timings_ms: dict[str, float],
+                  consistency_threshold_db: float) -> list[Answer]:
+    """In publishing order; ``pending`` (the request's unanswered tile keys) is not changed.
+    ``upscale.done`` summarises the consistency of the tiles it computed (cached ones have no
+    value here: they were measured when computed, and the map keeps it)."""
     left = set(pending)
     answers = []
     if results:
@@ -26,7 +29,9 @@ def batch_answers(request: UpscaleRequested, pending: set[str], results: list[Up
         left -= answered
         answers.append(Answer(UpscaleDone(
             request_id=request.request_id, exam_id=request.exam_id, slide_number=request.slide_number,
-            scale=request.scale, results=results, model=model, timings_ms=timings_ms, remaining=len(left)),
+            scale=request.scale, results=results, model=model, timings_ms=timings_ms, remaining=len(left),
+            consistency=ConsistencySummary.of([r.consistency_db for r in results if r.consistency_db is not None],
+                                              consistency_threshold_db)),
             answered))
     for reason, tiles in failures.items():
         answered = frozenset(hr_tile_key(request.exam_id, request.slide_number, request.scale, t.level, t.col, t.row)

@@ -39,6 +39,7 @@ from compute.tile_cache import TileCache
 from compute.tile_leases import LeaseStore
 from compute.tile_pipeline import DEFAULT_CALL_BYTES, PipelineResult, TilePipeline
 from compute.upscaler import Upscaler, window_bytes
+from core.settings import CONSISTENCY_THRESHOLD_DB
 from schemas.events import Event, TileRef, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.topics import Priority
 from slide_io import SlideError
@@ -78,6 +79,8 @@ class EngineConfig:
     # field: tiles are bit-exact however they are grouped). The declared bound is loose for
     # sr-cascade-small: 12 px changes < 0.01 % of values by 1 level (> 90 dB; README "Viewport").
     max_margin: int | None = None
+    # Computed tiles below this consistency with the LR are counted in upscale.done's summary.
+    consistency_threshold_db: float = CONSISTENCY_THRESHOLD_DB
 
 
 @dataclass
@@ -346,7 +349,8 @@ class ComputeEngine:
             for item in by_key[key]:
                 if outcome.error is None:
                     done[item.request].append(UpscaleTileResult(
-                        tile=item.job.tile, object=self.cache.ref(key), cached=outcome.cached))
+                        tile=item.job.tile, object=self.cache.ref(key), cached=outcome.cached,
+                        consistency_db=outcome.consistency_db))
                 else:
                     failed[item.request][outcome.error].append(item.job.tile)
         for request_key in list(done) + [r for r in failed if r not in done]:
@@ -355,7 +359,8 @@ class ComputeEngine:
                 continue
             timings = {"queue": max(0.0, (t_start - state.received_at) * 1000), **result.timings_ms}
             for answer in batch_answers(state.request, state.pending, done.get(request_key, []),
-                                        failed.get(request_key, {}), model=self.upscaler.name, timings_ms=timings):
+                                        failed.get(request_key, {}), model=self.upscaler.name, timings_ms=timings,
+                                        consistency_threshold_db=self.config.consistency_threshold_db):
                 # Published before the tiles count as answered: if publishing fails, the
                 # batch is retried and the answer sent again (a duplicate is harmless).
                 await self.publish(answer.event)

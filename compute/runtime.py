@@ -24,7 +24,8 @@ from storage.objects import ObjectStore
 def engine_config(settings: Settings) -> EngineConfig:
     c = settings.compute
     return EngineConfig(max_batch=c.max_batch, interactive_max_batch=c.interactive_max_batch, lease_ttl_s=c.lease_ttl_s,
-                        max_tiles_per_request=c.max_tiles_per_request, blocks=True, max_margin=c.max_margin)
+                        max_tiles_per_request=c.max_tiles_per_request, blocks=True, max_margin=c.max_margin,
+                        consistency_threshold_db=c.consistency_threshold_db)
 
 
 def prefetch_limits(settings: Settings) -> dict[Priority, int]:

@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,7 +31,8 @@ class TileCache(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None: ...
+    async def put(self, key: str, data: bytes, content_type: str,
+                  metadata: Mapping[str, str] | None = None) -> None: ...
 
     async def get(self, key: str) -> bytes | None: ...
 
@@ -59,11 +61,14 @@ class S3TileCache:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.exists_sync, key)
 
-    def put_sync(self, key: str, data: bytes, content_type: str) -> None:
-        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    def put_sync(self, key: str, data: bytes, content_type: str, metadata: Mapping[str, str] | None = None) -> None:
+        self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                               metadata=dict(metadata) if metadata else None)
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self.put_sync, key, data, content_type)
+    async def put(self, key: str, data: bytes, content_type: str,
+                  metadata: Mapping[str, str] | None = None) -> None:
+        """``metadata``: the object's user metadata (``x-amz-meta-<name>``), written with it."""
+        await asyncio.to_thread(self.put_sync, key, data, content_type, metadata)
 
     def get_sync(self, key: str) -> bytes | None:
         try:
@@ -99,7 +104,9 @@ class DirectoryTileCache:
     async def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
+    async def put(self, key: str, data: bytes, content_type: str,
+                  metadata: Mapping[str, str] | None = None) -> None:
+        # No user metadata on plain files: readers of a directory cache use the map fragments.
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half a tile.

@@ -8,6 +8,8 @@
 3. LR windows with context are read (ranged reads): one per tile, or with blocks one per
    block of neighbouring tiles (``compute.blocks``); the model runs on them (equal windows
    in one call), HR tiles are cut out, PNG-encoded and written, and the leases dropped.
+   Each computed tile is measured against its LR core (``compute.consistency``); the value is
+   stored with the tile and in one map fragment per slide and batch (``compute.consistency_map``).
 
 Storage errors while reading are reported as ``retry`` (the engine reopens the slide, which
 may have moved tier); a corrupt tile or a model error fails that tile alone (a block that
@@ -18,22 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import structlog
 
 from compute.blocks import BlockLimits, Window, plan_windows, window_over
 from compute.codec import CONTENT_TYPE, encode_png
+from compute.consistency import consistency_db
+from compute.consistency_map import encode_fragment, metadata_of, tile_name
 from compute.plan import TileJob
 from compute.scheduler import QueuedTile
 from compute.slides import LrSlide
 from compute.tile_cache import TileCache
 from compute.tile_leases import LeaseStore
-from compute.tile_pixels import block_tile, block_window, lone_windows
+from compute.tile_pixels import block_tile, block_window, lone_windows, lr_core
 from compute.upscaler import Upscaler, window_bytes
+from schemas.layout import hr_consistency_key
 from slide_io import SlideError
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_CALL_BYTES = 512 << 20
 
@@ -43,6 +52,19 @@ class TileOutcome:
     item: QueuedTile
     cached: bool = False
     error: str | None = None
+    consistency_db: float | None = None  # computed tiles only (compute.consistency)
+
+
+@dataclass(frozen=True)
+class _Cut:
+    pixels: np.ndarray  # the HR tile
+    lr: np.ndarray  # the LR pixels it shows (compute.tile_pixels.lr_core)
+    scale: int
+
+    def finish(self) -> tuple[bytes, float]:
+        """PNG and consistency with the LR (~3 ms each per tile): run per tile in threads, in
+        parallel (libpng and numpy release the GIL), not on the model's thread."""
+        return encode_png(self.pixels), consistency_db(self.pixels, self.lr, self.scale)
 
 
 @dataclass
@@ -132,26 +154,48 @@ class TilePipeline:
                 ready.append((window, pixels))
         tiles = await asyncio.to_thread(self._upscale, ready)
         t2 = self.clock()
-        encoded = []
+        cut: list[tuple[QueuedTile, _Cut]] = []
         for job, tile in tiles:
             if isinstance(tile, str):
                 result.outcomes[job.key] = TileOutcome(item_of[job.key], error=tile)
             else:
-                encoded.append((item_of[job.key], tile))
-        # One thread per tile: PNG encoding releases the GIL, so it spreads over the cores.
-        payloads = await asyncio.gather(*(asyncio.to_thread(encode_png, t) for _, t in encoded))
+                cut.append((item_of[job.key], tile))
+        # One thread per tile, so the encoding and the measure spread over the cores.
+        finished = await asyncio.gather(*(asyncio.to_thread(t.finish) for _, t in cut))
         written = await asyncio.gather(
-            *(self.cache.put(item.job.key, data, CONTENT_TYPE) for (item, _), data in zip(encoded, payloads)),
+            *(self.cache.put(item.job.key, data, CONTENT_TYPE, metadata_of(value))
+              for (item, _), (data, value) in zip(cut, finished)),
             return_exceptions=True,
         )
-        for (item, _), outcome in zip(encoded, written):
+        stored = []
+        for (item, _), (_, value), outcome in zip(cut, finished, written):
             if isinstance(outcome, BaseException):
                 error = f"hr-cache write failed ({type(outcome).__name__}: {outcome})"
                 result.outcomes[item.job.key] = TileOutcome(item, error=error)
             else:
-                result.outcomes[item.job.key] = TileOutcome(item)
+                result.outcomes[item.job.key] = TileOutcome(item, consistency_db=value)
                 result.computed_pixels += item.job.output_pixels
+                stored.append((item.job, value))
+        await self._write_maps(stored)
         return t1 - t0, t2 - t1, self.clock() - t2
+
+    async def _write_maps(self, stored: list[tuple[TileJob, float]]) -> None:
+        """One new map fragment per slide and scale for the tiles just written (after them, so
+        the map names no tile that is not there). The map is advisory, the tiles carry their
+        own value: a failed fragment is logged, not retried, and fails no tile."""
+        by_slide: dict[tuple[str, int, int], dict[str, float]] = defaultdict(dict)
+        for job, value in stored:
+            by_slide[(job.exam_id, job.slide_number, job.scale)][tile_name(job.tile)] = value
+        fragment = uuid.uuid4().hex  # unique per write: one writer per object
+        written = await asyncio.gather(
+            *(self.cache.put(hr_consistency_key(exam, slide, scale, fragment),
+                             encode_fragment(values, self.upscaler.name), "application/json")
+              for (exam, slide, scale), values in by_slide.items()),
+            return_exceptions=True)
+        for (exam, slide, scale), outcome in zip(by_slide, written):
+            if isinstance(outcome, BaseException):
+                log.warning("upscale.consistency_map_write_failed", exam_id=exam, slide_number=slide, scale=scale,
+                            error=f"{type(outcome).__name__}: {outcome}")
 
     def _windows(self, jobs: list[TileJob]) -> list[Window]:
         """Blocks of neighbouring tiles, or one window per tile without blocks."""
@@ -190,20 +234,20 @@ class TilePipeline:
         except Exception as exc:  # noqa: BLE001 - storage errors: retried, then reported per tile
             return _ReadFailure(f"LR read failed ({type(exc).__name__}: {exc})", transient=True)
 
-    def _upscale(self, ready: Sequence[tuple[Window, np.ndarray]]) -> list[tuple[TileJob, np.ndarray | str]]:
+    def _upscale(self, ready: Sequence[tuple[Window, np.ndarray]]) -> list[tuple[TileJob, _Cut | str]]:
         """Windows of equal shape through the model together, in calls within the memory
         budget; the tiles cut out of the outputs (or why not)."""
         by_shape: dict[tuple[int, int, int], list[tuple[Window, np.ndarray]]] = defaultdict(list)
         for window, pixels in ready:
             by_shape[window.shape_key].append((window, pixels))
-        out: list[tuple[TileJob, np.ndarray | str]] = []
+        out: list[tuple[TileJob, _Cut | str]] = []
         for (scale, height, width), group in by_shape.items():
             per_call = max(1, self.max_call_bytes // max(1, window_bytes(self.upscaler, height, width, scale)))
             for start in range(0, len(group), per_call):
                 out += self._run_model(group[start : start + per_call])
         return out
 
-    def _run_model(self, group: Sequence[tuple[Window, np.ndarray]]) -> list[tuple[TileJob, np.ndarray | str]]:
+    def _run_model(self, group: Sequence[tuple[Window, np.ndarray]]) -> list[tuple[TileJob, _Cut | str]]:
         """Model on equal windows; if it fails, window by window and then tile by tile, so
         one bad tile fails alone."""
         scale = group[0][0].effective_scale
@@ -211,7 +255,7 @@ class TilePipeline:
             outputs = self.upscaler.upscale_batch([pixels for _, pixels in group], scale)
             if len(outputs) != len(group):
                 raise ValueError(f"model returned {len(outputs)} images for {len(group)}")
-            return [(job, self._cut(window, out, job)) for (window, _), out in zip(group, outputs)
+            return [(job, self._cut(window, pixels, out, job)) for (window, pixels), out in zip(group, outputs)
                     for job in window.jobs]
         except Exception as exc:  # noqa: BLE001 - isolate the failing tile(s) below
             if len(group) == 1 and len(group[0][0].jobs) == 1:
@@ -221,7 +265,8 @@ class TilePipeline:
         return [pair for lone in lone_windows(group[0][1], group[0][0]) for pair in self._run_model([lone])]
 
     @staticmethod
-    def _cut(window: Window, upscaled: np.ndarray, job: TileJob) -> np.ndarray:
+    def _cut(window: Window, pixels: np.ndarray, upscaled: np.ndarray, job: TileJob) -> _Cut:
+        """The job's HR tile, with the LR it was computed from."""
         if upscaled.dtype != np.uint8:
             raise ValueError(f"model returned {upscaled.dtype}, expected uint8")
-        return block_tile(upscaled, window, job)
+        return _Cut(block_tile(upscaled, window, job), lr_core(pixels, window, job), window.effective_scale)

@@ -52,6 +52,14 @@ def block_tile(upscaled: np.ndarray, window: Window, job: TileJob) -> np.ndarray
     """One tile cut out of the model's output for a window."""
     return _crop(upscaled, window.height, window.width, window.effective_scale, window.crop(job))
 
+def lr_core(pixels: np.ndarray, window: Window, job: TileJob) -> np.ndarray:
+    """The LR pixels one tile of a window shows (no context margin, no edge padding): what
+    its HR tile must give back when box-downsampled (``compute.consistency``)."""
+    e, c = window.effective_scale, window.crop(job)
+    # Exact: tile origins and sizes are multiples of e (``compute.plan``).
+    return pixels[c.y // e : (c.y + c.height) // e, c.x // e : (c.x + c.width) // e]
+
+
 def lone_windows(pixels: np.ndarray, window: Window) -> list[tuple[Window, np.ndarray]]:
     """Each tile of a block with its own lone-tile window, cut from the block's padded pixels
     (both are the edge-extended slide over the same extent), to isolate a failing tile."""

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.kafka import partition_for, producer, tail_from_end
 from core.settings import Settings
-from schemas.events import UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.events import ConsistencySummary, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Priority, Topic, priority_partitions
 
@@ -45,7 +45,8 @@ class UpscaleError(RuntimeError):
 
 def merge_answers(parts: list[Answer]) -> Answer:
     """One answer for a request answered in several tile batches: the first failure if any
-    batch failed, else every batch's tiles in one ``UpscaleDone`` (timings added up)."""
+    batch failed, else every batch's tiles in one ``UpscaleDone`` (timings added up, the
+    consistency summaries combined)."""
     failed = [part for part in parts if isinstance(part, UpscaleFailed)]
     if failed:
         return failed[0].model_copy(update={"remaining": 0})
@@ -54,8 +55,11 @@ def merge_answers(parts: list[Answer]) -> Answer:
         assert isinstance(part, UpscaleDone)
         for name, ms in part.timings_ms.items():
             timings[name] = timings.get(name, 0.0) + ms
-    results = [result for part in parts if isinstance(part, UpscaleDone) for result in part.results]
-    return parts[-1].model_copy(update={"results": results, "timings_ms": timings, "remaining": 0})
+    done = [part for part in parts if isinstance(part, UpscaleDone)]
+    results = [result for part in done for result in part.results]
+    consistency = ConsistencySummary.merged([part.consistency for part in done])
+    return parts[-1].model_copy(update={"results": results, "timings_ms": timings, "remaining": 0,
+                                        "consistency": consistency})
 
 
 class UpscaleGateway(Protocol):

@@ -27,6 +27,7 @@ from schemas.common import (
     StorageTier,
 )
 from schemas.events import (
+    ConsistencySummary,
     DeadLetter,
     DistributionAssigned,
     Event,

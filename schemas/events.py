@@ -198,10 +198,45 @@ class UpscaleRequested(Event):
         return self
 
 
+# PSNR in dB of a computed tile box-downsampled to the stored magnification against the
+# stored LR it was computed from (compute.consistency; capped at 99 for identical pixels).
+ConsistencyDb = Annotated[float, Field(strict=True, ge=0, le=99, allow_inf_nan=False)]
+
+
 class UpscaleTileResult(Strict):
     tile: TileRef
     object: ObjectRef
     cached: bool  # already in the hr-cache, not recomputed
+    # None: not computed by this answer (cached) or no computed tile (scanned).
+    consistency_db: ConsistencyDb | None = None
+
+
+class ConsistencySummary(Strict):
+    """How the tiles an answer computed agree with the stored LR (the per-tile values above)."""
+
+    tiles: PositiveInt  # computed tiles measured
+    min_db: ConsistencyDb
+    mean_db: ConsistencyDb  # mean of the per-tile dB values
+    below: NonNegativeInt  # tiles under threshold_db: the reconstruction disagrees with the LR
+    threshold_db: ConsistencyDb
+
+    @classmethod
+    def of(cls, values_db: list[float], threshold_db: float) -> ConsistencySummary | None:
+        if not values_db:
+            return None
+        return cls(tiles=len(values_db), min_db=min(values_db), mean_db=round(sum(values_db) / len(values_db), 2),
+                   below=sum(v < threshold_db for v in values_db), threshold_db=threshold_db)
+
+    @classmethod
+    def merged(cls, parts: list[ConsistencySummary | None]) -> ConsistencySummary | None:
+        """One summary for answers of several batches (the last one's threshold)."""
+        known = [p for p in parts if p is not None]
+        if not known:
+            return None
+        tiles = sum(p.tiles for p in known)
+        return cls(tiles=tiles, min_db=min(p.min_db for p in known),
+                   mean_db=round(sum(p.mean_db * p.tiles for p in known) / tiles, 2),
+                   below=sum(p.below for p in known), threshold_db=known[-1].threshold_db)
 
 
 class UpscaleDone(Event):
@@ -221,6 +256,8 @@ class UpscaleDone(Event):
     # Answers come per tile batch, so one request may get several events: tiles of the
     # request still unanswered (neither done nor failed) after this one; 0 = finished.
     remaining: NonNegativeInt = 0
+    # Over this answer's computed tiles; None when it computed none (all cached or scanned).
+    consistency: ConsistencySummary | None = None
 
 
 class UpscaleFailed(Event):

@@ -22,6 +22,7 @@ from schemas.catalog import (
 )
 from schemas.common import ImageState, ObjectRef, PatientIdentity, QcCheckName, QcFailureKind, StorageTier
 from schemas.events import (
+    ConsistencySummary,
     DeadLetter,
     DistributionAssigned,
     Event,
@@ -95,8 +96,9 @@ def example_events() -> list[Event]:
                          region=Region(x=0, y=0, width=2048, height=1024)),
         UpscaleDone(request_id=REQUEST_ID, exam_id=EXAM_ID, slide_number=1, scale=4,
                     results=[UpscaleTileResult(tile=tile, object=_ref("hr-cache", f"{EXAM_ID}/1/x4/12/3_4.jpeg"),
-                                               cached=False)],
-                    model="srgan-x4", timings_ms={"queue": 1.5, "read": 3.0, "compute": 40.25, "write": 2.0}),
+                                               cached=False, consistency_db=41.25)],
+                    model="srgan-x4", timings_ms={"queue": 1.5, "read": 3.0, "compute": 40.25, "write": 2.0},
+                    consistency=ConsistencySummary(tiles=1, min_db=41.25, mean_db=41.25, below=0, threshold_db=28.0)),
         UpscaleFailed(request_id=REQUEST_ID, exam_id=EXAM_ID, slide_number=1, reason="LR object missing",
                       tiles=[tile]),
         PatientAdmitted(patient_id=PATIENT_ID, visit_id="V-88", admitted_at=WHEN, ward="surgery-3",

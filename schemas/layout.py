@@ -53,6 +53,19 @@ def hr_provenance_key(exam_id: str, slide_number: int, scale: int) -> str:
     return f"{hr_prefix(exam_id, slide_number, scale)}scanned.json"
 
 
+def hr_consistency_prefix(exam_id: str, slide_number: int, scale: int) -> str:
+    """The x``scale`` consistency map of a slide's computed tiles: JSON fragments, one per
+    batch and writer (never rewritten), merged by readers; deleted with the HR tiles."""
+    return f"{hr_prefix(exam_id, slide_number, scale)}consistency/"
+
+
+def hr_consistency_key(exam_id: str, slide_number: int, scale: int, fragment: str) -> str:
+    """One fragment of the map; ``fragment`` is unique per write (no read-modify-write)."""
+    if not fragment or "/" in fragment or fragment.startswith("."):
+        raise ValueError(f"fragment name {fragment!r} must be one plain path segment")
+    return f"{hr_consistency_prefix(exam_id, slide_number, scale)}{fragment}.json"
+
+
 def scan_prefix(exam_id: str, slide_number: int) -> str:
     """Where a scanner's uploads of one slide live in the ingest bucket."""
     return f"scans/{_slide(exam_id, slide_number)}/"

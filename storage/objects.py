@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 SINGLE_COPY_LIMIT = 5 * (1 << 30)  # S3 CopyObject limit; larger objects use multipart copy
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256 next to each object we write
+USER_METADATA = "x-amz-meta-"  # response header prefix of an object's user metadata
 
 
 class StorageError(RuntimeError):
@@ -170,6 +171,21 @@ class ObjectStore:
         if length == 0:
             return b""
         return await asyncio.to_thread(self._read, ref, offset, length or 0)
+
+    def _read_with_metadata(self, ref: ObjectRef) -> tuple[bytes, dict[str, str]]:
+        response = self.client(ref.bucket).get_object(ref.bucket, ref.key)
+        try:
+            body = response.read()
+            headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        finally:
+            response.close()
+            response.release_conn()
+        return body, {k[len(USER_METADATA):]: v for k, v in headers.items() if k.startswith(USER_METADATA)}
+
+    async def get_with_metadata(self, ref: ObjectRef) -> tuple[bytes, dict[str, str]]:
+        """All of ``ref`` and its user metadata (names without ``x-amz-meta-``, lower case),
+        with one GET."""
+        return await asyncio.to_thread(self._read_with_metadata, ref)
 
     def _hash(self, ref: ObjectRef) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0

@@ -22,6 +22,7 @@ from core.tokens import TokenSigner
 from core.upscale_client import UpscaleClient
 from schemas.catalog import ExamRecord, UserRecord
 from storage.objects import ObjectStore
+from viewer.consistency import ConsistencyMaps
 from viewer.live import TileNewsHub
 from viewer.login_guard import LoginGuard
 from viewer.on_demand import OnDemand
@@ -67,6 +68,7 @@ class ViewerContext:
     on_demand: OnDemand | None
     signer: TokenSigner
     guard: LoginGuard
+    consistency: ConsistencyMaps
     _users: Expiring[str, UserRecord | None] = field(default_factory=lambda: Expiring(USER_CACHE_S))
     _exams: Expiring[str, ExamRecord | None] = field(default_factory=lambda: Expiring(EXAM_CACHE_S))
 
@@ -118,4 +120,5 @@ async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncItera
         yield ViewerContext(
             settings=settings, catalog=catalog, users=Users(db), store=store,
             tiles=TileService(catalog, store, viewer, on_demand), hub=hub, on_demand=on_demand,
-            signer=token_signer(settings), guard=LoginGuard(viewer.login_max_failures, viewer.login_window_s))
+            signer=token_signer(settings), guard=LoginGuard(viewer.login_max_failures, viewer.login_window_s),
+            consistency=ConsistencyMaps(store))

@@ -24,10 +24,14 @@ class TileNews:
     scale: int | None  # None: a failure that does not say (upscale.failed carries no scale)
     tiles: tuple[TileRef, ...]
     reason: str = ""
+    # Per tile (same order), for tiles computed by this answer: agreement with the stored LR.
+    consistency_db: tuple[float | None, ...] = ()
 
     def sse(self) -> str:
-        data: dict[str, object] = {"scale": self.scale,
-                                   "tiles": [{"level": t.level, "col": t.col, "row": t.row} for t in self.tiles]}
+        values = self.consistency_db or (None,) * len(self.tiles)
+        data: dict[str, object] = {"scale": self.scale, "tiles": [
+            {"level": t.level, "col": t.col, "row": t.row, **({"consistency_db": db} if db is not None else {})}
+            for t, db in zip(self.tiles, values, strict=True)]}
         if self.kind == "tiles":
             data["source"] = "computed"
         else:
@@ -39,7 +43,8 @@ def news_of(answer: Answer, *, scale: int | None = None, tiles: tuple[TileRef, .
     """``scale`` and ``tiles``: what the viewer asked for, to name the tiles of a request that
     failed as a whole."""
     if isinstance(answer, UpscaleDone):
-        return TileNews("tiles", answer.scale, tuple(result.tile for result in answer.results))
+        return TileNews("tiles", answer.scale, tuple(result.tile for result in answer.results),
+                        consistency_db=tuple(result.consistency_db for result in answer.results))
     return TileNews("failed", scale, tuple(answer.tiles) if answer.tiles else tiles, answer.reason)
 
 

@@ -21,6 +21,7 @@ from minio.error import S3Error
 
 from catalog.errors import UnknownExam, UnknownImage
 from catalog.repository import Catalog
+from compute.consistency_map import METADATA_KEY, parse_value
 from compute.slides import CatalogSlides, LrSlide, UnknownSlide
 from core.settings import ViewerSettings
 from schemas.catalog import ImageRecord
@@ -47,6 +48,7 @@ class Tile:
     body: bytes
     media_type: str
     source: TileSource
+    consistency_db: float | None = None  # computed tiles: agreement with the stored LR (compute.consistency)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,10 @@ class TileService:
         view = entry.view
         cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
         if cached is not None:
-            return Tile(cached, "image/png", "scanned" if entry.scanned else "computed")
+            body, metadata = cached
+            if entry.scanned:
+                return Tile(body, "image/png", "scanned")
+            return Tile(body, "image/png", "computed", parse_value(metadata.get(METADATA_KEY)))
         if self.on_demand is not None and not entry.scanned:  # a scanned slide's tiles come from its scan
             self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
         return None
@@ -182,10 +187,11 @@ class TileService:
                    for tile, hit in zip(tiles, present, strict=True) if not hit)
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
-                         row: int) -> bytes | None:
+                         row: int) -> tuple[bytes, dict[str, str]] | None:
+        """The tile and its user metadata (the compute service's consistency value)."""
         ref = self.store.ref(StorageTier.TEMPORARY, hr_tile_key(exam_id, slide_number, scale, level, col, row))
         try:
-            return await self.store.get_object(ref)  # one GET: a miss costs no more than a stat
+            return await self.store.get_with_metadata(ref)  # one GET: a miss costs no more than a stat
         except S3Error as exc:
             if is_missing(exc):
                 return None

@@ -187,10 +187,22 @@ async def test_a_missing_40x_tile_is_a_placeholder_until_computed_then_announced
                     return json.loads(line[6:])
 
         news = await asyncio.wait_for(next_news(), 60)
-        assert {"level": top, "col": 3, "row": 4} in news["tiles"] and news["source"] == "computed"
+        [announced] = [t for t in news["tiles"] if (t["level"], t["col"], t["row"]) == (top, 3, 4)]
+        assert news["source"] == "computed"
     real = await client.get(url, headers=headers)
     assert real.headers["x-tile-source"] == "computed" and real.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(real.content)).size == (256, 256)
+    # Its consistency with the stored LR: in the news, on the tile and in the slide's map.
+    value = float(real.headers["x-tile-consistency-db"])
+    assert 0 < value <= 99 and announced["consistency_db"] == value
+    assert info["consistency_threshold_db"] == stack.compute.consistency_threshold_db
+    consistency = (await client.get(info["consistency_url"], headers=headers)).json()
+    assert consistency["tiles"][f"{top}/3_4"] == value and consistency["scanned"] is False
+    assert consistency["threshold_db"] == stack.compute.consistency_threshold_db
+    assert consistency["below"] == sum(v < consistency["threshold_db"] for v in consistency["tiles"].values())
+    other = (await client.get(info["consistency_url"], params={"scale": 4}, headers=headers)).json()
+    assert other["scale"] == 4 and other["tiles"] == {}  # nothing computed at x4
+    assert (await client.get(info["consistency_url"], params={"scale": 3}, headers=headers)).status_code == 422
     lr = await client.get(url, params={"view": "lr"}, headers=headers)
     assert lr.headers["x-tile-source"] == "lr"
 
@@ -316,6 +328,9 @@ async def test_a_scanned_slide_is_labelled_scanned_and_never_computed(viewer, st
                           content_type="image/png")
     cut = await client.get(f"{slide_url(own)}/slide_files/{top}/0_0.jpeg", headers=headers)
     assert cut.headers["x-tile-source"] == "scanned"
+    assert "x-tile-consistency-db" not in cut.headers  # measured, not reconstructed
+    consistency = (await client.get(f"{slide_url(own)}/consistency", headers=headers)).json()
+    assert consistency["scanned"] is True and consistency["tiles"] == {}
     missing = await client.get(f"{slide_url(own)}/slide_files/{top}/1_0.jpeg", headers=headers)
     assert missing.headers["x-tile-source"] == "placeholder"
     assert context.on_demand is not None and context.on_demand.pending(own.exam_id, 1) == 0  # the scan fills it

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.layout import ALLOWED_SCALES
 from schemas.topics import Priority
 from viewer.access import Ctx, User, require_exam
 from viewer.audit import audit
@@ -22,6 +23,7 @@ SlideNo = Annotated[int, Path(ge=1, le=9999)]
 Level = Annotated[int, Path(ge=0, le=64)]
 TILE_NAME = re.compile(r"^(\d{1,7})_(\d{1,7})\.(jpeg|jpg|png)$")
 KEEPALIVE_S = 15.0
+CONSISTENCY_HEADER = "X-Tile-Consistency-dB"
 CACHEABLE = "private, max-age=3600"  # LR and hr-cache tiles do not change under a key
 MODE = "low-resolution: levels above the stored LR are computed on demand, neighbours prefetched"
 
@@ -47,6 +49,9 @@ class SlideOut(BaseModel):
     dzi_url: str
     events_url: str
     reading_mode: str
+    consistency_url: str
+    # Computed tiles below this agree too little with the stored LR and are flagged.
+    consistency_threshold_db: float
 
 
 def _base(exam_id: str, slide_number: int) -> str:
@@ -72,7 +77,8 @@ async def open_slide(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) 
                     scale=view.scale, max_level=view.max_level, lr_level=view.lr_level,
                     levels=[LevelOut.model_validate(level) for level in view.levels()],
                     dzi_url=f"{base}/slide.dzi", events_url=f"{base}/events",
-                    reading_mode=MODE)
+                    reading_mode=MODE, consistency_url=f"{base}/consistency",
+                    consistency_threshold_db=ctx.settings.compute.consistency_threshold_db)
 
 
 @router.get("/{exam_id}/{slide_number}/slide.dzi", responses={200: {"content": {"application/xml": {}}},
@@ -88,7 +94,9 @@ async def dzi(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx) -> Resp
 async def tile(exam_id: str, slide_number: SlideNo, level: Level, tile: str, user: User, ctx: Ctx,
                view: str | None = None) -> Response:
     """``X-Tile-Source``: lr, computed, scanned or placeholder (not ready: LR upsampled, not
-    cached). ``view=lr``: the LR version at any level (comparison view)."""
+    cached). ``X-Tile-Consistency-dB`` (computed tiles): the tile box-downsampled to the stored
+    magnification against the stored LR, PSNR. ``view=lr``: the LR version at any level
+    (comparison view)."""
     match = TILE_NAME.match(tile)
     if match is None:
         raise HTTPException(404, f"tile name {tile[:40]!r} is not <col>_<row>.<jpeg|png>")
@@ -97,9 +105,37 @@ async def tile(exam_id: str, slide_number: SlideNo, level: Level, tile: str, use
     await _allowed(ctx, user, exam_id)
     col, row, fmt = int(match[1]), int(match[2]), match[3]
     result = await ctx.tiles.tile(exam_id, slide_number, level, col, row, fmt, lr_only=view == "lr")
-    cache = "no-store" if result.source == "placeholder" else CACHEABLE
-    return Response(result.body, media_type=result.media_type,
-                    headers={"X-Tile-Source": result.source, "Cache-Control": cache})
+    headers = {"X-Tile-Source": result.source,
+               "Cache-Control": "no-store" if result.source == "placeholder" else CACHEABLE}
+    if result.consistency_db is not None:
+        headers[CONSISTENCY_HEADER] = f"{result.consistency_db:.2f}"
+    return Response(result.body, media_type=result.media_type, headers=headers)
+
+
+class ConsistencyOut(BaseModel):
+    scale: int
+    threshold_db: float
+    scanned: bool  # tiles cut from a real HR scan: measured, nothing to compare
+    tiles: dict[str, float]  # "<level>/<col>_<row>" -> dB, computed tiles of the hr-cache
+    below: int  # tiles under threshold_db
+
+
+@router.get("/{exam_id}/{slide_number}/consistency", response_model=ConsistencyOut,
+            responses={401: {}, 403: {}, 404: {}, 422: {}})
+async def consistency(exam_id: str, slide_number: SlideNo, user: User, ctx: Ctx,
+                      scale: int | None = None) -> ConsistencyOut:
+    """The slide's consistency map: each computed tile box-downsampled to the stored
+    magnification and compared with the stored LR (PSNR, dB). ``scale``: of the HR pyramid
+    (default: the one the viewer shows)."""
+    if scale is not None and scale not in ALLOWED_SCALES:
+        raise HTTPException(422, f"scale must be one of {ALLOWED_SCALES}")
+    await _allowed(ctx, user, exam_id)
+    _, view = await ctx.tiles.view(exam_id, slide_number)
+    scale = scale or view.scale
+    tiles = await ctx.consistency.read(exam_id, slide_number, scale)
+    threshold = ctx.settings.compute.consistency_threshold_db
+    return ConsistencyOut(scale=scale, threshold_db=threshold, scanned=tiles is None, tiles=tiles or {},
+                          below=sum(value < threshold for value in (tiles or {}).values()))
 
 
 @router.get("/{exam_id}/{slide_number}/events", responses={200: {"content": {"text/event-stream": {}}},

@@ -19,6 +19,8 @@
 //   swapped        placeholders replaced on screen by a real (computed/scanned) tile
 //   recentSwaps    last swaps: [{level, col, row, source, at}]
 //   failed         tiles the server reported as failed (they keep the LR placeholder)
+//   flagged        computed tiles seen whose consistency with the stored LR is below the
+//                  slide's threshold (outlined): [{key: "level/col/row", db}]
 //   magnification  current magnification (number, e.g. 40) | null
 //   level          pyramid level the view draws | null
 //   lrLevel, maxLevel  deepest level cut from the stored LR / deepest level of the pyramid
@@ -392,7 +394,7 @@ function closeSlide() {
   state.exam = null;
   $("viewer-empty").hidden = false;
   $("slide-title").textContent = "No slide open";
-  for (const id of ["mag-indicator", "mag-buttons", "compare-toggle", "progress", "failed-tiles", "live-status",
+  for (const id of ["mag-indicator", "mag-buttons", "compare-toggle", "progress", "failed-tiles", "consistency-flags", "live-status",
     "reading-mode", "reading-mode-detail"]) $(id).hidden = true;
   $("viewer-section").dataset.view = "";
   markCurrentSlide();
@@ -594,6 +596,11 @@ function renderViewState() {
   const failed = view.failed.size;
   $("failed-tiles").hidden = failed === 0;
   $("failed-text").textContent = failed ? `${failed} tile${failed === 1 ? "" : "s"} failed` : "";
+  const flagged = view.flagged.size;
+  const flags = $("consistency-flags");
+  flags.hidden = flagged === 0;
+  flags.textContent = flagged ? `${flagged} tile${flagged === 1 ? "" : "s"} outlined: reconstruction disagrees with the stored LR` : "";
+  flags.title = `Computed tiles that, scaled back down, differ from the stored low-resolution image (below ${view.consistencyThreshold} dB)`;
 }
 
 function jumpTo(mag) {
@@ -706,6 +713,7 @@ function debugSnapshot() {
     swapped: v ? v.swapped : 0,
     recentSwaps: v ? v.recentSwaps : [],
     failed: v ? v.failed : 0,
+    flagged: v ? v.flagged : [],
     magnification: v ? v.magnification : null,
     level: v ? v.level : null,
     lrLevel: view ? view.lrLevel : null,

@@ -19,6 +19,11 @@
 // OpenSeadragon drops it. With no news of a placeholder for a while (a lost event), it is asked
 // for again, backing off. The counters describe the main ("computed") viewer only; the
 // comparison viewer always shows the LR upsampled view (`?view=lr`).
+//
+// Consistency: a computed tile answers `X-Tile-Consistency-dB` (and `event: tiles` carries
+// `consistency_db`): the tile box-downsampled to the stored magnification against the stored LR.
+// Tiles below the slide's `consistency_threshold_db` get an outline overlay: there the
+// reconstruction disagrees with what was measured.
 
 import { session } from "./api.js";
 
@@ -97,6 +102,9 @@ export class SlideView {
     this.tileErrors = 0;
     this.lastTileError = null;
     this.lrTilesLoaded = 0;
+    this.consistency = new Map(); // key -> dB of computed tiles seen (header or event)
+    this.consistencyThreshold = Number.isFinite(info.consistency_threshold_db) ? info.consistency_threshold_db : null;
+    this.flagged = new Map(); // key -> outline overlay element of a tile below the threshold
 
     this.compare = false;
     this.lrViewer = null;
@@ -206,8 +214,14 @@ export class SlideView {
     return level < 0 ? null : this.levelMagnification(level);
   }
 
+  /** Tiles seen whose reconstruction disagrees with the stored LR (below the threshold). */
+  get flaggedTiles() {
+    return [...this.flagged.keys()].map((key) => ({ key, db: this.consistency.get(key) }));
+  }
+
   snapshot() {
     return {
+      flagged: this.flaggedTiles,
       tilesBySource: { ...this.tilesBySource },
       pending: this.pendingTiles.length,
       pendingTiles: this.pendingTiles.slice(0, 50)
@@ -299,6 +313,7 @@ export class SlideView {
     for (const t of tiles || []) {
       if (!t || !Number.isInteger(t.level)) continue;
       const key = tileKey(t.level, t.col, t.row);
+      if (Number.isFinite(t.consistency_db)) this._noteConsistency(t.level, t.col, t.row, t.consistency_db);
       this.failed.delete(key);
       // A placeholder answer still in flight is reloaded when it lands (serverReady).
       this.serverReady.set(key, { attempts: 0, at: Date.now() });
@@ -458,6 +473,8 @@ export class SlideView {
     this.tilesBySource[source]++;
     const key = tileKey(tile.level, tile.x, tile.y);
     this.sourceByKey.set(key, source);
+    const db = parseFloat(req.getResponseHeader("X-Tile-Consistency-dB") || "");
+    if (source === "computed" && Number.isFinite(db)) this._noteConsistency(tile.level, tile.x, tile.y, db);
     const now = Date.now();
     if (source === "placeholder") {
       this.placeholderShown.set(key, { level: tile.level, col: tile.x, row: tile.y, since: now });
@@ -515,6 +532,25 @@ export class SlideView {
     const t = e.tile;
     this.onError(`${this.tileErrors} tile${this.tileErrors === 1 ? "" : "s"} could not be loaded` +
       (t ? ` (last: level ${t.level}, ${t.x},${t.y}: ${detail})` : `: ${detail}`));
+    this._changed();
+  }
+
+  _noteConsistency(level, col, row, db) {
+    const key = tileKey(level, col, row);
+    this.consistency.set(key, db);
+    const item = this.opened ? this.main.world.getItemAt(0) : null;
+    if (!item || this.consistencyThreshold == null || db >= this.consistencyThreshold || this.flagged.has(key)) return;
+    // The tile's rectangle in full-resolution pixels (edge tiles are smaller).
+    const f = 2 ** (this.maxLevel - level);
+    const size = this.dzi.tileSize;
+    const x = col * size * f;
+    const y = row * size * f;
+    const rect = item.imageToViewportRectangle(x, y, Math.min(size * f, this.dzi.width - x), Math.min(size * f, this.dzi.height - y));
+    const el = document.createElement("div");
+    el.className = "consistency-flag"; // outline only (pointer-events: none): panning goes through
+    el.dataset.db = db.toFixed(1);
+    this.main.addOverlay({ element: el, location: rect });
+    this.flagged.set(key, el);
     this._changed();
   }
 
