@@ -25,7 +25,7 @@ from .registry import ARCHITECTURES, DEFAULT_MODEL, REGISTRY
 
 
 def flops_per_output_pixel(model: CascadeGenerator, scale: int, size: int = 64) -> float:
-    x = torch.rand(1, 3, size, size)
+    x = torch.rand(1, 3, size, size, device=next(model.parameters()).device)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x, scale)
     return counter.get_total_flops() / (size * scale) ** 2
@@ -62,19 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr-size", type=int, default=256, help="LR input side (a 5x viewer tile)")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
+    p.add_argument("--gpu", choices=("auto", "yes", "no", "only"), default="auto",
+                   help="only: skip the CPU columns (a GPU machine's CPUs are not the deployment's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model on the GPU")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    devices = ["cpu"]
-    if args.gpu == "yes" or (args.gpu == "auto" and torch.cuda.is_available()):
+    devices = [] if args.gpu == "only" else ["cpu"]
+    if args.gpu in ("yes", "only") or (args.gpu == "auto" and torch.cuda.is_available()):
         devices.append("cuda")
     header = ["model", "params", "fp16 MB", "scale", "kFLOP/out px"]
     for d in devices:
-        label = f"CPU {args.threads} thr" if d == "cpu" else "GPU"
+        label = f"CPU {args.threads} thr" if d == "cpu" else f"GPU bf16{' compiled' if args.compile else ''}"
         header += [f"{label} Mpx/s best", f"{label} Mpx/s median"]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    gpu = f"; {torch.cuda.get_device_name()}" if "cuda" in devices else ""
     print(f"LR input {args.lr_size}x{args.lr_size} uint8 -> output Mpx/s, best and median of {args.repeats} "
-          f"runs; {os.cpu_count()} CPUs, load average at start {load}")
+          f"runs; {os.cpu_count()} CPUs, load average at start {load}{gpu}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for arch in args.archs:
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [model_label(arch), f"{params / 1e6:.2f}M", f"{params * 2 / 2**20:.2f}", f"x{scale}",
                      f"{flops_per_output_pixel(model, scale) / 1e3:.1f}"]
             for device in devices:
-                resolver = SuperResolver(model, device=device, compile=device == "cuda")
+                resolver = SuperResolver(model, device=device, compile=device == "cuda" and args.compile)
                 best, median = output_mpx_per_second(resolver, scale, args.lr_size, args.repeats)
                 cells += [f"{best:.2f}", f"{median:.2f}"]
             print("| " + " | ".join(cells) + " |", flush=True)

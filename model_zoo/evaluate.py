@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from .architecture import CascadeGenerator
 from .baselines import METHODS, interpolate
-from .data import default_data_dir, list_sources, split_sources
+from .data import default_data_dir, list_sources, source_name, split_sources
 from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, to_uint8
 from .images import load_rgb
 from .inference import SuperResolver, load_model
@@ -61,7 +61,8 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, Supe
         lr = jpeg_roundtrip(lr, lr_jpeg, full_chroma=True)  # as slide_io stores LR tiles
     rows, outputs = [], {}
     candidates: dict[str, object] = {m: m for m in BASELINES}
-    candidates.update(models)
+    # An x4/2 variant differs from its model at x2 only.
+    candidates.update({label: m for label, m in models.items() if scale == 2 or not m.x2_via_x4})
     for label, method in candidates.items():
         started = time.perf_counter()
         out = interpolate(lr, scale, method) if isinstance(method, str) else method.upscale(lr, scale)
@@ -102,6 +103,23 @@ def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str], l
     return "\n".join(lines) + "\n"
 
 
+def per_source_markdown(rows: list[Row], source_of: dict[str, str]) -> str:
+    """PSNR / SSIM per source collection (organ for MoNuSeg is in the image list above)."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    lines = ["| source | images | scale | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for source in dict.fromkeys(source_of[r.image] for r in rows):
+        for scale in sorted({r.scale for r in rows}):
+            sel = [r for r in rows if source_of[r.image] == source and r.scale == scale]
+            cells = []
+            for method in methods:
+                mine = [r for r in sel if r.method == method]
+                cells.append(f"{np.mean([r.psnr for r in mine]):.2f} / {np.mean([r.ssim for r in mine]):.3f}"
+                             if mine else "")
+            images = len({r.image for r in sel})
+            lines.append(f"| {source} | {images} | x{scale} | " + " | ".join(cells) + " |")
+    return "PSNR dB / SSIM per source:\n\n" + "\n".join(lines) + "\n"
+
+
 def panel(lr: np.ndarray, outputs: dict[str, np.ndarray], hr: np.ndarray, scale: int, size: int,
           centre: tuple[int, int] | None = None) -> Image.Image:
     """LR (pixel-replicated) | bicubic | model(s) | HR for one ``size`` x ``size`` HR region."""
@@ -130,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="model_zoo.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=[DEFAULT_MODEL], help="registered model names")
     p.add_argument("--weights", type=Path, action="append", default=[],
-                   help="also evaluate an unregistered weights/checkpoint file (needs --arch)")
+                   help="also evaluate an unregistered weights/checkpoint file: PATH (of --arch) or ARCH:PATH")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="small")
     p.add_argument("--scales", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--out-dir", type=Path, default=Path("out") / "eval")
@@ -138,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--lr-jpeg", type=int, default=None,
                    help="JPEG-compress the LR at this quality (slide_io stores LR tiles as JPEG q90)")
+    p.add_argument("--x2-via-x4", action="store_true",
+                   help="also evaluate each model's x2 as its x4 output area-averaged by 2")
     p.add_argument("--panel-size", type=int, default=256, help="HR pixels per panel column")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -149,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {name: load_model(name, args.device) for name in args.models}
-    for path in args.weights:
-        resolver = load_custom(path, args.arch, args.device)
+    for spec in args.weights:
+        arch, _, path = str(spec).rpartition(":")
+        resolver = load_custom(Path(path), arch or args.arch, args.device)
         models[resolver.name] = resolver
+    if args.x2_via_x4 and 2 in args.scales:
+        for label, resolver in list(models.items()):
+            models[f"{label} (x4/2)"] = SuperResolver(resolver.model, name=f"{label} (x4/2)",
+                                                      device=args.device, x2_via_x4=True)
     _, val_paths = split_sources(list_sources(args.data_dir or default_data_dir()))
     val_paths = val_paths[:args.max_images]
     if not val_paths:
@@ -173,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out_dir / "results.json").write_text(json.dumps(
         {"images": names, "lr_jpeg": args.lr_jpeg, "summary": {f"x{s}": v for s, v in table.items()},
          "rows": [r.__dict__ for r in rows]}, indent=1))
-    text = markdown(table, names, args.lr_jpeg)
+    text = markdown(table, names, args.lr_jpeg) + "\n" + per_source_markdown(
+        rows, {p.stem: source_name(p) for p in val_paths})
     (args.out_dir / "results.md").write_text(text)
     print(text)
     return 0

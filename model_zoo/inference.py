@@ -27,8 +27,11 @@ class SuperResolver:
     def __init__(self, model: CascadeGenerator, *, name: str = "custom",
                  device: str | torch.device = "cpu", tile: int | None = None,
                  max_batch_bytes: int | None = None, max_output_bytes: int = 8 << 30,
-                 compile: bool = False) -> None:
+                 compile: bool = False, x2_via_x4: bool = False) -> None:
+        """``x2_via_x4``: answer x2 with the x4 output area-averaged by 2, for models whose
+        own x2 stage is weaker than that (see MODEL_CARD.md, "x2")."""
         self.name = name
+        self.x2_via_x4 = x2_via_x4 and 4 in model.scales
         self.device = torch.device(device)
         self.tile = tile
         # Activation budget per forward pass: 1 GiB of host RAM, 4 GiB on a GPU.
@@ -43,9 +46,13 @@ class SuperResolver:
     def scales(self) -> tuple[int, ...]:
         return self.model.scales
 
+    def model_scale(self, scale: int) -> int:
+        """The cascade output that answers ``scale`` (x4 for x2 when ``x2_via_x4``)."""
+        return 4 if scale == 2 and self.x2_via_x4 else scale
+
     def margin_for(self, scale: int) -> int:
         """LR context pixels a tile needs at ``scale`` to match a whole-image pass."""
-        return self.model.context_margin(scale)
+        return self.model.context_margin(self.model_scale(scale))
 
     @property
     def context_margin(self) -> int:
@@ -64,6 +71,7 @@ class SuperResolver:
 
     def window_bytes(self, height: int, width: int, scale: int) -> int:
         """Rough peak activation bytes for one window (float32)."""
+        scale = self.model_scale(scale)
         cfg = self.model.cfg
         per_lr_px = cfg.channels * 3
         n = int(np.log2(scale))
@@ -124,20 +132,25 @@ class SuperResolver:
         jobs = ((i, t) for i in range(len(arrays)) for t in tiles)
         while chunk := list(islice(jobs, batch)):
             windows = np.stack([_window(arrays[i], t) for i, t in chunk])
-            result = self._infer(windows, scale)
+            result = self._infer(windows, scale, as_uint8=not as_float)
             for (i, t), out in zip(chunk, result):
-                core = _core(out, t, scale)
-                yield (i, t.rows.core_start * scale, t.cols.core_start * scale,
-                       core if as_float else _to_uint8(core))
+                yield i, t.rows.core_start * scale, t.cols.core_start * scale, _core(out, t, scale)
 
     @torch.inference_mode()
-    def _infer(self, windows: np.ndarray, scale: int) -> np.ndarray:
-        """(N, h, w, 3) uint8 -> (N, s*h, s*w, 3) float32 in [0, 1]."""
+    def _infer(self, windows: np.ndarray, scale: int, as_uint8: bool = False) -> np.ndarray:
+        """(N, h, w, 3) uint8 -> (N, s*h, s*w, 3) float32 in [0, 1], or uint8 (rounded on the
+        device: a GPU then sends a quarter of the bytes back and the host does no rounding)."""
         # NHWC numpy permuted to NCHW is already channels_last in memory: no copy.
         x = torch.from_numpy(windows).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        run_scale = self.model_scale(scale)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._autocast):
-            y = self._forward(x, scale)[scale]
-        return y.float().clamp_(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
+            y = self._forward(x, run_scale)[run_scale]
+        if run_scale != scale:  # average the displayable x4 image, as a camera would
+            y = torch.nn.functional.avg_pool2d(y.float().clamp(0.0, 1.0), run_scale // scale)
+        y = y.float().clamp_(0.0, 1.0)
+        if as_uint8:
+            y = y.mul_(255.0).round_().to(torch.uint8)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _window(image: np.ndarray, tile: Tile) -> np.ndarray:
@@ -149,10 +162,6 @@ def _core(output: np.ndarray, tile: Tile, scale: int) -> np.ndarray:
     r, c = tile.rows, tile.cols
     return output[r.core_offset * scale:(r.core_offset + r.core_end - r.core_start) * scale,
                   c.core_offset * scale:(c.core_offset + c.core_end - c.core_start) * scale]
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.rint(image * 255.0).astype(np.uint8)
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", *,

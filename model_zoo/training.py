@@ -27,6 +27,7 @@ import torch
 
 from .architecture import CascadeGenerator
 from .data import Batch, PatchSampler
+from .device_sampler import DeviceSampler
 from .discriminator import PatchDiscriminator
 from .losses import (
     RandomFeatureNet,
@@ -97,7 +98,7 @@ class History:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, sampler: PatchSampler, valset: ValidationSet | None = None,
+    def __init__(self, cfg: TrainConfig, sampler: PatchSampler | DeviceSampler, valset: ValidationSet | None = None,
                  device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -232,14 +233,51 @@ class Trainer:
         self.step = int(state["step"])
         self.history = History(**state["history"])
 
+    def fit_to_time(self, seconds: float, gan_share: float = 0.15, probe_steps: int = 50,
+                    gan_cost: float = 1.6) -> None:
+        """Set the step counts so the whole run takes about ``seconds``.
+
+        Lent accelerators come by the minute, not by the step: the first
+        ``probe_steps`` pixel steps (they count as training) measure the speed, and the
+        rest of the budget is split between the phases. A GAN step also runs the
+        discriminator and the feature net, ``gan_cost`` times a pixel step.
+        """
+        if not 0 <= gan_share < 1:
+            raise ValueError(f"gan_share must be in [0, 1), got {gan_share}")
+        warm = min(10, probe_steps - 1)  # the first steps of each scale pick kernels
+        begun = time.perf_counter()
+        for i in range(probe_steps):
+            if i == warm:
+                self._synchronise()
+                started = time.perf_counter()
+            self.train_step()
+        self._synchronise()
+        now = time.perf_counter()
+        per_step = (now - started) / (probe_steps - warm)
+        self.history.seconds += now - begun
+        remaining = max(0.0, seconds - (now - begun))
+        self.cfg.pixel_steps = self.step + int(remaining * (1 - gan_share) / per_step)
+        self.cfg.gan_steps = int(remaining * gan_share / (per_step * gan_cost))
+
+    def _synchronise(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     # -- the loop ---------------------------------------------------------------------
     def run(self, checkpoint: Path | None = None,
             on_step: Callable[[StepStats, dict | None], None] | None = None,
-            max_steps: int | None = None) -> None:
-        """Train until ``total_steps`` (or ``max_steps`` more), validating and checkpointing."""
+            max_steps: int | None = None, deadline: float | None = None) -> None:
+        """Train until ``total_steps`` (or ``max_steps`` more), validating and checkpointing.
+
+        ``deadline`` (a ``time.monotonic()`` value) ends the run early, checkpoint saved:
+        a lent machine is taken back at its limit whatever the step count."""
         cfg = self.cfg
         stop = cfg.total_steps if max_steps is None else min(cfg.total_steps, self.step + max_steps)
         while self.step < stop:
+            if deadline is not None and time.monotonic() >= deadline:
+                if checkpoint is not None:
+                    self.save(checkpoint)
+                break
             started = time.perf_counter()
             stats = self.train_step()
             self.history.seconds += time.perf_counter() - started

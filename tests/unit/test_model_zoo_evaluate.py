@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_zoo.bench import flops_per_output_pixel
-from model_zoo.evaluate import BASELINES, evaluate_image, markdown, panel, summarise
+from model_zoo.evaluate import BASELINES, evaluate_image, markdown, panel, per_source_markdown, summarise
 from model_zoo.inference import SuperResolver
 from model_zoo.testing import TINY, random_generator, random_image, single_thread
 
@@ -38,3 +38,18 @@ def test_flops_per_output_pixel_fall_with_scale() -> None:
     """The LR encoder's work is shared by more output pixels at higher scales."""
     per_scale = [flops_per_output_pixel(random_generator(TINY), s, size=16) for s in (2, 4, 8)]
     assert per_scale[0] > per_scale[1] > per_scale[2] > 0
+
+
+def test_per_source_table_groups_images_by_collection_and_x2_variant_only_at_x2() -> None:
+    model = random_generator()
+    models = {"tiny": SuperResolver(model), "tiny (x4/2)": SuperResolver(model, x2_via_x4=True)}
+    rows = []
+    for name in ("a1", "a2", "b1"):
+        for scale in (2, 4):
+            rows += evaluate_image(name, random_image(32, 32, seed=len(rows)), scale, models)[0]
+    assert {r.method for r in rows if r.scale == 4} == {*BASELINES, "tiny"}
+    assert {r.method for r in rows if r.scale == 2} == {*BASELINES, "tiny", "tiny (x4/2)"}
+    text = per_source_markdown(rows, {"a1": "alpha", "a2": "alpha", "b1": "beta"})
+    assert "| alpha | 2 | x2 |" in text and "| beta | 1 | x4 |" in text
+    alpha_x4 = [r.psnr for r in rows if r.image in ("a1", "a2") and r.scale == 4 and r.method == "tiny"]
+    assert f"{np.mean(alpha_x4):.2f} /" in text.split("| alpha | 2 | x4 |")[1].splitlines()[0]

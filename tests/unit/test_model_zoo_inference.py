@@ -127,3 +127,24 @@ def test_automatic_tiles_follow_the_memory_budget() -> None:
     assert tight.window_bytes(windows[0].rows.window_size, windows[0].cols.window_size, 4) <= tight.max_batch_bytes
     image = random_image(120, 90, seed=9)
     np.testing.assert_allclose(tight.upscale_float(image, 4), single_pass(model, image, 4), atol=1e-4)
+
+
+def test_x2_via_x4_is_the_x4_output_area_averaged_and_tiles_seamlessly() -> None:
+    model = random_generator()
+    image = random_image(41, 37)
+    resolver = SuperResolver(model, tile=12, max_batch_bytes=1, x2_via_x4=True)
+    assert resolver.margin_for(2) == model.context_margin(4) > model.context_margin(2)
+    x4 = torch.from_numpy(single_pass(model, image, 4)).permute(2, 0, 1)[None]
+    expected = torch.nn.functional.avg_pool2d(x4, 2)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(resolver.upscale_float(image, 2), expected, atol=1e-5)
+    # ... which is not what the cascade's own x2 stage gives, and other scales are untouched.
+    assert np.abs(expected - single_pass(model, image, 2)).max() > 1e-3
+    np.testing.assert_allclose(resolver.upscale_float(image, 4), single_pass(model, image, 4), atol=1e-5)
+
+
+def test_uint8_output_is_the_float_output_rounded() -> None:
+    """uint8 is rounded where the model ran (on a GPU: before the copy back); same values."""
+    resolver = SuperResolver(random_generator(), tile=16)
+    image = random_image(30, 21)
+    expected = np.rint(resolver.upscale_float(image, 4) * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(resolver.upscale(image, 4), expected)
