@@ -13,6 +13,7 @@ BENCHES = {
     "tier": "bench.tier_bench",
     "compute": "bench.compute_bench",
     "viewer": "bench.viewer_bench",
+    "rate-distortion": "bench.rate_distortion",
 }
 
 
