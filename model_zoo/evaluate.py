@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {name: load_model(name, args.device) for name in args.models}
+    # Each model's own x2 stage; --x2-via-x4 adds the x4/2 answer beside it.
+    models = {name: load_model(name, args.device, x2_via_x4=False) for name in args.models}
     for spec in args.weights:
         arch, _, path = str(spec).rpartition(":")
         resolver = load_custom(Path(path), arch or args.arch, args.device)

@@ -174,4 +174,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
     if threads is not None:
         torch.set_num_threads(threads)
     spec = get_spec(name)
+    options.setdefault("x2_via_x4", spec.x2_via_x4)
     return SuperResolver(load_generator(spec, device), name=spec.name, device=device, **options)

@@ -87,3 +87,17 @@ def test_default_model_beats_bicubic_on_a_held_out_crop() -> None:
     hr = image[300:556, 300:556]
     lr = to_uint8(box_downsample(hr, 4))
     assert psnr(resolver.upscale(lr, 4), hr, 4) > psnr(interpolate(lr, 4, "bicubic"), hr, 4)
+
+
+def test_load_model_answers_x2_the_way_the_registry_says(monkeypatch) -> None:
+    from dataclasses import replace
+
+    spec = REGISTRY[DEFAULT_MODEL]
+    monkeypatch.setitem(REGISTRY, "via-x4", replace(spec, name="via-x4", x2_via_x4=True))
+    monkeypatch.setitem(REGISTRY, "own-x2", replace(spec, name="own-x2", x2_via_x4=False))
+    via, own = load_model("via-x4"), load_model("own-x2")
+    assert via.x2_via_x4 and not own.x2_via_x4
+    assert not load_model("via-x4", x2_via_x4=False).x2_via_x4  # the caller can still choose
+    lr = np.random.default_rng(3).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    assert not np.array_equal(via.upscale(lr, 2), own.upscale(lr, 2))
+    np.testing.assert_array_equal(via.upscale(lr, 4), own.upscale(lr, 4))
