@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -151,7 +151,16 @@ class QcAgentSettings(_Group):
     # JPEG q90 4:4:4 keeps the LR ~10x smaller than the scanner's 40x JPEG; lossless "zstd" is
     # ~4x larger again (only ~3x below the 40x scan) but gives super-resolution 1.7 dB more at x4
     # (model_zoo/MODEL_CARD.md). A site's choice between storage and reconstruction fidelity.
-    lr_compression: Literal["jpeg", "zstd"] = "jpeg"
+    # "jpegxl" (distance 1.0) keeps JPEG q90's SR fidelity in ~27 % fewer bytes
+    # (docs/rate-distortion.md), but OpenSlide and browsers cannot open such LR files.
+    lr_compression: Literal["jpeg", "jpegxl", "zstd"] = "jpeg"
+    # The lab's colour standard (quality/lab_standard.py): starts as the shipped standard (or the
+    # config file's colour.standard_path) and learns from every slide that passes cleanly; every
+    # QC worker on the host shares it. Default ``<state_dir>/qc/lab-colour-standard.json``;
+    # relative: from the project root. Delete the file to reset the lab to its seed.
+    lab_colour_standard: Path | None = None
+    # False: stop learning (slides are still judged against the lab file as it stands).
+    learn_colour_standard: bool = True
 
 
 class ComputeSettings(_Group):
@@ -271,7 +280,7 @@ class Settings(BaseSettings):
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
     compute: ComputeSettings = ComputeSettings()
-    qc: QcAgentSettings = QcAgentSettings()
+    qc: QcAgentSettings = Field(QcAgentSettings(), validate_default=True)  # validated: see _lab_standard_path
     viewer: ViewerSettings = ViewerSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -290,6 +299,18 @@ class Settings(BaseSettings):
         """Anchored at the project, not the shell's directory, so that status, logs and down
         find the same stack from anywhere."""
         return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @field_validator("qc")
+    @classmethod
+    def _lab_standard_path(cls, value: QcAgentSettings, info: ValidationInfo) -> QcAgentSettings:
+        """qc.lab_colour_standard made absolute like state_dir (state_dir is validated before qc)."""
+        state_dir = info.data.get("state_dir")
+        path = value.lab_colour_standard
+        if path is None and state_dir is not None:
+            path = state_dir / "qc" / "lab-colour-standard.json"
+        elif path is not None and not path.is_absolute():
+            path = PROJECT_ROOT / path
+        return value.model_copy(update={"lab_colour_standard": path})
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

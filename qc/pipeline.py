@@ -23,8 +23,10 @@ import structlog
 
 from quality import QcConfig, QcReport, load_reference, run_qc
 from quality.colour import ColourReference
+from quality.lab_standard import LabStandard, LabStandardError
 from quality.normalise import normalise
 from quality.qc import colour_score_after
+from quality.standard import ColourStandard
 from schemas.common import QcCheckName, QcFailureKind
 from schemas.events import QcCheck
 from slide_io import (
@@ -53,10 +55,20 @@ class PipelineOptions:
     normalise: bool = False
     compression: Compression = Compression.JPEG
     limits: PixelLimits = DEFAULT_LIMITS
+    # The lab's learning colour standard (qc.service builds it from settings.qc); None: judge
+    # against qc.colour.standard_path (or the shipped one), and learn nothing.
+    lab_standard: LabStandard | None = None
 
     def reference(self) -> ColourReference | None:
         path = self.qc.colour.reference_path
         return _cached_reference(Path(path), self.qc) if path else None
+
+    def colour_standard(self) -> ColourStandard | None:
+        """The lab standard as it stands now, when slides are judged against a standard."""
+        colour = self.qc.colour
+        if self.lab_standard is None or not colour.enabled or colour.metric != "standard_distance":
+            return None
+        return self.lab_standard.current()
 
 
 _REFERENCES: dict[tuple[str, str], ColourReference] = {}
@@ -175,7 +187,8 @@ def _qc_config(options: PipelineOptions) -> QcConfig:
     return options.qc.model_copy(update={"normalise": options.qc.normalise.model_copy(update={"enabled": False})})
 
 
-def _normalise_lr(lr: LrImage, verdict: ScanVerdict, report: QcReport, options: PipelineOptions) -> np.ndarray:
+def _normalise_lr(lr: LrImage, verdict: ScanVerdict, report: QcReport, options: PipelineOptions,
+                  standard: ColourStandard | None) -> np.ndarray:
     reference = options.reference()
     if reference is None:
         return lr.pixels
@@ -186,9 +199,10 @@ def _normalise_lr(lr: LrImage, verdict: ScanVerdict, report: QcReport, options: 
     verdict.normalisation = metrics.as_dict()
     colour = report.check(QcCheckName.COLOUR_CAST.value)
     if colour.judged and not colour.passed and config.normalise.fixes_colour_cast:
-        after = colour_score_after(corrected, metrics, config)
+        after = colour_score_after(corrected, metrics, config, standard)
         if after <= colour.threshold:
             colour.passed = True
+            colour.details["corrected"] = True
             colour.reason = (f"colour cast corrected by {metrics.method} normalisation: {colour.score:.3f} -> "
                              f"{after:.3f} (limit {colour.threshold:.3f}); {colour.reason}")
     return corrected
@@ -225,14 +239,15 @@ def _process(source: SlideSource, options: PipelineOptions, lr_path: Path, magni
                                                name=source.name)
     else:
         judged = source
-    report = run_qc(judged, _qc_config(options), reference=options.reference())
+    standard = options.colour_standard()  # read once: the slide is judged and re-scored against one version
+    report = run_qc(judged, _qc_config(options), reference=options.reference(), standard=standard)
     verdict = ScanVerdict(False, "", [readable], report=report)
     if not report.passed and not _fixable_by_normalisation(report, options):
         return _quality_failure(verdict, report)
     if lr is None:
         lr = downsample_to_magnification(source, options.lr_magnification, source_magnification=mag,
                                          limits=options.limits)
-    pixels = _normalise_lr(lr, verdict, report, options) if options.normalise else lr.pixels
+    pixels = _normalise_lr(lr, verdict, report, options, standard) if options.normalise else lr.pixels
     if not report.passed:  # normalisation did not remove the colour cast
         return _quality_failure(verdict, report)
     verdict.passed, verdict.reason = True, report.summary()
@@ -244,7 +259,18 @@ def _process(source: SlideSource, options: PipelineOptions, lr_path: Path, magni
     verdict.lr_path = lr_path
     verdict.height, verdict.width = pixels.shape[:2]
     verdict.magnification, verdict.mpp, verdict.downsample = lr.magnification, lr_mpp, lr.downsample
+    _learn_colour(report, options)
     return verdict
+
+
+def _learn_colour(report: QcReport, options: PipelineOptions) -> None:
+    """Fold an accepted slide into the lab standard. Not learning never fails the slide: it passed."""
+    if options.lab_standard is None:
+        return
+    try:
+        options.lab_standard.learn_from(report)
+    except (LabStandardError, OSError) as exc:  # the message names the standard file, never the slide
+        log.warning("qc.lab_standard_not_updated", error=str(exc))
 
 
 def _fixable_by_normalisation(report: QcReport, options: PipelineOptions) -> bool:

@@ -24,6 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from core.settings import Settings
 from qc.pipeline import PipelineOptions, ScanVerdict, process_scan, refused
 from quality import QcConfig
+from quality.lab_standard import LabStandard
+from quality.standard import SHIPPED
 from schemas.common import ObjectRef, QcFailureKind
 from schemas.events import SlideQcFailed, SlideQcPassed, SlideScanned
 from schemas.ids import ExamId, PatientId, SlideNumber
@@ -62,12 +64,17 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
     if agent.reference_image is not None:
         updates["colour"] = config.colour.model_copy(update={"reference_path": agent.reference_image})
     config = config.model_copy(update=updates)
+    lab_standard = None
+    if agent.lab_colour_standard is not None:  # always set by Settings; None only for a bare QcAgentSettings
+        lab_standard = LabStandard(agent.lab_colour_standard, config.colour.standard_path or SHIPPED,
+                                   learn=agent.learn_colour_standard)
     return PipelineOptions(
         lr_magnification=settings.lr_magnification,
         qc=config,
         judge=agent.judge,
         normalise=agent.normalise or config.normalise.enabled,
         compression=Compression(agent.lr_compression),
+        lab_standard=lab_standard,
     )
 
 

@@ -93,17 +93,18 @@ def measure(
     config: QcConfig = QcConfig(),
     reference: ColourReference | None = None,
     detectors: list[Detector] | None = None,
+    standard: ColourStandard | None = None,
 ) -> QcMeasurements:
     source, owned = _as_source(image)
     try:
-        return _measure(source, config, reference, detectors)
+        return _measure(source, config, reference, detectors, standard)
     finally:
         if owned:
             source.close()
 
 
 def _measure(source: SlideSource, config: QcConfig, reference: ColourReference | None,
-             detectors: list[Detector] | None) -> QcMeasurements:
+             detectors: list[Detector] | None, standard: ColourStandard | None = None) -> QcMeasurements:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     width, height = source.dimensions
@@ -131,7 +132,7 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     judged = select_tiles(tissue_tiles, config.sampling)
     if reference is None and config.colour.reference_path is not None:
         reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
-    standard = _standard(config) if config.colour.enabled else None
+    standard = _standard(config, standard) if config.colour.enabled else None
     sharpness: list[blur_mod.TileSharpness] = []
     colour = empty_stats(config.colour) if reference is not None else None
     profile = ColourProfile.empty() if config.colour.enabled else None
@@ -159,9 +160,12 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
                           detections, timings, profile, standard, brightness, colourfulness, stain, ink_cover)
 
 
-def _standard(config: QcConfig) -> ColourStandard | None:
+def _standard(config: QcConfig, given: ColourStandard | None = None) -> ColourStandard | None:
+    """``given`` (e.g. the lab's learning standard, quality.lab_standard) else the configured file."""
     if config.colour.metric != "standard_distance":
         return None
+    if given is not None:
+        return given
     path = config.colour.standard_path
     return load_standard(Path(path)) if path is not None else load_standard()
 
@@ -397,13 +401,15 @@ def run_qc(
     config: QcConfig = QcConfig(),
     reference: ColourReference | None = None,
     detectors: list[Detector] | None = None,
+    standard: ColourStandard | None = None,
 ) -> QcReport:
     """Quality-check a slide (array, ``SlideSource`` or path) and, when configured, normalise
-    its colour toward the standard (``report.normalised`` then holds the corrected level 0)."""
+    its colour toward the standard (``report.normalised`` then holds the corrected level 0).
+    ``standard``: the colour standard to judge against instead of ``config.colour.standard_path``'s."""
     source, owned = _as_source(image)
     try:
         started = time.perf_counter()
-        m = _measure(source, config, reference, detectors)
+        m = _measure(source, config, reference, detectors, standard)
         report = judge(m, config)
         if config.normalise.enabled and m.reference is not None and not_judgeable(m, config) is None:
             _apply_normalisation(source, m, report, config)

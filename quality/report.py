@@ -90,6 +90,22 @@ class QcReport:
     def check(self, name: str) -> CheckResult:
         return next(c for c in self.checks if c.name == name)
 
+    @property
+    def stain(self) -> str | None:
+        """What the tissue check recognised: "he", "non_he" or "unknown" (None: not measured)."""
+        tissue = next((c for c in self.checks if c.name == "tissue"), None)
+        return None if tissue is None else tissue.details.get("stain")
+
+    @property
+    def colour_descriptor(self) -> np.ndarray | None:
+        """The slide's colour descriptor (``quality.standard.DESCRIPTOR_NAMES``) as the colour
+        check measured it against a standard; None when that check was not judged that way.
+        Read from the check, not recomputed: it is what the verdict was based on."""
+        colour = next((c for c in self.checks if c.name == "colour_cast"), None)
+        if colour is None or not colour.judged or "descriptor" not in colour.details:
+            return None
+        return np.asarray(colour.details["descriptor"], float)
+
     def summary(self) -> str:
         """One line: the verdict and, on failure, every failing check's reason."""
         if self.passed:

@@ -3,20 +3,24 @@ files with their failure kind, map events with bad identifiers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from core.settings import Settings, get_settings
 from qc.pipeline import PipelineOptions, process_scan
 from qc.service import invalid_ids_failure, load_qc_config, pipeline_options
 from quality import QcConfig
+from quality.lab_standard import LabStandard, read_standard
+from quality.standard import SHIPPED, load_standard, save_standard
 from scanner.samples import tiff_bomb, truncated_copy, unsupported_file
 from schemas.common import QcFailureKind
 from schemas.events import SlideScanned
 from schemas.registry import EventValidationError, parse_event
-from slide_io import open_slide
+from slide_io import Compression, TiledTiff, open_slide
 
 DATA = get_settings().shared_data
 SVS = DATA / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs"  # 2220 x 2967, 20x, 0.499 um/px
@@ -52,6 +56,18 @@ def test_hr_scan_passes_and_its_lr_is_a_readable_pyramid_at_the_target_magnifica
         assert tile.shape == (256, 256, 3) and tile.std() > 5  # real image content, not blank
     report = json.loads(verdict.report_json())
     assert report["passed"] and report["lr"]["downsample"] == pytest.approx(4.0)
+
+
+def test_jpegxl_setting_stores_a_jpegxl_lr_that_our_readers_open(tmp_path) -> None:
+    options = dataclasses.replace(pipeline_options(Settings(state_dir=tmp_path, qc={"lr_compression": "jpegxl"})),
+                                  qc=SAMPLED_NO_FOLDS.qc)
+    assert options.compression is Compression.JPEGXL
+    assert process_scan(SVS, options, tmp_path / "lr.tiff").passed
+    with TiledTiff(tmp_path / "lr.tiff") as lr:
+        assert lr.metadata["compression"] == "jpegxl"
+        assert lr.read_tile(0, 0, 0).std() > 5
+    with pytest.raises(ValueError):
+        Settings(qc={"lr_compression": "webp"})
 
 
 def test_real_defocus_fails_on_blur_while_the_same_field_in_focus_passes(tmp_path) -> None:
@@ -166,6 +182,42 @@ def test_pipeline_options_follow_settings(tmp_path) -> None:
     assert options.qc.blur.max_blurred_fraction == 0.5
     assert options.qc.colour.reference_path == TEMPLATE
     assert pipeline_options(Settings()).qc.sampling.mode == "sampled"  # the agent's default
+
+
+def test_pipeline_options_own_the_lab_colour_standard(tmp_path) -> None:
+    lab = pipeline_options(Settings(state_dir=tmp_path)).lab_standard
+    assert lab is not None and lab.learn and lab.seed_path == SHIPPED
+    assert lab.path == tmp_path / "qc" / "lab-colour-standard.json"
+    own = tmp_path / "own.json"
+    (tmp_path / "qc.json").write_text(json.dumps({"colour": {"standard_path": str(own)}}))
+    lab = pipeline_options(Settings(state_dir=tmp_path, qc={"config_file": tmp_path / "qc.json",
+                                                            "learn_colour_standard": False})).lab_standard
+    assert lab is not None and not lab.learn and lab.seed_path == own  # seeded from the configured standard
+
+
+def test_a_passed_slide_teaches_the_lab_standard_and_a_failed_one_does_not(tmp_path) -> None:
+    lab = LabStandard(tmp_path / "lab.json")
+    options = dataclasses.replace(SAMPLED, lab_standard=lab)
+    assert not process_scan(OUT_OF_FOCUS, options, tmp_path / "a.tiff", magnification=40).passed
+    assert not lab.path.exists()
+    verdict = process_scan(MONUSEG, options, tmp_path / "lr.tiff", magnification=40)
+    assert verdict.passed and verdict.report is not None
+    assert "'lab (from he_default)'" in verdict.report.check("colour_cast").reason  # judged against the lab's
+    seed, descriptor = load_standard(SHIPPED), verdict.report.colour_descriptor
+    assert descriptor is not None
+    _, learned = read_standard(lab.path)
+    assert learned.count == seed.count + 1
+    assert np.allclose(learned.mean, seed.mean + (descriptor - seed.mean) / (seed.count + 1))
+
+
+def test_slides_are_judged_against_the_lab_standard_as_it_stands(tmp_path) -> None:
+    seed = load_standard(SHIPPED)
+    save_standard(dataclasses.replace(seed, mean=seed.mean + 25.0, name="drifted"), tmp_path / "lab.json")
+    written = (tmp_path / "lab.json").read_bytes()
+    options = dataclasses.replace(SAMPLED, lab_standard=LabStandard(tmp_path / "lab.json"))
+    verdict = process_scan(MONUSEG, options, tmp_path / "lr.tiff", magnification=40)
+    assert not verdict.passed and "colour_cast" in verdict.reason and "'drifted'" in verdict.reason
+    assert (tmp_path / "lab.json").read_bytes() == written  # a failed slide teaches nothing
 
 
 def test_qc_config_file_with_a_typo_is_refused(tmp_path) -> None:

@@ -122,3 +122,16 @@ def test_a_relative_state_dir_is_anchored_at_the_project_not_the_shell(monkeypat
     assert Settings(_env_file=None).state_dir == PROJECT_ROOT / "elsewhere" / "state"
     monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path / "abs"))
     assert Settings(_env_file=None).state_dir == tmp_path / "abs"
+
+
+def test_the_lab_colour_standard_lives_under_the_state_dir_unless_set(monkeypatch, tmp_path) -> None:
+    from core.settings import PROJECT_ROOT
+
+    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path / "state"))
+    assert Settings().qc.lab_colour_standard == tmp_path / "state" / "qc" / "lab-colour-standard.json"
+    assert Settings().qc.learn_colour_standard
+    monkeypatch.setenv("SLIDESTREAM_QC__LAB_COLOUR_STANDARD", "lab/colour.json")
+    monkeypatch.setenv("SLIDESTREAM_QC__LEARN_COLOUR_STANDARD", "false")
+    settings = Settings()
+    assert settings.qc.lab_colour_standard == PROJECT_ROOT / "lab" / "colour.json"  # anchored like state_dir
+    assert not settings.qc.learn_colour_standard

@@ -82,6 +82,20 @@ def test_jpeg_pyramid_is_close_to_the_source_and_much_smaller(he_mosaic, tmp_pat
     assert jpeg.stat().st_size < zstd.stat().st_size / 2
 
 
+def test_jpegxl_pyramid_reads_back_by_ranged_tiles_and_is_smaller_than_jpeg(he_mosaic, tmp_path) -> None:
+    jpeg, jxl = tmp_path / "jpeg.tif", tmp_path / "jxl.tif"
+    write_pyramid(he_mosaic, jpeg, mpp=2.0, magnification=5.0)
+    write_pyramid(he_mosaic, jxl, mpp=2.0, magnification=5.0, compression=Compression.JPEGXL)
+    with TiledTiff(CountingReader(jxl)) as tiff:
+        assert tiff.metadata["compression"] == "jpegxl" and tiff.metadata["jpegxl_distance"] == 1.0
+        assert psnr(tiff.read_tile(0, 3, 2), he_mosaic[512:768, 768:1024]) > 33
+        assert psnr(tiff.read_region(0, 0, 0, 1500, 1000), he_mosaic) > 33
+    assert jxl.stat().st_size < jpeg.stat().st_size
+    with pytest.raises(ValueError, match="distance"):
+        write_pyramid(he_mosaic, tmp_path / "bad.tif", mpp=2.0, magnification=5.0,
+                      compression=Compression.JPEGXL, jpegxl_distance=0.0)
+
+
 def test_written_pyramid_is_readable_by_openslide_and_open_slide(he_mosaic, tmp_path) -> None:
     path = tmp_path / "lr.tif"
     write_pyramid(he_mosaic, path, mpp=2.0, magnification=5.0, compression="zstd")
