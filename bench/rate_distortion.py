@@ -53,8 +53,10 @@ STORED = {8: "5x", 4: "10x", 2: "20x"}
 SHAVE = max(SCALES)  # SR lacks context at the border; every method is scored on the same pixels
 METRICS = ("psnr", "ssim", "delta_e")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e": False}
-DEFAULT_LR = ("JPEG 4:4:4", "q90")
-BICUBIC_FOR = ("JPEG 4:4:4", "lossless")  # what ingest writes today (slide_io.pyramid, settings 5x)
+DEFAULT_LR = ("JPEG XL", "d1")  # what ingest writes (core.settings qc.lr_compression, slide_io.pyramid)
+# Bicubic reference lines: the default codec, the previous default (JPEG q90) and lossless.
+BICUBIC_FOR = ("JPEG XL d1", "JPEG 4:4:4 q90", "lossless")
+REFERENCE_40X = "JPEG 2000"  # the issue's floor compares with this codec alone
 # Native magnification of each source folder (MANIFEST.md): on a 20x source "40x" means its own
 # pixels and "stored 5x" is really 2.5x, so results are also reported per group.
 NOMINAL = {"monuseg2018": "40x", "breast_veta": "40x", "consep": "40x", "glas": "20x",
@@ -317,7 +319,9 @@ def attach_equal_rate(points: list[Point]) -> None:
                 if p.image != image or p.stored == "40x":
                     continue
                 value, codec = best_at_rate(p.rate, curves, HIGHER_IS_BETTER[metric])
-                p.equal_rate[metric] = {"best_40x": value, "codec": codec, "diff": getattr(p, metric) - value}
+                j2k = value_at_rate(p.rate, curves.get(REFERENCE_40X, []), HIGHER_IS_BETTER[metric])
+                p.equal_rate[metric] = {"best_40x": value, "codec": codec, "diff": getattr(p, metric) - value,
+                                        "j2k": j2k, "diff_j2k": getattr(p, metric) - j2k}
 
 
 # -- summaries ------------------------------------------------------------------------------
@@ -350,6 +354,7 @@ def summarise(points: Sequence[Point], native: str | None = None) -> list[dict]:
                 row[f"best_40x_{metric}"] = _mean([p.equal_rate[metric]["best_40x"] for p in sel])
                 row[f"d_{metric}"] = _mean(diffs)
                 row[f"n_{metric}"] = sum(math.isfinite(d) for d in diffs)
+                row[f"d_j2k_{metric}"] = _mean([p.equal_rate[metric]["diff_j2k"] for p in sel])
         if codec == "lossless":
             row["formats"] = sorted({p.codec for p in sel})
         rows.append(row)
@@ -396,6 +401,23 @@ def main_table(summary: Sequence[dict], models: Sequence[str]) -> str:
                 r = by_key[(stored, codec, m)]
                 cells += [_cell(r["psnr"], r["d_psnr"]), _cell(r["ssim"], r["d_ssim"], 4),
                           _cell(r["delta_e"], r["d_delta_e"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def j2k_table(summary: Sequence[dict], models: Sequence[str]) -> str:
+    """Stored LR + each model against 40x JPEG 2000 alone at the same rate (mean per-image
+    difference), the comparison the issue's floor names."""
+    head = ["stored", "LR codec", "bits/40x px"] + [f"{m} vs JPEG 2000: d PSNR / d SSIM" for m in models]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_key = {(r["stored"], r["codec"], r["method"]): r for r in summary}
+    for stored in (STORED[s] for s in SCALES):
+        for codec in dict.fromkeys(r["codec"] for r in summary if r["stored"] == stored):
+            rows = [by_key.get((stored, codec, m)) for m in models]
+            if not all(rows):
+                continue
+            cells = [stored, codec, f"{rows[0]['rate']:.3f}"]  # type: ignore[index]
+            cells += [f"{_cell(r['d_j2k_psnr'])} / {_cell(r['d_j2k_ssim'], digits=4)}" for r in rows]  # type: ignore[index]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -570,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
              f"(d) = difference to the best 40x codec on the same image at the same rate, averaged. "
              f"{machine()}, {time.perf_counter() - started:.0f} s.\n\n`{command.strip()}`")
     report = "\n\n".join([intro, "## Stored LR + reconstruction", main_table(summary, names),
+                          "## Against 40x JPEG 2000 alone at the same rate", j2k_table(summary, names),
                           "## By native magnification (today's LR codec and the best per scale)",
                           group_table(points, names), "## PSNR frontier of the means (no bicubic)",
                           frontier_table(summary), "## 40x codecs", direct_table(summary)]) + "\n"

@@ -20,7 +20,7 @@ import numpy as np
 import tifffile
 
 from schemas.layout import TILE_SIZE
-from slide_io import Compression
+from slide_io import Compression, tiff_codec
 from slide_io.resample import halve
 
 HR_METADATA_KEY = "slidestream_hr"
@@ -28,12 +28,6 @@ BAND_ROWS = 2048  # rows of a lower level reduced at once
 
 # fetch_row(row) -> the HR tiles of tile row ``row``, left to right (edge tiles may be smaller)
 FetchRow = Callable[[int], list[np.ndarray]]
-
-
-def _codec(compression: Compression, jpeg_quality: int) -> dict:
-    if Compression(compression) is Compression.JPEG:
-        return {"compression": "jpeg", "compressionargs": {"level": int(jpeg_quality)}}
-    return {"compression": "zstd", "compressionargs": {"level": 9}, "predictor": True}
 
 
 def _padded(tile: np.ndarray) -> np.ndarray:
@@ -50,7 +44,7 @@ def write_hr_pyramid(dest: Path, width: int, height: int, fetch_row: FetchRow, *
                      on_row: Callable[[int, int], None] | None = None) -> list[tuple[int, int]]:
     """Write the pyramid to ``dest``; returns the (width, height) of each level."""
     cols, rows = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
-    codec = _codec(compression, jpeg_quality)
+    codec = tiff_codec(compression, jpeg_quality=jpeg_quality, full_chroma=False)
     description = json.dumps({HR_METADATA_KEY: 1, "mpp": mpp, "magnification": magnification,
                               "tile_size": TILE_SIZE, "compression": Compression(compression).value,
                               **(metadata or {})})

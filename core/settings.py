@@ -148,12 +148,12 @@ class QcAgentSettings(_Group):
     reference_image: Path | None = None
     # Colour-normalise the LR toward the reference before it is stored.
     normalise: bool = False
-    # JPEG q90 4:4:4 keeps the LR ~10x smaller than the scanner's 40x JPEG; lossless "zstd" is
-    # ~4x larger again (only ~3x below the 40x scan) but gives super-resolution 1.7 dB more at x4
-    # (model_zoo/MODEL_CARD.md). A site's choice between storage and reconstruction fidelity.
-    # "jpegxl" (distance 1.0) keeps JPEG q90's SR fidelity in ~27 % fewer bytes
-    # (docs/rate-distortion.md), but OpenSlide and browsers cannot open such LR files.
-    lr_compression: Literal["jpeg", "jpegxl", "zstd"] = "jpeg"
+    # JPEG XL (distance 1) is the default since the rate-distortion study (docs/rate-distortion.md):
+    # the same SR fidelity as JPEG q90 4:4:4 in ~27 % fewer bytes, and closer to 40x codecs at
+    # equal bytes. It is read by slidestream's own tile reader (tifffile + imagecodecs, by byte
+    # range), not by OpenSlide or browsers: "jpeg" (q90 4:4:4) keeps LR files that any TIFF
+    # viewer opens; "zstd" stores them lossless (~4x the bytes of JPEG q90).
+    lr_compression: Literal["jpeg", "jpegxl", "zstd"] = "jpegxl"
     # The lab's colour standard (quality/lab_standard.py): starts as the shipped standard (or the
     # config file's colour.standard_path) and learns from every slide that passes cleanly; every
     # QC worker on the host shares it. Default ``<state_dir>/qc/lab-colour-standard.json``;

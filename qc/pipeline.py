@@ -53,7 +53,7 @@ class PipelineOptions:
     qc: QcConfig = QcConfig()
     judge: Literal["scan", "lr"] = "scan"
     normalise: bool = False
-    compression: Compression = Compression.JPEG
+    compression: Compression = Compression.JPEGXL  # settings.qc.lr_compression's default
     limits: PixelLimits = DEFAULT_LIMITS
     # The lab's learning colour standard (qc.service builds it from settings.qc); None: judge
     # against qc.colour.standard_path (or the shipped one), and learn nothing.

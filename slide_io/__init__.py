@@ -15,7 +15,7 @@ Public API::
 from slide_io.array_source import ArraySlideSource
 from slide_io.errors import SlideError, SlideTooLarge, UnreadableSlide, UnsupportedFormat
 from slide_io.limits import DEFAULT_LIMITS, PixelLimits
-from slide_io.pyramid import Compression, LrImage, downsample_to_magnification, write_pyramid
+from slide_io.pyramid import Compression, LrImage, downsample_to_magnification, tiff_codec, write_pyramid
 from slide_io.readers import open_slide
 from slide_io.remote import FileRangeReader, RangeReader, RangeReaderIO
 from slide_io.source import SlideSource
@@ -40,5 +40,6 @@ __all__ = [
     "downsample_to_magnification",
     "open_slide",
     "read_tile",
+    "tiff_codec",
     "write_pyramid",
 ]

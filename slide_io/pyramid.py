@@ -6,7 +6,8 @@ level 0 in the first IFD, each further level a top-level IFD marked REDUCEDIMAGE
 in one tile. Tiles are 256 x 256: the Deep Zoom/OpenSeadragon default scale, small enough that
 a ranged GET for one tile fetches little beyond what is shown.
 
-Compression (``Compression``), default JPEG quality 90 with full-resolution chroma (4:4:4):
+Compression (``Compression``; ``tiff_codec`` sets each codec's arguments). ``write_pyramid``'s
+default is JPEG q90 4:4:4; ingest's (``settings.qc.lr_compression``) is JPEG XL distance 1:
 
 * JPEG q90 - about 9x smaller than lossless on H&E (see slide_io/README.md for the measured
   sizes and PSNR), every tile is a self-contained baseline JPEG that any TIFF reader,
@@ -69,6 +70,21 @@ class LrImage:
         return self.downsample > 1.0
 
 
+def tiff_codec(compression: Compression, *, jpeg_quality: int = 90, jpegxl_distance: float = 1.0,
+               full_chroma: bool = True) -> dict:
+    """tifffile ``write`` arguments for one ``Compression`` (the one place codecs are set)."""
+    compression = Compression(compression)
+    if compression is Compression.JPEG:
+        return {"compression": "jpeg", "compressionargs": {"level": int(jpeg_quality)},
+                **({"subsampling": (1, 1)} if full_chroma else {})}
+    if compression is Compression.JPEGXL:
+        if not 0.0 < jpegxl_distance <= 25.0:
+            raise ValueError(f"JPEG XL distance must be in (0, 25], got {jpegxl_distance}")
+        # effort 7 is libjxl's default; 9 was no smaller on H&E and several times slower.
+        return {"compression": "jpegxl", "compressionargs": {"distance": float(jpegxl_distance), "effort": 7}}
+    return {"compression": "zstd", "compressionargs": {"level": 9}, "predictor": True}
+
+
 def pyramid_levels(pixels: np.ndarray, tile_size: int = TILE_SIZE) -> list[np.ndarray]:
     levels = [pixels]
     while max(levels[-1].shape[:2]) > tile_size:
@@ -94,16 +110,7 @@ def write_pyramid(
     if tile_size % 16:
         raise ValueError("TIFF tile size must be a multiple of 16")
     compression = Compression(compression)
-    if compression is Compression.JPEG:
-        codec: dict = {"compression": "jpeg", "compressionargs": {"level": int(jpeg_quality)},
-                       "subsampling": (1, 1)}
-    elif compression is Compression.JPEGXL:
-        if not 0.0 < jpegxl_distance <= 25.0:
-            raise ValueError(f"JPEG XL distance must be in (0, 25], got {jpegxl_distance}")
-        # effort 7 is libjxl's default; 9 was no smaller on H&E and several times slower.
-        codec = {"compression": "jpegxl", "compressionargs": {"distance": float(jpegxl_distance), "effort": 7}}
-    else:
-        codec = {"compression": "zstd", "compressionargs": {"level": 9}, "predictor": True}
+    codec = tiff_codec(compression, jpeg_quality=jpeg_quality, jpegxl_distance=jpegxl_distance)
     description = {
         LR_METADATA_KEY: 1,
         "mpp": mpp,

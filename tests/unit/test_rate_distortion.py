@@ -18,7 +18,9 @@ from bench.rate_distortion import (
     direct_points,
     frontier,
     header_bytes,
+    j2k_table,
     jpeg,
+    jpeg2000,
     jpegxl,
     main_table,
     smallest_lossless,
@@ -83,7 +85,8 @@ def test_centre_crop_is_a_multiple_of_every_scale() -> None:
 def test_one_image_end_to_end() -> None:
     hr = random_image(64, 64)
     sample = Sample("synthetic", "synthetic", "40x", hr)
-    direct = [jpeg(q, "420") for q in (10, 50, 95)] + [jpegxl(d) for d in (0.5, 2, 8)]
+    direct = ([jpeg(q, "420") for q in (10, 50, 95)] + [jpegxl(d) for d in (0.5, 2, 8)]
+              + [jpeg2000(db) for db in (20, 30, 40)])
     stored = [jpeg(90, "444"), jpegxl(1.0)]
     headers = {c.label: header_bytes(c) for c in [*direct, *stored, *LOSSLESS]}
     with single_thread():
@@ -94,13 +97,17 @@ def test_one_image_end_to_end() -> None:
     lr_points = [p for p in points if p.stored == "10x"]
     # bicubic only for today's codec and lossless; the model for every LR encoding.
     assert {(p.codec.split(" (")[0], p.method) for p in lr_points} == {
-        ("JPEG 4:4:4 q90", "bicubic"), ("JPEG 4:4:4 q90", "tiny"), ("JPEG XL d1", "tiny"),
+        ("JPEG 4:4:4 q90", "bicubic"), ("JPEG 4:4:4 q90", "tiny"), ("JPEG XL d1", "bicubic"), ("JPEG XL d1", "tiny"),
         ("lossless", "bicubic"), ("lossless", "tiny")}
     for p in lr_points:
         diff = p.equal_rate["psnr"]["diff"]
         best = p.equal_rate["psnr"]["best_40x"]
         assert math.isnan(best) or diff == pytest.approx(p.psnr - best)
+        j2k = p.equal_rate["psnr"]["j2k"]
+        assert math.isnan(j2k) or (p.equal_rate["psnr"]["diff_j2k"] == pytest.approx(p.psnr - j2k) and j2k <= best)
     summary = summarise(points)
     assert any(r["codec"] == "lossless" and r["method"] == "tiny" for r in summary)
     table = main_table(summary, ["tiny"])
     assert "| 10x | JPEG 4:4:4 q90 |" in table and "| 10x | lossless (" in table
+    versus_j2k = j2k_table(summary, ["tiny"])
+    assert "| 10x | JPEG XL d1 |" in versus_j2k and "vs JPEG 2000" in versus_j2k
