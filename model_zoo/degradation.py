@@ -94,3 +94,11 @@ def jpeg_roundtrip(image: np.ndarray, quality: int, full_chroma: bool = False) -
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=0 if full_chroma else 2)
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def jpegxl_roundtrip(image: np.ndarray, distance: float) -> np.ndarray:
+    """Encode and decode as JPEG XL at ``distance`` (effort 7), as slide_io stores LR tiles
+    by default."""
+    import imagecodecs  # optional at import time: only evaluation and benches need it
+
+    return np.asarray(imagecodecs.jpegxl_decode(imagecodecs.jpegxl_encode(image, distance=distance, effort=7)))

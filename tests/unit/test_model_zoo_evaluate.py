@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from model_zoo.bench import flops_per_output_pixel
-from model_zoo.evaluate import BASELINES, evaluate_image, markdown, panel, per_source_markdown, summarise
+from model_zoo.degradation import box_downsample, to_uint8
+from model_zoo.evaluate import (
+    BASELINES,
+    evaluate_image,
+    markdown,
+    panel,
+    per_source_markdown,
+    stored_lr,
+    summarise,
+)
 from model_zoo.inference import SuperResolver
 from model_zoo.testing import TINY, random_generator, random_image, single_thread
 
@@ -32,6 +41,20 @@ def test_evaluation_compares_model_with_every_baseline() -> None:
     assert "| x4 | tiny |" in text and "JPEG quality 90" in text
     image = panel(lr, outputs, hr, 4, size=32)
     assert image.size == (4 * (32 + 4) - 4, 32 + 16)  # LR | bicubic | tiny | HR
+
+
+def test_stored_lr_is_the_codec_round_trip_and_one_codec_at_a_time() -> None:
+    lr = to_uint8(box_downsample(random_image(64, 64, seed=4), 2))
+    assert stored_lr(lr) is lr
+    jxl, jpeg = stored_lr(lr, lr_jpegxl=1.0), stored_lr(lr, lr_jpeg=90)
+    assert jxl.shape == jpeg.shape == lr.shape and jxl.dtype == np.uint8
+    assert not np.array_equal(jxl, lr) and not np.array_equal(jxl, jpeg)
+    assert np.abs(stored_lr(lr, lr_jpegxl=0.1).astype(int) - lr).mean() < np.abs(jxl.astype(int) - lr).mean()
+    with pytest.raises(ValueError, match="one LR codec"):
+        stored_lr(lr, lr_jpeg=90, lr_jpegxl=1.0)
+    rows, _, used = evaluate_image("img", random_image(64, 48), 4, {}, lr_jpegxl=1.0)
+    assert [r.method for r in rows] == list(BASELINES) and used.shape == (16, 12, 3)
+    assert "JPEG XL distance 1" in markdown(summarise(rows), ["img"], lr_jpegxl=1.0)
 
 
 def test_flops_per_output_pixel_fall_with_scale() -> None:
