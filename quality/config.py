@@ -64,14 +64,21 @@ class ColourConfig(_Section):
 
 class BlurConfig(_Section):
     """A tissue tile is blurred when its sharpness (``metric`` on luminance 0..1) is below
-    ``min_sharpness``; the slide fails when more than ``max_blurred_fraction`` of its judged
-    tiles are blurred."""
+    ``min_sharpness``; the slide fails when more than ``max_blurred_fraction`` of its
+    focus-judgeable tiles are blurred. A tile can show focus only if it has structure with edges:
+    at least ``min_nuclear_fraction`` of its pixels haematoxylin-dark (red optical density >=
+    ``nuclear_red_od``) or coarse texture (std of 8-px block-mean luminance) >=
+    ``min_coarse_contrast``. Fat, lumen, mucus and sparse stroma have neither, are as "unsharp"
+    in focus as out of it, and are left out (quality/blur.py)."""
 
     metric: Literal["laplacian_variance", "tenengrad", "spatial_frequency"] = "laplacian_variance"
     min_sharpness: float = Field(6e-4, gt=0, description="per-tile threshold at reference_mpp")
     reference_mpp: float = Field(0.25, gt=0, description="pixel size the threshold was tuned at")
     scale_exponent: float = Field(2.0, ge=0, description="sharpness ~ (mpp / reference_mpp) ** exponent")
     max_blurred_fraction: float = Field(0.25, ge=0, le=1)
+    nuclear_red_od: float = Field(0.3, gt=0, description="red OD of a haematoxylin-dark pixel (half the red light absorbed)")
+    min_nuclear_fraction: float = Field(0.005, ge=0, le=1, description="about one nucleus per 256-px tile at 0.25 um/px")
+    min_coarse_contrast: float = Field(0.05, ge=0, le=1, description="std of 8-px block-mean luminance (0..1)")
 
     def min_sharpness_at(self, mpp: float | None) -> float:
         """Threshold for a slide with pixel size ``mpp`` (unknown: as tuned)."""

