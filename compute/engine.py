@@ -77,7 +77,7 @@ class EngineConfig:
     max_window_bytes: int = DEFAULT_CALL_BYTES
     # Cap on the LR context per side. None: the model's declared margin (its receptive
     # field: tiles are bit-exact however they are grouped). The declared bound is loose for
-    # sr-cascade-small: 12 px changes < 0.01 % of values by 1 level (> 90 dB; README "Viewport").
+    # the shipped weights: 13 px keeps tiles >= 90 dB from the full margin (core.settings).
     max_margin: int | None = None
     # Computed tiles below this consistency with the LR are counted in upscale.done's summary.
     consistency_threshold_db: float = CONSISTENCY_THRESHOLD_DB

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import DEFAULT_MODEL  # noqa: F401 - re-exported; defined in the package so `import model_zoo` stays light
 from .architecture import CascadeGenerator, GeneratorConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -60,20 +61,19 @@ REGISTRY: dict[str, ModelSpec] = {
             name="sr-cascade-small",
             architecture="small",
             weights="sr-cascade-small.pt",
-            sha256="af0f6f094abb19cdaa944fd357314d9a471b386f4b1c90d3dcadac7e1933b3e3",
-            description="CPU default: pixel phase + short adversarial/perceptual fine-tune (MODEL_CARD.md)",
+            sha256="9df4689033be705405d15ad6c9fe93cef1a22ffeeb36fbf180bd864ee7deacd0",
+            description="v2 pixel phase + adversarial/perceptual fine-tune: sharper texture, 0.1 dB lower PSNR (MODEL_CARD.md)",
         ),
         ModelSpec(
             name="sr-cascade-small-psnr",
             architecture="small",
             weights="sr-cascade-small-psnr.pt",
-            sha256="d610c6469a888c36ccf2bd9eaa258c045cb0dbf7aa4a0ed1b02581891f81f8a1",
-            description="pixel phase only: highest PSNR, no adversarial texture",
+            sha256="97c3b34702d541f5bbe43878c832278cbce440b98593f17e3a4ccb20e7c60a26",
+            description="default (v2): pixel phase only, the closest to the scanned 40x (MODEL_CARD.md)",
         ),
     )
 }
 
-DEFAULT_MODEL = "sr-cascade-small"
 
 
 def get_spec(name: str) -> ModelSpec:
