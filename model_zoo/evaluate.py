@@ -81,7 +81,7 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, Supe
     rows, outputs = [], {}
     candidates: dict[str, object] = {m: m for m in BASELINES}
     # An x4/2 variant differs from its model at x2 only.
-    candidates.update({label: m for label, m in models.items() if scale == 2 or not m.x2_via_x4})
+    candidates.update({label: m for label, m in models.items() if scale == 2 or m.x2_path == "model"})
     for label, method in candidates.items():
         started = time.perf_counter()
         out = interpolate(lr, scale, method) if isinstance(method, str) else method.upscale(lr, scale)
@@ -95,7 +95,8 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, Supe
 def summarise(rows: list[Row]) -> dict[int, dict[str, dict[str, float]]]:
     table: dict[int, dict[str, dict[str, float]]] = {}
     for scale in sorted({r.scale for r in rows}):
-        for method in dict.fromkeys(r.method for r in rows):
+        # x2-only variants (x4/2) have no rows at other scales: no empty (NaN) entries.
+        for method in dict.fromkeys(r.method for r in rows if r.scale == scale):
             sel = [r for r in rows if r.scale == scale and r.method == method]
             table.setdefault(scale, {})[method] = {
                 "psnr": float(np.mean([r.psnr for r in sel])),
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     # Each model's own x2 stage; --x2-via-x4 adds the x4/2 answer beside it.
-    models = {name: load_model(name, args.device, x2_via_x4=False) for name in args.models}
+    models = {name: load_model(name, args.device, x2_path="model") for name in args.models}
     for spec in args.weights:
         arch, _, path = str(spec).rpartition(":")
         resolver = load_custom(Path(path), arch or args.arch, args.device)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.x2_via_x4 and 2 in args.scales:
         for label, resolver in list(models.items()):
             models[f"{label} (x4/2)"] = SuperResolver(resolver.model, name=f"{label} (x4/2)",
-                                                      device=args.device, x2_via_x4=True)
+                                                      device=args.device, x2_path="x4")
     _, val_paths = split_sources(list_sources(args.data_dir or default_data_dir()))
     val_paths = val_paths[:args.max_images]
     if not val_paths:

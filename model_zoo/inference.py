@@ -16,22 +16,28 @@ import numpy as np
 import torch
 
 from .architecture import CascadeGenerator
+from .baselines import interpolate
 from .images import as_rgb_uint8
-from .registry import DEFAULT_MODEL, get_spec, load_generator
+from .registry import DEFAULT_MODEL, X2_PATHS, X2Path, get_spec, load_generator
 from .tiling import Tile, plan_tiles
 
 MIN_TILE = 32  # LR pixels; below this the context margin would dominate the work
+# Pillow's Lanczos kernel reaches 3 input pixels each side when enlarging.
+LANCZOS_MARGIN = 3
 
 
 class SuperResolver:
     def __init__(self, model: CascadeGenerator, *, name: str = "custom",
                  device: str | torch.device = "cpu", tile: int | None = None,
                  max_batch_bytes: int | None = None, max_output_bytes: int = 8 << 30,
-                 compile: bool = False, x2_via_x4: bool = False) -> None:
-        """``x2_via_x4``: answer x2 with the x4 output area-averaged by 2, for models whose
-        own x2 stage is weaker than that (see MODEL_CARD.md, "x2")."""
+                 compile: bool = False, x2_path: X2Path = "model") -> None:
+        """``x2_path``: how x2 is answered - the cascade's own x2 stage ("model"), its x4
+        output area-averaged by 2 ("x4"), or Lanczos ("lanczos") where neither beats it
+        (see MODEL_CARD.md, "x2")."""
+        if x2_path not in X2_PATHS:
+            raise ValueError(f"x2_path must be one of {X2_PATHS}, got {x2_path!r}")
         self.name = name
-        self.x2_via_x4 = x2_via_x4 and 4 in model.scales
+        self.x2_path: X2Path = "model" if x2_path == "x4" and 4 not in model.scales else x2_path
         self.device = torch.device(device)
         self.tile = tile
         # Activation budget per forward pass: 1 GiB of host RAM, 4 GiB on a GPU.
@@ -47,11 +53,16 @@ class SuperResolver:
         return self.model.scales
 
     def model_scale(self, scale: int) -> int:
-        """The cascade output that answers ``scale`` (x4 for x2 when ``x2_via_x4``)."""
-        return 4 if scale == 2 and self.x2_via_x4 else scale
+        """The cascade output that answers ``scale`` (x4 for x2 when ``x2_path`` is "x4")."""
+        return 4 if scale == 2 and self.x2_path == "x4" else scale
+
+    def _lanczos(self, scale: int) -> bool:
+        return scale == 2 and self.x2_path == "lanczos"
 
     def margin_for(self, scale: int) -> int:
         """LR context pixels a tile needs at ``scale`` to match a whole-image pass."""
+        if self._lanczos(scale):
+            return LANCZOS_MARGIN
         return self.model.context_margin(self.model_scale(scale))
 
     @property
@@ -140,6 +151,9 @@ class SuperResolver:
     def _infer(self, windows: np.ndarray, scale: int, as_uint8: bool = False) -> np.ndarray:
         """(N, h, w, 3) uint8 -> (N, s*h, s*w, 3) float32 in [0, 1], or uint8 (rounded on the
         device: a GPU then sends a quarter of the bytes back and the host does no rounding)."""
+        if self._lanczos(scale):
+            out = np.stack([interpolate(w, scale, "lanczos") for w in windows])
+            return out if as_uint8 else out.astype(np.float32) / 255.0
         # NHWC numpy permuted to NCHW is already channels_last in memory: no copy.
         x = torch.from_numpy(windows).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         run_scale = self.model_scale(scale)
@@ -174,5 +188,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
     if threads is not None:
         torch.set_num_threads(threads)
     spec = get_spec(name)
-    options.setdefault("x2_via_x4", spec.x2_via_x4)
+    options.setdefault("x2_path", spec.x2_path)
     return SuperResolver(load_generator(spec, device), name=spec.name, device=device, **options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -27,6 +28,11 @@ ARCHITECTURES: dict[str, GeneratorConfig] = {
 }
 
 
+# How a model answers x2: its own x2 stage, its x4 output area-averaged by 2, or Lanczos.
+X2Path = Literal["model", "x4", "lanczos"]
+X2_PATHS: tuple[str, ...] = get_args(X2Path)
+
+
 class WeightsError(RuntimeError):
     """A weights file is missing, corrupted or does not match the registry."""
 
@@ -42,8 +48,8 @@ class ModelSpec:
     weights: str | None  # file name under WEIGHTS_DIR; None = architecture only, untrained
     sha256: str | None
     description: str = ""
-    # Answer x2 with the x4 output area-averaged by 2 (measured better than the x2 stage).
-    x2_via_x4: bool = False
+    # Whichever answer to x2 measured closest to the scanned image (MODEL_CARD.md, "x2").
+    x2_path: X2Path = "model"
 
     @property
     def config(self) -> GeneratorConfig:
@@ -63,6 +69,7 @@ REGISTRY: dict[str, ModelSpec] = {
             weights="sr-cascade-small.pt",
             sha256="9df4689033be705405d15ad6c9fe93cef1a22ffeeb36fbf180bd864ee7deacd0",
             description="v2 pixel phase + adversarial/perceptual fine-tune: sharper texture, 0.1 dB lower PSNR (MODEL_CARD.md)",
+            x2_path="lanczos",
         ),
         ModelSpec(
             name="sr-cascade-small-psnr",
@@ -70,6 +77,7 @@ REGISTRY: dict[str, ModelSpec] = {
             weights="sr-cascade-small-psnr.pt",
             sha256="97c3b34702d541f5bbe43878c832278cbce440b98593f17e3a4ccb20e7c60a26",
             description="default (v2): pixel phase only, the closest to the scanned 40x (MODEL_CARD.md)",
+            x2_path="lanczos",
         ),
     )
 }

@@ -65,13 +65,14 @@ def test_flops_per_output_pixel_fall_with_scale() -> None:
 
 def test_per_source_table_groups_images_by_collection_and_x2_variant_only_at_x2() -> None:
     model = random_generator()
-    models = {"tiny": SuperResolver(model), "tiny (x4/2)": SuperResolver(model, x2_via_x4=True)}
+    models = {"tiny": SuperResolver(model), "tiny (x4/2)": SuperResolver(model, x2_path="x4")}
     rows = []
     for name in ("a1", "a2", "b1"):
         for scale in (2, 4):
             rows += evaluate_image(name, random_image(32, 32, seed=len(rows)), scale, models)[0]
     assert {r.method for r in rows if r.scale == 4} == {*BASELINES, "tiny"}
     assert {r.method for r in rows if r.scale == 2} == {*BASELINES, "tiny", "tiny (x4/2)"}
+    assert "(x4/2)" not in summarise(rows)[4] and "nan" not in markdown(summarise(rows), ["a1", "a2", "b1"])
     text = per_source_markdown(rows, {"a1": "alpha", "a2": "alpha", "b1": "beta"})
     assert "| alpha | 2 | x2 |" in text and "| beta | 1 | x4 |" in text
     alpha_x4 = [r.psnr for r in rows if r.image in ("a1", "a2") and r.scale == 4 and r.method == "tiny"]

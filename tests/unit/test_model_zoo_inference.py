@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_zoo.baselines import interpolate
 from model_zoo.inference import SuperResolver
 from model_zoo.testing import random_generator, random_image, single_thread
 from model_zoo.tiling import plan_axis, plan_tiles
@@ -132,7 +133,7 @@ def test_automatic_tiles_follow_the_memory_budget() -> None:
 def test_x2_via_x4_is_the_x4_output_area_averaged_and_tiles_seamlessly() -> None:
     model = random_generator()
     image = random_image(41, 37)
-    resolver = SuperResolver(model, tile=12, max_batch_bytes=1, x2_via_x4=True)
+    resolver = SuperResolver(model, tile=12, max_batch_bytes=1, x2_path="x4")
     assert resolver.margin_for(2) == model.context_margin(4) > model.context_margin(2)
     x4 = torch.from_numpy(single_pass(model, image, 4)).permute(2, 0, 1)[None]
     expected = torch.nn.functional.avg_pool2d(x4, 2)[0].permute(1, 2, 0).numpy()
@@ -140,6 +141,23 @@ def test_x2_via_x4_is_the_x4_output_area_averaged_and_tiles_seamlessly() -> None
     # ... which is not what the cascade's own x2 stage gives, and other scales are untouched.
     assert np.abs(expected - single_pass(model, image, 2)).max() > 1e-3
     np.testing.assert_allclose(resolver.upscale_float(image, 4), single_pass(model, image, 4), atol=1e-5)
+
+
+def test_x2_by_lanczos_matches_a_whole_image_lanczos_and_leaves_other_scales_to_the_model() -> None:
+    model = random_generator()
+    image = random_image(45, 38, seed=4)
+    resolver = SuperResolver(model, tile=12, max_batch_bytes=1, x2_path="lanczos")
+    assert resolver.margin_for(2) < model.context_margin(2)  # Lanczos needs less context
+    # Tiled with 12-px cores, it is exactly the whole-image Lanczos (no seams).
+    np.testing.assert_array_equal(resolver.upscale(image, 2), interpolate(image, 2, "lanczos"))
+    np.testing.assert_allclose(resolver.upscale_float(image, 2),
+                               interpolate(image, 2, "lanczos").astype(np.float32) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(resolver.upscale_float(image, 4), single_pass(model, image, 4), atol=1e-5)
+
+
+def test_unknown_x2_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="x2_path"):
+        SuperResolver(random_generator(), x2_path="bicubic")  # type: ignore[arg-type]
 
 
 def test_uint8_output_is_the_float_output_rounded() -> None:
