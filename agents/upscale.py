@@ -1,4 +1,5 @@
-"""Upscale agent: ``upscale.requested`` -> compute engine -> hr-cache + ``upscale.done``/``failed``.
+"""Upscale agent: ``upscale.requested`` -> compute engine -> hr-cache + ``upscale.done``/``failed``;
+``upscale.cancelled`` drops tiles a viewer no longer needs before they are computed.
 
 Thin by design: the agent validates each message and hands it to the engine
 (``compute.engine``), which orders work by priority, batches, and preempts. A message is
@@ -26,7 +27,7 @@ from compute.gate import PartitionGate, PrefetchPolicy
 from compute.runtime import ComputeRuntime, open_runtime, prefetch_limits
 from compute.upscaler import Upscaler
 from core.settings import Settings
-from schemas.events import Event, UpscaleRequested
+from schemas.events import Event, UpscaleCancelled, UpscaleRequested
 from schemas.topics import Priority, Topic, priority_of_partition
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,14 @@ class UpscaleService(Service):
                           error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(SUBMIT_RETRY_S)
 
+    async def handle_cancel(self, event: faust.EventT) -> None:
+        cancel = await decode(self.app, event.message)
+        if cancel is None:  # dead-lettered with its reason
+            return
+        assert isinstance(cancel, UpscaleCancelled)
+        engine = await self.engine()
+        await engine.cancel(cancel)
+
 
 def _shorten_fetch_wait(app: faust.App, wait_ms: int) -> None:
     """Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and offers no setting.
@@ -140,5 +149,12 @@ def register(app: faust.App, settings: Settings, *, upscaler: Upscaler | None = 
         # Manual acks: a request is acknowledged when its last tile is answered.
         async for event in stream.noack().events():
             await service.handle(event)
+
+    # Co-partitioned with upscale.requested (same partition count, same subscribers), so a
+    # cancel sent to its request's partition number is read by the worker holding it.
+    @app.agent(raw_topic(app, Topic.UPSCALE_CANCELLED.value), name="upscale-cancel")
+    async def upscale_cancel(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await service.handle_cancel(event)
 
     return service

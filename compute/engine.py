@@ -32,7 +32,7 @@ import structlog
 from compute.answers import batch_answers
 from compute.blocks import BlockLimits
 from compute.plan import InvalidRequest, plan_request
-from compute.requests import RequestBook, TrackedRequest
+from compute.requests import EarlyCancels, RequestBook, TrackedRequest
 from compute.scheduler import Batch, PriorityScheduler, QueuedTile
 from compute.slides import LrSlide, SlideRepository, UnknownSlide
 from compute.tile_cache import TileCache
@@ -40,7 +40,7 @@ from compute.tile_leases import LeaseStore
 from compute.tile_pipeline import DEFAULT_CALL_BYTES, PipelineResult, TilePipeline
 from compute.upscaler import Upscaler, window_bytes
 from core.settings import CONSISTENCY_THRESHOLD_DB
-from schemas.events import Event, TileRef, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.events import Event, TileRef, UpscaleCancelled, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.topics import Priority
 from slide_io import SlideError
 
@@ -48,6 +48,9 @@ log = structlog.get_logger(__name__)
 
 Publish = Callable[[Event], Awaitable[None]]
 BacklogListener = Callable[[dict[Priority, int]], None]
+
+
+CANCELLED_REASON = "cancelled by the requester before the tiles were computed"
 
 
 def default_worker_id() -> str:
@@ -96,6 +99,7 @@ class EngineStats:
     preemptions: int = 0
     requests_finished: int = 0
     requests_failed: int = 0
+    tiles_cancelled: int = 0
 
 
 def block_limits(config: EngineConfig, upscaler: Upscaler) -> BlockLimits:
@@ -137,6 +141,7 @@ class ComputeEngine:
                                      lease_ttl_s=config.lease_ttl_s, read_retries=config.read_retries, clock=clock,
                                      blocks=blocks, max_call_bytes=config.max_window_bytes)
         self._requests = RequestBook()
+        self._early_cancels = EarlyCancels()
         self._wake = asyncio.Event()
         self._stopping = False
         self._idle = asyncio.Event()
@@ -165,6 +170,16 @@ class ComputeEngine:
         except (UnknownSlide, InvalidRequest, SlideError) as exc:
             await self._reject(request, str(exc), callbacks)
             return
+        cancelled = self._early_cancels.take(key, self.clock())
+        if cancelled:
+            gone = [j.tile for j in jobs if (j.tile.level, j.tile.col, j.tile.row) in cancelled]
+            jobs = [j for j in jobs if (j.tile.level, j.tile.col, j.tile.row) not in cancelled]
+            if gone:
+                self.stats.tiles_cancelled += len(gone)
+                await self._reject(request, CANCELLED_REASON, [] if jobs else callbacks, tiles=gone,
+                                   remaining=len(jobs), cancelled=True)
+            if not jobs:
+                return
         state = TrackedRequest(request, Priority(request.priority), self.clock(), slide, {j.key for j in jobs},
                                callbacks, {source} if source is not None else set())
         self._requests.add(key, state)
@@ -196,13 +211,44 @@ class ComputeEngine:
         raise AssertionError("unreachable")
 
     async def _reject(self, request: UpscaleRequested, reason: str, callbacks: list[Callable[[], None]],
-                      tiles: list[TileRef] | None = None) -> None:
+                      tiles: list[TileRef] | None = None, *, remaining: int = 0, cancelled: bool = False) -> None:
         await self.publish(UpscaleFailed(request_id=request.request_id, exam_id=request.exam_id,
-                                         slide_number=request.slide_number, reason=reason, tiles=tiles))
-        log.warning("upscale.rejected", request_id=str(request.request_id), reason=reason)
-        self.stats.requests_failed += 1
+                                         slide_number=request.slide_number, reason=reason, tiles=tiles,
+                                         remaining=remaining, cancelled=cancelled))
+        if cancelled:
+            log.info("upscale.cancelled", request_id=str(request.request_id), tiles=len(tiles or ()),
+                     remaining=remaining)
+        else:
+            log.warning("upscale.rejected", request_id=str(request.request_id), reason=reason)
+            self.stats.requests_failed += 1
         for callback in callbacks:
             callback()
+
+    async def cancel(self, event: UpscaleCancelled) -> int:
+        """Drop the tiles of ``event`` that are still queued here and answer them as
+        cancelled; tiles in a running batch finish. A cancel for a request not (yet) seen
+        is remembered for a while. Returns the number of tiles dropped."""
+        key = event.request_id
+        tiles = {(t.level, t.col, t.row) for t in event.tiles}
+        state = self._requests.get(key)
+        if state is None:
+            self._early_cancels.note(key, tiles, self.clock())
+            return 0
+        dropped = self.scheduler.drop_tiles(key, tiles)
+        dropped = [d for d in dropped if d.job.key in state.pending]
+        if not dropped:
+            return 0
+        state.pending -= {d.job.key for d in dropped}
+        self.stats.tiles_cancelled += len(dropped)
+        finished = not state.pending
+        if finished:
+            self._requests.pop(key)
+            self.stats.requests_finished += 1
+        await self._reject(state.request, CANCELLED_REASON, state.callbacks if finished else [],
+                           tiles=[d.job.tile for d in dropped], remaining=len(state.pending), cancelled=True)
+        self._notify_backlog()
+        self._wake.set()  # the loop notices an emptied queue (idle)
+        return len(dropped)
 
     def _past_deadline(self, request: UpscaleRequested) -> bool:
         return request.deadline is not None and request.deadline <= datetime.now(UTC)

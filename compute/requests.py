@@ -24,6 +24,30 @@ class TrackedRequest:
     started: bool = False
 
 
+TileAt = tuple[int, int, int]  # level, col, row
+
+
+class EarlyCancels:
+    """Cancels that arrived before their request (two topics: either may be read first).
+    Kept for ``keep_s`` (a viewer's request deadline), at most ``limit`` of them."""
+
+    def __init__(self, keep_s: float = 60.0, limit: int = 10_000) -> None:
+        self.keep_s = keep_s
+        self.limit = limit
+        self._cancels: dict[Hashable, tuple[float, set[TileAt]]] = {}
+
+    def note(self, key: Hashable, tiles: set[TileAt], now: float) -> None:
+        if len(self._cancels) >= self.limit:
+            for old in [k for k, (until, _) in self._cancels.items() if until <= now] or list(self._cancels)[:1]:
+                del self._cancels[old]
+        until, known = self._cancels.get(key, (0.0, set()))
+        self._cancels[key] = (now + self.keep_s, known | tiles)
+
+    def take(self, key: Hashable, now: float) -> set[TileAt]:
+        until, tiles = self._cancels.pop(key, (0.0, set()))
+        return tiles if until > now else set()
+
+
 class RequestBook:
     def __init__(self) -> None:
         self._requests: dict[Hashable, TrackedRequest] = {}

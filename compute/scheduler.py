@@ -143,6 +143,19 @@ class PriorityScheduler:
             self._queues[priority] = kept
         return dropped
 
+    def drop_tiles(self, request: Hashable, tiles: set[tuple[int, int, int]]) -> list[QueuedTile]:
+        """Remove the queued tiles of ``request`` at ``tiles`` (level, col, row): a cancel.
+        Tiles already taken into a batch are not in a queue; they finish as usual."""
+        dropped = []
+        for priority, queue in self._queues.items():
+            kept = []
+            for item in queue:
+                t = item.job.tile
+                hit = item.request == request and (t.level, t.col, t.row) in tiles
+                (dropped if hit else kept).append(item)
+            self._queues[priority] = kept
+        return dropped
+
     def backlog(self, priority: Priority) -> int:
         return len(self._queues[priority])
 

@@ -22,7 +22,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from core.kafka import partition_for, producer, tail_from_end
 from core.settings import Settings
-from schemas.events import ConsistencySummary, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.events import (
+    ConsistencySummary,
+    UpscaleCancelled,
+    UpscaleDone,
+    UpscaleFailed,
+    UpscaleRequested,
+    UpscaleTileResult,
+)
 from schemas.registry import EventValidationError, parse_event
 from schemas.topics import Priority, Topic, priority_partitions
 
@@ -183,6 +190,16 @@ class UpscaleClient:
             sends.append(await self._producer.send(Topic.UPSCALE_REQUESTED.value, request.to_json_bytes(),
                                                    key=request.exam_id.encode(), partition=p))
         await asyncio.gather(*sends)
+
+    async def cancel(self, event: UpscaleCancelled) -> None:
+        """Tell the worker holding a request that these tiles are no longer wanted. Sent to
+        the request's partition number (requests sent with the default partition only):
+        upscale.cancelled is co-partitioned with upscale.requested."""
+        if self._producer is None:
+            raise RuntimeError("use UpscaleClient as an async context manager")
+        p = partition_for(Priority(event.priority), event.exam_id, event.slide_number)
+        await self._producer.send_and_wait(Topic.UPSCALE_CANCELLED.value, event.to_json_bytes(),
+                                           key=event.exam_id.encode(), partition=p)
 
     async def request(self, event: UpscaleRequested, timeout_s: float) -> Answer | None:
         """``UpscaleGateway``: send one request; its merged answer, None after ``timeout_s``."""

@@ -41,6 +41,7 @@ from schemas.events import (
     SlideStored,
     TierMoved,
     TileRef,
+    UpscaleCancelled,
     UpscaleDone,
     UpscaleFailed,
     UpscaleRequested,

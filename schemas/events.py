@@ -270,6 +270,23 @@ class UpscaleFailed(Event):
     reason: Reason
     tiles: list[TileRef] | None = None  # None: the whole request failed
     remaining: NonNegativeInt = 0  # as in UpscaleDone: tiles still to be answered after this
+    # True: the tiles were dropped because the requester cancelled them (not an error).
+    cancelled: bool = False
+
+
+class UpscaleCancelled(Event):
+    """The requester no longer needs these tiles of one of its requests (a viewer moved
+    away). Tiles not yet computed are dropped and answered ``upscale.failed`` with
+    ``cancelled``; tiles already computing finish as usual."""
+
+    topic: ClassVar[Topic] = Topic.UPSCALE_CANCELLED
+    event_type: Literal["upscale.cancelled"] = "upscale.cancelled"
+
+    request_id: RequestId
+    exam_id: ExamId
+    slide_number: SlideNumber
+    priority: PriorityField  # picks the partition: the one its request went to
+    tiles: Annotated[list[TileRef], Field(min_length=1, max_length=4096)]
 
 
 # --- HIS --------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Topic(str, Enum):
     UPSCALE_REQUESTED = "upscale.requested"
     UPSCALE_DONE = "upscale.done"
     UPSCALE_FAILED = "upscale.failed"
+    UPSCALE_CANCELLED = "upscale.cancelled"
     PATIENT_ADMITTED = "patient.admitted"
     PATIENT_DISCHARGED = "patient.discharged"
     TIER_MOVED = "tier.moved"
@@ -84,6 +85,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         len(PRIORITY_ORDER) * PARTITIONS_PER_PRIORITY,
         _EVENTS,
         "super-resolution work; partitions grouped by priority class",
+    ),
+    # As many partitions as upscale.requested, and a cancel goes to its request's partition:
+    # Faust's assignor gives same-numbered partitions of co-subscribed topics with equal
+    # counts to one worker, so the cancel reaches the worker that holds the request.
+    TopicSpec(
+        Topic.UPSCALE_CANCELLED.value,
+        len(PRIORITY_ORDER) * PARTITIONS_PER_PRIORITY,
+        {"retention.ms": str(DAY_MS)},
+        "tiles a viewer no longer needs; dropped if not yet computed",
     ),
     TopicSpec(Topic.UPSCALE_DONE.value, 4, {"retention.ms": str(DAY_MS)}, "HR tiles written to hr-cache"),
     TopicSpec(Topic.UPSCALE_FAILED.value, 2, _EVENTS, "super-resolution request rejected or failed"),

@@ -113,7 +113,7 @@ async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncItera
             async def send(request):  # type: ignore[no-untyped-def]
                 await upscale.send([(request, None)])
 
-            on_demand = OnDemand(send, hub, deadline_s=settings.viewer.tile_deadline_s)
+            on_demand = OnDemand(send, hub, deadline_s=settings.viewer.tile_deadline_s, cancel=upscale.cancel)
             exits.push_async_callback(on_demand.close)
             upscale.listen(on_demand.on_answer)
         viewer = settings.viewer

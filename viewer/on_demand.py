@@ -2,7 +2,12 @@
 hr-cache are gathered for a few milliseconds per slide and sent as one interactive
 ``upscale.requested`` (the compute service batches a request's neighbouring tiles), never
 twice while a request for them is in flight. Answers (from anyone's requests) clear the
-in-flight set and become live news for the slide's open browsers."""
+in-flight set and become live news for the slide's open browsers.
+
+Each browser view says what it shows (``view_moved``: visible tiles and the prefetch ring).
+Tiles still in flight that no open view wants any more - the pathologist panned or zoomed
+away - are cancelled (``upscale.cancelled``), so the compute service drops them before
+computing them and spends the time on what is on screen."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import structlog
 
 from core.upscale_client import Answer
 from schemas.catalog import db_now
-from schemas.events import TileRef, UpscaleDone, UpscaleRequested
+from schemas.events import TileRef, UpscaleCancelled, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.topics import PRIORITY_ORDER, Priority
 from viewer.live import TileNews, TileNewsHub, news_of
 
@@ -25,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 TileKey = tuple[str, int, int, TileRef]  # exam, slide, scale, tile
 Send = Callable[[UpscaleRequested], Awaitable[None]]
+Cancel = Callable[[UpscaleCancelled], Awaitable[None]]
+MAX_VIEWS = 1000  # open browser views remembered (oldest forgotten first)
 
 
 @dataclass
@@ -43,8 +50,11 @@ class OnDemand:
     gather_s: float = 0.015  # one viewport's tile requests arrive within a few ms of each other
     max_tiles: int = 256
     clock: Callable[[], float] = time.monotonic
+    cancel: Cancel | None = None  # None: tiles nobody wants any more run to their deadline
     # tile -> (monotonic expiry, priority rank it was asked at)
     _in_flight: dict[TileKey, tuple[float, int]] = field(default_factory=dict)
+    _request_of: dict[TileKey, tuple[UUID, Priority]] = field(default_factory=dict)  # the latest ask
+    _views: dict[str, set[TileKey]] = field(default_factory=dict)  # browser view -> tiles it shows or prefetches
     _gathering: dict[tuple[str, int, int, Priority], list[TileRef]] = field(default_factory=dict)
     _asked: dict[UUID, _Asked] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -55,11 +65,14 @@ class OnDemand:
                    and until > now)
 
     def want(self, exam_id: str, slide_number: int, scale: int, tile: TileRef,
-             priority: Priority = Priority.INTERACTIVE) -> bool:
+             priority: Priority = Priority.INTERACTIVE, viewer: str | None = None) -> bool:
         """Ask for ``tile`` unless it is already asked for at this priority or a higher one
         (a prefetched tile that comes into view is asked again, at interactive priority; the
-        compute service answers the later copy from its cache); True if this call asked."""
+        compute service answers the later copy from its cache); True if this call asked.
+        ``viewer``: whose view the tile is in, until their next ``view_moved``."""
         key = (exam_id, slide_number, scale, tile)
+        if viewer is not None:
+            self._view_of(viewer).add(key)
         now = self.clock()
         until, rank = self._in_flight.get(key, (0.0, len(PRIORITY_ORDER)))
         if until > now and rank <= priority.rank:
@@ -97,6 +110,8 @@ class OnDemand:
                                    tiles=tiles, requested_by="viewer",
                                    deadline=db_now() + timedelta(seconds=self.deadline_s))
         self._asked[request.request_id] = _Asked(exam_id, slide_number, scale, tuple(tiles))
+        for tile in tiles:
+            self._request_of[(exam_id, slide_number, scale, tile)] = (request.request_id, priority)
         try:
             await self.send(request)
         except Exception as exc:  # Kafka down: forget the tiles so the next view asks again
@@ -105,14 +120,58 @@ class OnDemand:
             self._asked.pop(request.request_id, None)
             for tile in tiles:
                 self._in_flight.pop((exam_id, slide_number, scale, tile), None)
+                self._request_of.pop((exam_id, slide_number, scale, tile), None)
             self.hub.publish(exam_id, slide_number, TileNews(
                 "failed", scale, tuple(tiles), "the compute service could not be reached; showing LR"))
+
+    def _view_of(self, viewer: str) -> set[TileKey]:
+        view = self._views.get(viewer)
+        if view is None:
+            view = self._views[viewer] = set()
+            while len(self._views) > MAX_VIEWS:  # the oldest view goes first
+                del self._views[next(iter(self._views))]
+        return view
+
+    async def view_moved(self, viewer: str, exam_id: str, slide_number: int, scale: int,
+                         tiles: list[TileRef]) -> int:
+        """``viewer`` now shows/prefetches ``tiles`` (empty: a level below the SR levels).
+        Tiles they asked for or were shown before (any slide) that no viewer wants now and
+        that are still in flight are cancelled; returns how many."""
+        now_wanted = {(exam_id, slide_number, scale, tile) for tile in tiles}
+        before = self._views.pop(viewer, set())
+        self._views[viewer] = now_wanted  # re-inserted: the most recently moved view is last
+        released = before - now_wanted
+        if not released or self.cancel is None:
+            return 0
+        others: set[TileKey] = set().union(*(v for k, v in self._views.items() if k != viewer))
+        now = self.clock()
+        by_request: dict[tuple[UUID, Priority], list[TileKey]] = {}
+        for key in released - others:
+            until, _ = self._in_flight.get(key, (0.0, 0))
+            asked = self._request_of.get(key)
+            if until > now and asked is not None:
+                by_request.setdefault(asked, []).append(key)
+        for (request_id, priority), keys in by_request.items():
+            exam, slide = keys[0][0], keys[0][1]
+            event = UpscaleCancelled(request_id=request_id, exam_id=exam, slide_number=slide, priority=priority,
+                                     tiles=[k[3] for k in keys])
+            try:
+                await self.cancel(event)
+            except Exception as exc:  # Kafka down: the tiles are computed anyway, nothing lost
+                log.warning("viewer.upscale_cancel_failed", exam_id=exam, slide=slide, error=type(exc).__name__)
+                continue
+            for key in keys:  # asked again (a new request) if a view comes back to them
+                self._in_flight.pop(key, None)
+                self._request_of.pop(key, None)
+        return sum(len(keys) for keys in by_request.values())
 
     def on_answer(self, answer: Answer) -> None:
         """Listener of the upscale client: every answer on the topics, ours or not."""
         asked = self._asked.get(answer.request_id)
         if answer.remaining == 0:
             self._asked.pop(answer.request_id, None)
+        if isinstance(answer, UpscaleFailed) and answer.cancelled:
+            return  # our own cancel (in-flight state already cleared): no news for browsers
         if isinstance(answer, UpscaleDone):
             scale, tiles = answer.scale, tuple(r.tile for r in answer.results)
         elif asked is not None:
@@ -120,7 +179,9 @@ class OnDemand:
         else:
             return  # someone else's failure: nothing of ours to clear or report
         for tile in tiles:
-            self._in_flight.pop((answer.exam_id, answer.slide_number, scale, tile), None)
+            key = (answer.exam_id, answer.slide_number, scale, tile)
+            self._in_flight.pop(key, None)
+            self._request_of.pop(key, None)
         self.hub.publish(answer.exam_id, answer.slide_number,
                          news_of(answer, scale=scale, tiles=tiles))
         self._expire()
@@ -131,6 +192,7 @@ class OnDemand:
         now = self.clock()
         for key in [key for key, (until, _) in self._in_flight.items() if until <= now]:
             del self._in_flight[key]
+            self._request_of.pop(key, None)
 
     async def close(self) -> None:
         for task in list(self._tasks):

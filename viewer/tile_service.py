@@ -132,7 +132,7 @@ class TileService:
         return entry
 
     async def _hr(self, exam_id: str, slide_number: int, entry: _SlideEntry, level: int, col: int,
-                  row: int) -> Tile | None:
+                  row: int, viewer: str | None = None) -> Tile | None:
         """The hr-cache tile of an SR level, or None (then asked for, unless a scan fills it)."""
         view = entry.view
         cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
@@ -142,18 +142,20 @@ class TileService:
                 return Tile(body, "image/png", "scanned")
             return Tile(body, "image/png", "computed", parse_value(metadata.get(METADATA_KEY)))
         if self.on_demand is not None and not entry.scanned:  # a scanned slide's tiles come from its scan
-            self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row))
+            self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row),
+                                viewer=viewer)
         return None
 
     async def tile(self, exam_id: str, slide_number: int, level: int, col: int, row: int, fmt: str, *,
-                   lr_only: bool = False) -> Tile:
+                   lr_only: bool = False, viewer: str | None = None) -> Tile:
+        """``viewer``: who asks (their tiles in flight are cancelled once they move away)."""
         media_type = TILE_FORMATS.get(fmt)
         if media_type is None:
             raise TileOutOfRange(f"tile format {fmt!r} is not one of {sorted(TILE_FORMATS)}")
         entry = await self._entry(exam_id, slide_number)
         entry.view.box(level, col, row)  # validates before any I/O
         from_lr = entry.view.kind(level) == "lr" or lr_only
-        if not from_lr and (hr := await self._hr(exam_id, slide_number, entry, level, col, row)) is not None:
+        if not from_lr and (hr := await self._hr(exam_id, slide_number, entry, level, col, row, viewer)) is not None:
             return hr
         return Tile(await self._cut(exam_id, slide_number, entry.view, level, col, row, media_type),
                     media_type, "lr" if from_lr else "placeholder")
@@ -169,7 +171,8 @@ class TileService:
         source: TileSource = "lr" if entry.view.kind(level) == "lr" else "placeholder"
         return await self._cut_pixels(exam_id, slide_number, entry.view, level, col, row), source
 
-    async def prefetch(self, exam_id: str, slide_number: int, tiles: list[TileRef], priority: Priority) -> int:
+    async def prefetch(self, exam_id: str, slide_number: int, tiles: list[TileRef], priority: Priority,
+                       viewer: str | None = None) -> int:
         """Ask for those of ``tiles`` not in the hr-cache; how many were asked for."""
         if self.on_demand is None or not tiles:
             return 0
@@ -183,8 +186,15 @@ class TileService:
                 return await self.store.exists(ref)
 
         present = await asyncio.gather(*(cached(tile) for tile in tiles))
-        return sum(self.on_demand.want(exam_id, slide_number, view.scale, tile, priority)
+        return sum(self.on_demand.want(exam_id, slide_number, view.scale, tile, priority, viewer=viewer)
                    for tile, hit in zip(tiles, present, strict=True) if not hit)
+
+    async def view_moved(self, viewer: str, exam_id: str, slide_number: int, tiles: list[TileRef]) -> int:
+        """``viewer`` now wants ``tiles``; in-flight tiles no viewer wants are cancelled."""
+        if self.on_demand is None:
+            return 0
+        _, view = await self.view(exam_id, slide_number)
+        return await self.on_demand.view_moved(viewer, exam_id, slide_number, view.scale, tiles)
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
                          row: int) -> tuple[bytes, dict[str, str]] | None:

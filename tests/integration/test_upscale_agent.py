@@ -9,10 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compute.plan import SlideGeometry
 from compute.samples import downsample, load_rgb, shared_images, store_sample_slide
 from core.kafka import partition_for
 from core.settings import Settings, get_settings
-from schemas.events import DeadLetter, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
+from core.upscale_client import UpscaleClient
+from schemas.events import (
+    DeadLetter,
+    Region,
+    TileRef,
+    UpscaleCancelled,
+    UpscaleDone,
+    UpscaleFailed,
+    UpscaleRequested,
+)
 from schemas.topics import Priority, priority_partitions
 from storage.objects import ObjectStore
 from tests.integration.upscale_harness import (
@@ -189,3 +199,37 @@ async def test_demo_hook_saves_lr_and_sr_side_by_side(stack: Settings, lr_pixels
     # the same LR pixels: the panels line up exactly (a real model differs, but aligned).
     np.testing.assert_array_equal(left, right)
     assert right.std() > 10  # tissue, not blank
+
+
+async def test_a_cancel_drops_queued_tiles_on_the_worker_holding_the_request(
+        stack: Settings, lr_pixels: np.ndarray, tmp_path: Path) -> None:
+    """upscale.cancelled is co-partitioned with upscale.requested: the viewer's cancel reaches
+    the worker that queued the request, which drops the tiles it has not computed yet."""
+    slide = unique("IT-CANCEL")  # its own slide: no tile of it is in the hr-cache yet
+    await store_sample_slide(stack, slide, 1, lr_pixels)
+    settings = group_settings(stack, unique("it-upscale"), max_batch=2, interactive_max_batch=2)
+    upscaler = ControlledUpscaler()
+    top = SlideGeometry(*lr_pixels.shape[1::-1]).top_level(4)
+    tiles = [TileRef(level=top, col=c, row=r) for r in range(4) for c in range(4)]
+    request = UpscaleRequested(exam_id=slide, slide_number=1, scale=4, priority="interactive", tiles=tiles)
+    cancel = UpscaleCancelled(request_id=request.request_id, exam_id=slide, slide_number=1,
+                              priority="interactive", tiles=tiles[4:])
+    async with Answers(stack) as answers, inprocess_worker(settings, upscaler, tmp_path) as (_, service), \
+            UpscaleClient(stack) as client:
+        upscaler.allow(1)  # one batch of two, then the "GPU" is busy
+        await client.send([(request, None)])
+        await wait_until(lambda: len(answers.of(request)) >= 1, 120, "a first partial answer")
+        await client.cancel(cancel)
+        await wait_until(lambda: any(isinstance(e, UpscaleFailed) for e in answers.of(request)), 60,
+                         "the cancelled answer")
+        upscaler.release()
+        await answers.wait_finished([request], 120)
+        assert service.runtime is not None and not service.runtime.engine.in_progress(request.request_id)
+    [dropped] = [e for e in answers.of(request) if isinstance(e, UpscaleFailed)]
+    assert dropped.cancelled and "cancelled" in dropped.reason
+    computed = {(r.tile.col, r.tile.row) for r in answers.results(request)}
+    cancelled = {(t.col, t.row) for t in dropped.tiles or []}
+    assert computed | cancelled == {(t.col, t.row) for t in tiles} and not computed & cancelled
+    # The first batch (two tiles) ran before the cancel; the second was already taken (waiting
+    # for the busy "GPU") and finishes; the ten or more still queued were dropped.
+    assert 2 <= len(computed) <= 4 and len(cancelled) >= 10

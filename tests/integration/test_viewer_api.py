@@ -305,8 +305,12 @@ async def test_a_viewport_prefetches_its_ring_once_at_a_lower_priority(viewer, s
     assert first["mode"].startswith("low-resolution")
     again = (await client.post(url, json=body, headers=headers)).json()
     assert again["prefetching"] == 0  # already asked for
+    # Zoomed out to the stored LR: the SR tiles asked for above that are still in flight
+    # (nobody else views them) are cancelled at once.
     lr = (await client.post(url, json={**body, "level": info["lr_level"]}, headers=headers)).json()
-    assert lr["ring"] == 0
+    assert lr["ring"] == 0 and lr["visible"] == 0 and lr["cancelled"] > 0
+    back = (await client.post(url, json=body, headers=headers)).json()
+    assert back["prefetching"] > 0  # the cancelled ring is asked for again on return
     for bad in ({**body, "width": 0}, {**body, "level": 99}, {**body, "extra": 1}):
         assert (await client.post(url, json=bad, headers=headers)).status_code in (404, 422)
 

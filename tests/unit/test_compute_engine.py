@@ -20,7 +20,7 @@ from compute.tile_cache import DirectoryTileCache
 from compute.tile_leases import LocalLeases
 from compute.upscaler import InterpolationUpscaler
 from core.settings import get_settings
-from schemas.events import Event, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
+from schemas.events import Event, Region, TileRef, UpscaleCancelled, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import TILE_SIZE, lr_key
 
 EXAM = "EX-ENGINE-1"
@@ -256,3 +256,59 @@ async def test_requests_of_revoked_partitions_are_handed_over_unacknowledged(
     assert acks == ["kept", "kept again"]  # the handed-over request is not acknowledged: its new owner gets it
     assert not h.done(moved) and len(h.done(kept)) == 1
     assert h.engine.stats.tiles_computed == 1
+
+
+def cancel_of(request: UpscaleRequested, tiles: list[TileRef]) -> UpscaleCancelled:
+    return UpscaleCancelled(request_id=request.request_id, exam_id=request.exam_id,
+                            slide_number=request.slide_number, priority=request.priority, tiles=tiles)
+
+
+async def test_cancelled_tiles_still_queued_are_dropped_and_answered_as_cancelled(
+        tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    h = Harness(tmp_path, lr_pixels, max_batch=2)
+    top = SlideGeometry(250, 180).top_level(4)
+    tiles = [TileRef(level=top, col=c, row=r) for r in range(3) for c in range(4)]
+    request = req(tiles=tiles)
+    finished: list[str] = []
+    await h.engine.submit(request, on_finished=lambda: finished.append("acked"))
+    away = tiles[6:]
+    assert await h.engine.cancel(cancel_of(request, away)) == len(away)
+    assert not finished  # six tiles are still wanted: not acknowledged yet
+    [answer] = h.failed(request)
+    assert answer.cancelled and answer.remaining == 6
+    assert {(t.col, t.row) for t in answer.tiles or []} == {(t.col, t.row) for t in away}
+    await h.run()
+    computed = {(r.tile.col, r.tile.row) for d in h.done(request) for r in d.results}
+    assert computed == {(t.col, t.row) for t in tiles[:6]}
+    assert h.engine.stats.tiles_computed == 6 and h.engine.stats.tiles_cancelled == 6
+    assert finished == ["acked"] and h.done(request)[-1].remaining == 0
+    # Cancelling what is already answered changes nothing.
+    assert await h.engine.cancel(cancel_of(request, tiles)) == 0
+
+
+async def test_cancelling_every_tile_finishes_the_request(tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    h = Harness(tmp_path, lr_pixels)
+    top = SlideGeometry(250, 180).top_level(4)
+    tiles = [TileRef(level=top, col=c, row=0) for c in range(3)]
+    request = req(tiles=tiles)
+    finished: list[str] = []
+    await h.engine.submit(request, on_finished=lambda: finished.append("acked"))
+    assert await h.engine.cancel(cancel_of(request, tiles)) == 3
+    assert finished == ["acked"] and not h.engine.in_progress(request.request_id)
+    assert h.failed(request)[0].remaining == 0 and h.engine.stats.requests_failed == 0
+    await h.run()
+    assert not h.done(request) and h.engine.stats.tiles_computed == 0
+
+
+async def test_a_cancel_read_before_its_request_drops_those_tiles_on_arrival(
+        tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    h = Harness(tmp_path, lr_pixels)
+    top = SlideGeometry(250, 180).top_level(4)
+    tiles = [TileRef(level=top, col=c, row=1) for c in range(4)]
+    request = req(tiles=tiles)
+    assert await h.engine.cancel(cancel_of(request, tiles[:3])) == 0  # not seen yet: remembered
+    finished = await h.run(request)
+    assert finished == [str(request.request_id)]
+    [answer] = h.failed(request)
+    assert answer.cancelled and len(answer.tiles or []) == 3 and answer.remaining == 1
+    assert [(r.tile.col, r.tile.row) for d in h.done(request) for r in d.results] == [(3, 1)]

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from schemas.common import ObjectRef
-from schemas.events import TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
+from schemas.events import TileRef, UpscaleCancelled, UpscaleDone, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from viewer.live import TileNewsHub
 from viewer.on_demand import OnDemand
 
@@ -147,4 +147,55 @@ async def test_a_prefetched_tile_coming_into_view_is_asked_again_at_interactive(
     assert not demand.want("E1", 1, 8, tile, Priority.DISTRIBUTION)
     await asyncio.sleep(0.02)
     assert [r.priority for r in sent] == ["distribution", "interactive"]
+    await demand.close()
+
+
+class CancelRecorder:
+    def __init__(self) -> None:
+        self.sent: list[UpscaleRequested] = []
+        self.cancels: list[UpscaleCancelled] = []
+
+    async def send(self, request: UpscaleRequested) -> None:
+        self.sent.append(request)
+
+    async def cancel(self, event: UpscaleCancelled) -> None:
+        self.cancels.append(event)
+
+
+async def test_tiles_a_viewer_moved_away_from_are_cancelled_unless_someone_else_wants_them() -> None:
+    wire = CancelRecorder()
+    demand = OnDemand(wire.send, TileNewsHub(), gather_s=0.0, cancel=wire.cancel)
+    first, second = tiles(6)[:4], tiles(6)[4:]
+    for tile in first:
+        demand.want("E1", 1, 8, tile, viewer="ann")  # ann pans over four tiles
+    demand.want("E1", 1, 8, first[0], viewer="bob")  # bob also looks at the first one
+    await asyncio.sleep(0.02)
+    assert [r.tiles for r in wire.sent] == [first]
+    # ann comes to rest on the last two tiles: two of hers are left, but bob still shows one.
+    assert await demand.view_moved("ann", "E1", 1, 8, first[3:] + second) == 2
+    [cancel] = wire.cancels
+    assert cancel.request_id == wire.sent[0].request_id and cancel.priority == "interactive"
+    assert sorted(t.col for t in cancel.tiles) == [1, 2]
+    assert demand.pending("E1", 1) == 2  # first[0] for bob, first[3] still on ann's screen
+    # A cancelled tile is asked again (a new request) when a viewer comes back to it.
+    assert demand.want("E1", 1, 8, first[1], viewer="ann")
+    # The compute service's cancelled answer is no news for the browsers.
+    hub_queue_before = demand.pending("E1", 1)
+    demand.on_answer(UpscaleFailed(request_id=cancel.request_id, exam_id="E1", slide_number=1, reason="cancelled",
+                                   tiles=cancel.tiles, remaining=2, cancelled=True))
+    assert demand.pending("E1", 1) == hub_queue_before
+    # Zoomed out to the LR levels: nothing of ann's is wanted; bob's tile stays.
+    await asyncio.sleep(0.02)
+    assert await demand.view_moved("ann", "E1", 1, 8, []) == 2  # first[3] and the re-asked first[1]
+    assert demand.pending("E1", 1) == 1
+    await demand.close()
+
+
+async def test_without_a_cancel_channel_moving_away_cancels_nothing() -> None:
+    wire = CancelRecorder()
+    demand = OnDemand(wire.send, TileNewsHub(), gather_s=0.0)
+    demand.want("E1", 1, 8, tiles(1)[0], viewer="ann")
+    await asyncio.sleep(0.02)
+    assert await demand.view_moved("ann", "E1", 1, 8, []) == 0
+    assert demand.pending("E1", 1) == 1
     await demand.close()

@@ -104,7 +104,8 @@ async def tile(exam_id: str, slide_number: SlideNo, level: Level, tile: str, use
         raise HTTPException(422, "view must be 'lr' or absent")
     await _allowed(ctx, user, exam_id)
     col, row, fmt = int(match[1]), int(match[2]), match[3]
-    result = await ctx.tiles.tile(exam_id, slide_number, level, col, row, fmt, lr_only=view == "lr")
+    result = await ctx.tiles.tile(exam_id, slide_number, level, col, row, fmt, lr_only=view == "lr",
+                                  viewer=user.username)
     headers = {"X-Tile-Source": result.source,
                "Cache-Control": "no-store" if result.source == "placeholder" else CACHEABLE}
     if result.consistency_db is not None:
@@ -175,6 +176,7 @@ class ViewportOut(BaseModel):
     visible: int
     ring: int
     prefetching: int
+    cancelled: int = 0  # tiles asked earlier that this move left and nobody else wants
 
 
 @router.post("/{exam_id}/{slide_number}/viewport", response_model=ViewportOut,
@@ -188,8 +190,16 @@ async def viewport(exam_id: str, slide_number: SlideNo, body: ViewportIn, user: 
     if body.level > view.max_level:
         raise HTTPException(404, f"level {body.level} is outside 0..{view.max_level}")
     wanted = viewport_tiles(view, body.level, body.x, body.y, body.width, body.height)
-    asked = await ctx.tiles.prefetch(exam_id, slide_number, wanted.ring, Priority.DISTRIBUTION)
-    return ViewportOut(mode=MODE, visible=len(wanted.visible), ring=len(wanted.ring), prefetching=asked)
+    # The user's view is what they asked for since their last report (tile GETs while
+    # panning) plus this report's tiles; what they left and nobody else wants is cancelled.
+    cancelled = await ctx.tiles.view_moved(user.username, exam_id, slide_number, wanted.visible + wanted.ring)
+    # Tiles on screen are asked again if they are neither cached nor in flight (one of the
+    # user's other pages may have cancelled them), then the ring at a lower priority.
+    await ctx.tiles.prefetch(exam_id, slide_number, wanted.visible, Priority.INTERACTIVE, viewer=user.username)
+    asked = await ctx.tiles.prefetch(exam_id, slide_number, wanted.ring, Priority.DISTRIBUTION,
+                                     viewer=user.username)
+    return ViewportOut(mode=MODE, visible=len(wanted.visible), ring=len(wanted.ring), prefetching=asked,
+                       cancelled=cancelled)
 
 
 __all__ = ["router", "TileOutOfRange"]

@@ -500,7 +500,8 @@ function connectEvents(info, seq) {
 const viewportReports = { sent: 0, prefetching: 0, lastKey: "", timer: null, unsupported: false };
 const VIEWPORT_REPORT_DELAY_MS = 300;
 
-/** When the view rests on a super-resolution level, say what it shows (POST …/viewport). */
+/** When the view comes to rest, say what it shows (POST …/viewport): the server prefetches the
+ * ring around a super-resolution view and cancels tiles this view has left. */
 function scheduleViewportReport(view, info, seq) {
   clearTimeout(viewportReports.timer);
   viewportReports.timer = setTimeout(async () => {

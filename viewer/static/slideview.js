@@ -167,13 +167,14 @@ export class SlideView {
   }
 
   /**
-   * What the main viewer shows, in pixels of the level it draws, when that is a
-   * super-resolution level (null otherwise): {level, x, y, width, height}.
+   * What the main viewer shows, in pixels of the level it draws: {level, x, y, width, height}
+   * (null before the slide is open). Reported at LR levels too: the server then cancels the
+   * super-resolution tiles this view no longer needs.
    */
   visibleRegion() {
     const item = this.opened ? this.main.world.getItemAt(0) : null;
     const level = this.drawLevel;
-    if (!item || level == null || level <= this.lrLevel) return null;
+    if (!item || level == null) return null;
     const rect = item.viewportToImageRectangle(this.main.viewport.getBounds(true));
     const f = 2 ** (level - this.maxLevel);
     const x = Math.floor(rect.x * f);
