@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import faust
 
+from core.kafka import SASL_MECHANISM, kafka_credentials, ssl_context
 from core.settings import Settings, get_settings
 
 # Each module exposes ``register(app, settings)`` and owns one concern.
@@ -20,6 +21,13 @@ DEFAULT_AGENT_MODULES: tuple[str, ...] = (
 )
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials:
+    """The application principal's SASL/SCRAM credentials (core.kafka is their one source)."""
+    user, password = kafka_credentials(settings, "app")
+    return faust.SASLCredentials(username=user, password=password, mechanism=SASL_MECHANISM,
+                                 ssl_context=ssl_context(settings))
+
+
 def create_app(settings: Settings | None = None,
                agent_modules: Iterable[str] = DEFAULT_AGENT_MODULES) -> faust.App:
     settings = settings or get_settings()
@@ -27,6 +35,7 @@ def create_app(settings: Settings | None = None,
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         # Under the state directory, not the working directory (Faust's default), so that no
         # process or test leaves ``<app id>-data`` folders wherever it was started.

@@ -50,7 +50,7 @@ async def record_hr(svc: Services, done: UpscaleDone) -> ImageRecord:
 
 def register(app: faust.App, settings: Settings) -> None:
     services = LazyServices.for_app(app, settings)
-    monitor = KafkaQueueMonitor(settings.kafka.bootstrap, settings.tiering.quiet_topics)
+    monitor = KafkaQueueMonitor(settings, settings.tiering.quiet_topics)
 
     @app.agent(raw_topic(app, Topic.PATIENT_DISCHARGED.value), name="tier-discharge")
     async def on_discharge(stream: faust.StreamT) -> None:

@@ -11,6 +11,7 @@ BENCHES = {
     "qc": "quality.bench",
     "qc-latency": "bench.qc_latency_bench",
     "tier": "bench.tier_bench",
+    "catalog": "bench.catalog_bench",
     "compute": "bench.compute_bench",
     "viewer": "bench.viewer_bench",
     "rate-distortion": "bench.rate_distortion",

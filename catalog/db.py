@@ -5,6 +5,8 @@ PyMongo's ``AsyncMongoClient`` is the maintained successor of Motor (end of life
 
 from __future__ import annotations
 
+from typing import Any
+
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -14,8 +16,16 @@ from core.settings import MongoSettings
 def connect(mongo: MongoSettings, *, timeout_s: float = 10.0) -> AsyncMongoClient:
     """A client that fails a call after ``timeout_s`` without a server (the caller retries)."""
     ms = int(timeout_s * 1000)
+    # On FerretDB's PostgreSQL backend the client signs in (PLAIN; FerretDB passes the user
+    # and password through to PostgreSQL, which checks them); a ``url`` carries its own.
+    credentials = mongo.credentials()
+    auth: dict[str, Any] = {}
+    if credentials is not None:
+        auth = {"username": credentials[0], "password": credentials[1].get_secret_value(),
+                "authMechanism": "PLAIN"}
     return AsyncMongoClient(
         mongo.uri,
+        **auth,
         appname="slidestream",
         serverSelectionTimeoutMS=ms,
         connectTimeoutMS=ms,

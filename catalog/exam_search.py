@@ -4,6 +4,7 @@ and report state that a result list shows next to each exam."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,8 @@ class ExamScope:
             options.append({"pathologist": self.pathologist})
         if self.department is not None:
             options.append({"department": self.department})
+        if len(options) == 1:  # a plain equality: FerretDB pushes it down to its backend, $or it does not
+            return options[0]
         # Nobody named: a filter that matches nothing (an empty $or is invalid in MongoDB).
         return {"$or": options} if options else {"_id": {"$in": []}}
 
@@ -71,10 +74,20 @@ class ExamQuery:
         return flt
 
 
+def _all_of(clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    """One filter that all ``clauses`` must match: a flat document when their fields differ
+    (FerretDB pushes top-level equalities down to its backend, an ``$and`` it does not)."""
+    if not clauses:
+        return {}
+    keys = [key for clause in clauses for key in clause]
+    if len(set(keys)) == len(keys):
+        return {key: value for clause in clauses for key, value in clause.items()}
+    return {"$and": clauses}
+
+
 async def search_exams(catalog: Catalog, query: ExamQuery, scope: ExamScope) -> tuple[list[ExamRecord], int]:
     """One page of matching exams, newest first, and how many match in all."""
-    clauses = [part for part in (query.filter(), scope.filter()) if part]
-    flt: dict[str, Any] = {"$and": clauses} if len(clauses) > 1 else (clauses[0] if clauses else {})
+    flt = _all_of([part for part in (query.filter(), scope.filter()) if part])
     cursor = (catalog.exams.find(flt).sort([("exam_date", DESCENDING), ("_id", ASCENDING)])
               .skip(query.offset).limit(query.limit))
     exams = [ExamRecord.from_document(doc) async for doc in cursor]
@@ -85,12 +98,15 @@ async def search_exams(catalog: Catalog, query: ExamQuery, scope: ExamScope) -> 
 async def lr_slides_of(catalog: Catalog, exam_ids: list[str]) -> dict[str, list[ImageRecord]]:
     """The stored LR slides of each exam, by slide number."""
     found: dict[str, list[ImageRecord]] = {exam_id: [] for exam_id in exam_ids}
-    if not exam_ids:
-        return found
-    cursor = catalog.images.find({"exam_id": {"$in": exam_ids}, "state": int(ImageState.LR)})
-    async for doc in cursor.sort([("exam_id", ASCENDING), ("slide_number", ASCENDING)]):
-        image = ImageRecord.from_document(doc)
-        found[image.exam_id].append(image)
+
+    # One equality query per exam, sent together: FerretDB pushes ``exam_id`` equality down to
+    # an index on its PostgreSQL backend, an ``$in`` it evaluates over the whole collection.
+    async def of_exam(exam_id: str) -> None:
+        cursor = catalog.images.find({"exam_id": exam_id, "state": int(ImageState.LR)})
+        found[exam_id] = [ImageRecord.from_document(doc)
+                          async for doc in cursor.sort("slide_number", ASCENDING)]
+
+    await asyncio.gather(*(of_exam(exam_id) for exam_id in found))
     return found
 
 

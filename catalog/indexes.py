@@ -66,6 +66,23 @@ INDEXES: tuple[IndexSpec, ...] = (
 )
 
 
+# Fields the catalog filters by equality, with few documents per value, per collection (every
+# collection's ``_id`` too). FerretDB v1's PostgreSQL backend pushes an equality filter down as
+# ``(_jsonb -> 'field') @> value``, which its own btree indexes above cannot serve; on that
+# backend infra adds a GIN index (jsonb_path_ops) on each of these expressions
+# (``infra.postgres_server.push_down_indexes``). MongoDB serves them from the indexes above.
+EQUALITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "patients": ("_id",),
+    "exams": ("_id", "patient_id", "pathologist", "department"),
+    "images": ("_id", "patient_id", "exam_id"),
+    "reports": ("_id",),
+    "users": ("_id",),
+    "terminals": ("_id",),
+    "cas_claims": ("_id",),
+    "leases": ("_id",),
+}
+
+
 async def ensure_indexes(db) -> list[str]:
     """Create every index in ``INDEXES`` on ``db`` (a pymongo AsyncDatabase); returns names."""
     names = []

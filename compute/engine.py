@@ -38,7 +38,7 @@ from compute.slides import LrSlide, SlideRepository, UnknownSlide
 from compute.tile_cache import TileCache
 from compute.tile_leases import LeaseStore
 from compute.tile_pipeline import DEFAULT_CALL_BYTES, PipelineResult, TilePipeline
-from compute.upscaler import Upscaler, window_bytes
+from compute.upscaler import Upscaler, method_name, window_bytes
 from core.settings import CONSISTENCY_THRESHOLD_DB
 from schemas.events import Event, TileRef, UpscaleCancelled, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.topics import Priority
@@ -404,8 +404,9 @@ class ComputeEngine:
             if state is None:
                 continue
             timings = {"queue": max(0.0, (t_start - state.received_at) * 1000), **result.timings_ms}
+            model = method_name(self.upscaler, state.request.scale)
             for answer in batch_answers(state.request, state.pending, done.get(request_key, []),
-                                        failed.get(request_key, {}), model=self.upscaler.name, timings_ms=timings,
+                                        failed.get(request_key, {}), model=model, timings_ms=timings,
                                         consistency_threshold_db=self.config.consistency_threshold_db):
                 # Published before the tiles count as answered: if publishing fails, the
                 # batch is retried and the answer sent again (a duplicate is harmless).

@@ -83,6 +83,10 @@ class ModelUpscaler:
         per_scale = getattr(self._resolver, "margin_for", None)
         return int(per_scale(scale)) if per_scale is not None else self.context_margin
 
+    def method_for(self, scale: int) -> str:
+        per_scale = getattr(self._resolver, "method_for", None)
+        return str(per_scale(scale)) if per_scale is not None else self.name
+
     def window_bytes(self, height: int, width: int, scale: int) -> int:
         per_window = getattr(self._resolver, "window_bytes", None)
         if per_window is None:
@@ -100,6 +104,13 @@ GENERIC_BYTES_PER_OUTPUT_PX = 400
 
 def generic_window_bytes(height: int, width: int, scale: int) -> int:
     return height * width * scale * scale * GENERIC_BYTES_PER_OUTPUT_PX
+
+
+def method_name(upscaler: Upscaler, scale: int) -> str:
+    """What ``upscale.done`` names as the model for ``scale`` (optional ``method_for``: a
+    model may answer one scale by interpolation, e.g. Lanczos at x2)."""
+    per_scale = getattr(upscaler, "method_for", None)
+    return str(per_scale(scale)) if per_scale is not None else upscaler.name
 
 
 def window_bytes(upscaler: Upscaler, height: int, width: int, scale: int) -> int:

@@ -1,7 +1,10 @@
 """The Kafka client for everything outside the Faust agents (services, CLI, demo, bench).
 
-One producer configuration (idempotent, ``acks=all``, a short explicit linger), one way to
-publish an event (``KafkaSink``, behind the ``EventSink`` protocol that services take), one
+The one home of Kafka client configuration: every aiokafka client in the project is built
+here (``new_producer``, ``new_consumer``, ``new_admin``) with the broker's address and the
+principal's SASL/SCRAM-SHA-512 credentials (``client_options``); the Faust app takes the same
+credentials (``kafka_credentials``). One producer configuration (idempotent, ``acks=all``, a
+short explicit linger), one way to publish an event (``KafkaSink``, behind the ``EventSink`` protocol that services take), one
 way to read a topic from its current end without a consumer group (``tail_from_end``), and
 the partition helpers. Agents publish through Faust (``agents.messaging.FaustSink``).
 """
@@ -9,16 +12,19 @@ the partition helpers. Agents publish through Faust (``agents.messaging.FaustSin
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
+from core.secrets import install_secret
 from core.settings import Settings
 from schemas.events import Event
 from schemas.topics import Priority, priority_partitions
@@ -30,14 +36,73 @@ T = TypeVar("T")
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
 
 
-def new_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+# Who connects: the application's services, the HIS adapter (writes patient events only) or
+# the broker's super user (bootstrap: topics, SCRAM users, ACLs). infra.kafka_acls grants each.
+Principal = Literal["app", "his", "admin"]
+
+
+def kafka_credentials(settings: Settings, principal: Principal = "app") -> tuple[str, str]:
+    """(user name, password) of ``principal``: the configured password, else this install's own
+    (made once, ``<state_dir>/secrets/kafka-<user>.password``, mode 0600)."""
+    kafka = settings.kafka
+    user, configured = {
+        "app": (kafka.username, kafka.password),
+        "his": (kafka.his_username, kafka.his_password),
+        "admin": (kafka.admin_username, kafka.admin_password),
+    }[principal]
+    if configured is not None:
+        return user, configured.get_secret_value()
+    # Hex: SCRAM passwords are strings, and JAAS/properties files need no quoting for it.
+    return user, install_secret(settings.state_dir / "secrets", f"kafka-{user}.password").hex()
+
+
+def client_options(settings: Settings, principal: Principal = "app") -> dict[str, Any]:
+    """Connection and authentication keywords shared by every aiokafka client."""
+    user, password = kafka_credentials(settings, principal)
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka.bootstrap,
+        "security_protocol": settings.kafka.security_protocol,
+        "sasl_mechanism": SASL_MECHANISM,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    return options
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for SASL_SSL (the system's CA certificates); None for SASL_PLAINTEXT."""
+    if settings.kafka.security_protocol != "SASL_SSL":
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    context: ssl.SSLContext = create_ssl_context()
+    return context
+
+
+def new_producer(settings: Settings, *, principal: Principal = "app", **overrides: Any) -> AIOKafkaProducer:
     """An unstarted producer with the project's settings (``overrides`` for timeouts)."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, **{**PRODUCER_OPTIONS, **overrides})
+    return AIOKafkaProducer(**client_options(settings, principal), **{**PRODUCER_OPTIONS, **overrides})
+
+
+def new_consumer(settings: Settings, *topics: str, principal: Principal = "app", **options: Any) -> AIOKafkaConsumer:
+    """An unstarted consumer (``options``: group, offsets, fetch tuning)."""
+    return AIOKafkaConsumer(*topics, **client_options(settings, principal), **options)
+
+
+def new_admin(settings: Settings, *, principal: Principal = "app", **options: Any) -> AIOKafkaAdminClient:
+    """An unstarted admin client."""
+    return AIOKafkaAdminClient(**client_options(settings, principal), **options)
 
 
 @asynccontextmanager
-async def producer(settings: Settings, **overrides: Any) -> AsyncIterator[AIOKafkaProducer]:
-    prod = new_producer(settings, **overrides)
+async def producer(settings: Settings, *, principal: Principal = "app", **overrides: Any,
+                   ) -> AsyncIterator[AIOKafkaProducer]:
+    prod = new_producer(settings, principal=principal, **overrides)
     await prod.start()
     try:
         yield prod
@@ -118,8 +183,7 @@ async def tail_from_end(settings: Settings, *topics: str, fetch_max_wait_ms: int
     per broker and leaves out partitions that still had buffered records when it was sent,
     so a record landing on one of those waits for that fetch; someone waiting interactively
     wants ~20 ms rather than the 500 ms default."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=fetch_max_wait_ms)
+    consumer = new_consumer(settings, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms)
     await consumer.start()
     try:
         await _assign_at_end(consumer, topics, wait_s)
@@ -132,7 +196,7 @@ async def records_since(settings: Settings, topic: str, since: datetime, *, limi
                         ) -> list[ConsumerRecord[bytes, bytes]]:
     """Records of ``topic`` written at or after ``since``, up to the current end, oldest first
     per partition (at most ``limit`` in all, the newest kept). No consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(settings, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]

@@ -12,7 +12,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -89,6 +98,36 @@ class MongoSettings(_Group):
     port: int = Field(27117, ge=1, le=65535)
     database: str = "slidestream"
     url: str | None = Field(None, description="full MongoDB URL; overrides host/port (production)")
+    # Storage of the local FerretDB: "sqlite" (files under the state dir; only ``_id`` lookups
+    # use an index) or "postgresql" (a private PostgreSQL cluster under the state dir on
+    # loopback ``postgres_port``, password-protected; FerretDB passes the catalog client's
+    # user and password through to it). The README's catalog bench compares the two.
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    postgres_port: int = Field(27118, ge=1, le=65535)
+    user: str = Field("slidestream", pattern=r"^[a-z][a-z0-9_]{2,62}$")
+    # Unset: the install's own password, made once in ``<state_dir>/secrets/catalog-db.key``.
+    password: SecretStr | None = Field(None, min_length=16)
+    _secrets_dir: Path | None = PrivateAttr(None)
+
+    def with_secrets_dir(self, directory: Path) -> MongoSettings:
+        copy = self.model_copy()
+        copy._secrets_dir = directory
+        return copy
+
+    def credentials(self) -> tuple[str, SecretStr] | None:
+        """(user, password) the catalog client signs in with: on the PostgreSQL backend (the
+        install's own password unless configured); None for SQLite and for ``url``, which
+        carries its own credentials."""
+        if self.url is not None or self.backend != "postgresql":
+            return None
+        if self.password is not None:
+            return self.user, self.password
+        if self._secrets_dir is None:
+            raise ValueError("mongo.password is not configured and no state directory holds the install's own")
+        from core.secrets import install_secret
+
+        secret = install_secret(self._secrets_dir, "catalog-db.key", nbytes=24)
+        return self.user, SecretStr(secret.hex())
 
     @property
     def uri(self) -> str:
@@ -276,7 +315,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     storage: StorageSettings = StorageSettings()
-    mongo: MongoSettings = MongoSettings()
+    mongo: MongoSettings = Field(MongoSettings(), validate_default=True)  # see _mongo_secrets
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
     compute: ComputeSettings = ComputeSettings()
@@ -300,6 +339,15 @@ class Settings(BaseSettings):
         find the same stack from anywhere."""
         return value if value.is_absolute() else PROJECT_ROOT / value
 
+    @field_validator("mongo")
+    @classmethod
+    def _mongo_secrets(cls, value: MongoSettings, info: ValidationInfo) -> MongoSettings:
+        """An unconfigured catalog password is the install's own, kept under the state dir."""
+        state_dir = info.data.get("state_dir")
+        if state_dir is None or value._secrets_dir is not None:
+            return value
+        return value.with_secrets_dir(state_dir / "secrets")
+
     @field_validator("qc")
     @classmethod
     def _lab_standard_path(cls, value: QcAgentSettings, info: ValidationInfo) -> QcAgentSettings:
@@ -315,7 +363,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         ports = [self.kafka.port, self.kafka.controller_port, self.storage.port,
-                 self.storage.console_port, self.mongo.port, self.his.mllp_port, self.his.http_port, self.viewer.port]
+                 self.storage.console_port, self.mongo.port,
+                 self.mongo.postgres_port, self.his.mllp_port, self.his.http_port, self.viewer.port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"service ports must be distinct, got {ports}")
         return self

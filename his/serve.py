@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 async def _producer(settings: Settings) -> AIOKafkaProducer:
     async def start() -> AIOKafkaProducer:
-        producer = new_producer(settings, request_timeout_ms=10_000)
+        producer = new_producer(settings, principal="his", request_timeout_ms=10_000)
         try:
             await producer.start()
         except Exception:

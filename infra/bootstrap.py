@@ -7,6 +7,7 @@ declared is given more (Kafka cannot take partitions away, so a larger one only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -120,13 +121,26 @@ def ensure_buckets(storage: StorageSettings) -> list[str]:
 
 
 async def ensure_catalog_indexes(mongo: MongoSettings) -> list[str]:
-    from pymongo import AsyncMongoClient
+    from pymongo.errors import CollectionInvalid, OperationFailure
 
-    from catalog.indexes import ensure_indexes
+    from catalog.db import connect
+    from catalog.indexes import EQUALITY_FIELDS, ensure_indexes
+    from infra.postgres_server import push_down_indexes
 
-    client: AsyncMongoClient = AsyncMongoClient(mongo.uri, serverSelectionTimeoutMS=15000)
+    client = connect(mongo, timeout_s=15.0)  # signs in on the PostgreSQL backend
     try:
-        return await ensure_indexes(client[mongo.database])
+        db = client[mongo.database]
+        names = await ensure_indexes(db)
+        if mongo.backend == "postgresql" and mongo.url is None:
+            # The equality filters' GIN indexes (catalog.indexes.EQUALITY_FIELDS); FerretDB
+            # makes a collection's table on first use, so make them all first.
+            existing = set(await db.list_collection_names())
+            for name in EQUALITY_FIELDS:
+                if name not in existing:
+                    with contextlib.suppress(CollectionInvalid, OperationFailure):  # made meanwhile
+                        await db.create_collection(name)
+            await asyncio.to_thread(push_down_indexes, mongo, EQUALITY_FIELDS)
+        return names
     finally:
         await client.close()
 

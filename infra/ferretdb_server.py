@@ -1,4 +1,7 @@
-"""FerretDB v1 (MongoDB wire protocol on SQLite), embedded in our small Go program."""
+"""FerretDB v1 (MongoDB wire protocol on SQLite or PostgreSQL), embedded in our small Go program.
+
+``mongo.backend`` picks the storage: SQLite files in the data dir, or the private PostgreSQL
+cluster of ``infra.postgres_server`` (then the health probe signs in like every client)."""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ from pathlib import Path
 
 from infra.build import Echo, digest, is_current, mark_current, require_tool, run_logged
 from infra.health import mongo_ready
+from infra.postgres_server import PostgresServer
 from infra.server import Server
 
 SOURCE_DIR = Path(__file__).resolve().parent / "ferretdb"
 BINARY_NAME = "slidestream-ferretdb"
-# Only the SQLite backend is used; leaving PostgreSQL out shortens the build.
-BUILD_TAGS = "ferretdb_no_postgresql"
+# Both backends are built in (mongo.backend chooses at start); part of the build's cache key.
+BACKENDS = "sqlite+postgresql"
 
 
 class FerretDBServer(Server):
@@ -31,18 +35,22 @@ class FerretDBServer(Server):
 
     def build(self, echo: Echo) -> None:
         sources = [SOURCE_DIR / "go.mod", SOURCE_DIR / "go.sum", *sorted(SOURCE_DIR.glob("*.go"))]
-        key = digest([BUILD_TAGS, *sources])
+        key = digest([BACKENDS, *sources])
         if is_current(self.binary, key):
             return
         go = require_tool("go", "ferretdb", "install Go 1.24 or newer from https://go.dev/dl/")
         self.layout.bin_dir.mkdir(parents=True, exist_ok=True)
-        run_logged([go, "build", "-tags", BUILD_TAGS, "-o", str(self.binary), "."],
-                   what="ferretdb (FerretDB v1 + SQLite)", log_path=self.layout.build_log("ferretdb"),
+        run_logged([go, "build", "-o", str(self.binary), "."],
+                   what="ferretdb (FerretDB v1 + SQLite and PostgreSQL)", log_path=self.layout.build_log("ferretdb"),
                    echo=echo, cwd=SOURCE_DIR)
         mark_current(self.binary, key)
 
     def argv(self) -> list[str]:
-        return [str(self.binary), "-listen-addr", self.address, "-data-dir", str(self.data_dir)]
+        argv = [str(self.binary), "-listen-addr", self.address, "-data-dir", str(self.data_dir)]
+        if self.settings.mongo.backend == "postgresql":
+            argv += ["-handler", "postgresql", "-postgresql-url", PostgresServer(self.settings, self.layout).url]
+        return argv
 
     async def ready(self) -> bool:
-        return await mongo_ready(self.host, self.port)
+        credentials = self.settings.mongo.credentials()
+        return await mongo_ready(self.host, self.port, credentials=credentials)

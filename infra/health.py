@@ -6,6 +6,8 @@ import asyncio
 import urllib.error
 import urllib.request
 
+from pydantic import SecretStr
+
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -57,8 +59,9 @@ async def minio_ready(host: str, port: int, secure: bool = False,
     return await asyncio.to_thread(_http_ok, f"{scheme}://{host}:{port}/minio/health/ready", timeout_s)
 
 
-async def mongo_ready(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """The server answers a MongoDB `ping` command."""
+async def mongo_ready(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S, *,
+                      credentials: tuple[str, SecretStr] | None = None) -> bool:
+    """The server answers a MongoDB `ping` command (signed in with ``credentials``, if given)."""
     if not await tcp_open(host, port):
         return False
     from pymongo import AsyncMongoClient
@@ -68,6 +71,8 @@ async def mongo_ready(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) 
     client: AsyncMongoClient = AsyncMongoClient(
         host, port, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
         directConnection=True,
+        **({"username": credentials[0], "password": credentials[1].get_secret_value(), "authMechanism": "PLAIN"}
+           if credentials else {}),
     )
     try:
         reply = await client.admin.command("ping")

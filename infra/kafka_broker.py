@@ -1,13 +1,25 @@
-"""Apache Kafka as one combined KRaft broker+controller, assembled from Maven Central jars."""
+"""Apache Kafka as one combined KRaft broker+controller, assembled from Maven Central jars.
+
+Secure by default: the client listener is SASL_PLAINTEXT on loopback with SCRAM-SHA-512 only,
+the controller listener SASL_PLAINTEXT with PLAIN (a KRaft controller cannot check SCRAM
+before it has read its metadata), and ACLs are enforced by the StandardAuthorizer with no
+access where no ACL grants it. The broker's own principal (``kafka.admin_username``) is the
+only super user; it and the client principals get their SCRAM credentials when the storage
+is formatted (KIP-900), and ``infra.kafka_acls`` grants the client principals their ACLs.
+Passwords are the install's own (``core.kafka.kafka_credentials``) unless configured.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
-from core.settings import KafkaSettings
+from core.kafka import SASL_MECHANISM, Principal, kafka_credentials
+from core.settings import KafkaSettings, Settings
 from infra.build import Echo, digest, is_current, mark_current, require_tool, run_logged
 from infra.errors import BuildError
 from infra.health import kafka_ready
@@ -60,18 +72,35 @@ logger.authorizer.level = WARN
 """
 
 
-def render_server_properties(kafka: KafkaSettings, log_dir: Path, node_id: int = NODE_ID) -> str:
-    """server.properties of a single-node KRaft cluster listening on kafka.host."""
+def render_server_properties(kafka: KafkaSettings, log_dir: Path, node_id: int = NODE_ID, *,
+                             admin_password: str) -> str:
+    """server.properties of a single-node KRaft cluster listening on kafka.host, every listener
+    authenticated (it holds the broker's password: written with mode 0600)."""
     host = kafka.host
+    admin = kafka.admin_username
+    scram_login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                   f'username="{admin}" password="{admin_password}";')
+    # The broker is the controller's only client: its own user is the controller's only user.
+    plain_login = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                   f'username="{admin}" password="{admin_password}" user_{admin}="{admin_password}";')
     values = {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
         "controller.quorum.voters": f"{node_id}@{host}:{kafka.controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{kafka.port},CONTROLLER://{host}:{kafka.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{kafka.port}",
+        "listeners": f"SASL_PLAINTEXT://{host}:{kafka.port},CONTROLLER://{host}:{kafka.controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{host}:{kafka.port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SASL_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+        f"listener.name.sasl_plaintext.{SASL_MECHANISM.lower()}.sasl.jaas.config": scram_login,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain_login,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{admin}",
+        "allow.everyone.if.no.acl.found": "false",
         "log.dirs": str(log_dir),
         **_SINGLE_NODE_SETTINGS,
     }
@@ -91,6 +120,33 @@ def new_cluster_id() -> str:
         value = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         if not value.startswith("-"):  # Kafka avoids ids that look like command-line flags
             return value
+
+
+# Principals whose SCRAM credentials are written when the storage is formatted.
+FORMAT_PRINCIPALS: tuple[Principal, ...] = ("admin", "app", "his")
+
+
+def scram_arguments(settings: Settings) -> list[str]:
+    """``--add-scram`` arguments of StorageTool format for every principal."""
+    args = []
+    for principal in FORMAT_PRINCIPALS:
+        user, password = kafka_credentials(settings, principal)
+        args += ["--add-scram", f"{SASL_MECHANISM}=[name={user},password={password}]"]
+    return args
+
+
+def credentials_fingerprint(settings: Settings) -> str:
+    """Changes when a principal's name or password changes (the storage holds the old ones)."""
+    material = "\n".join(":".join(kafka_credentials(settings, p)) for p in FORMAT_PRINCIPALS)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only (it may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def load_or_create_cluster_id(path: Path) -> str:
@@ -140,6 +196,10 @@ class KafkaBroker(Server):
     def log_dir(self) -> Path:
         return self.data_dir / "data"
 
+    @property
+    def credentials_marker(self) -> Path:
+        return self.data_dir / "scram-credentials.sha256"
+
     def build(self, echo: Echo) -> None:
         version = self.settings.kafka.version
         key = digest([version, POM])
@@ -176,20 +236,33 @@ class KafkaBroker(Server):
     def prepare(self, echo: Echo) -> None:
         super().prepare(echo)
         require_tool("java", "kafka", "install a JDK 17 or newer, e.g. apt-get install openjdk-17-jre-headless")
-        self.config_file.write_text(render_server_properties(self.settings.kafka, self.log_dir))
+        os.chmod(self.data_dir, 0o700)
+        _, admin_password = kafka_credentials(self.settings, "admin")
+        write_private(self.config_file,
+                      render_server_properties(self.settings.kafka, self.log_dir, admin_password=admin_password))
         self.log4j_file.write_text(LOG4J2_PROPERTIES)
+        fingerprint = credentials_fingerprint(self.settings)
         if (self.log_dir / "meta.properties").exists():
-            return  # formatted before; StorageTool would only say so, at the cost of a JVM start
+            marker = self.credentials_marker.read_text().strip() if self.credentials_marker.exists() else ""
+            if marker == fingerprint:
+                return  # formatted before; StorageTool would only say so, at the cost of a JVM start
+            # Formatted without these SCRAM credentials (before authentication, or the passwords
+            # changed): KRaft takes them only at format time, so keep the old log aside and start anew.
+            aside = self.data_dir / f"data.before-credentials-{time.strftime('%Y%m%dT%H%M%S')}"
+            echo(f"Kafka storage in {self.log_dir} lacks the current SCRAM credentials; "
+                 f"moved it to {aside} and formatting a new one (topics are bootstrapped again)")
+            self.log_dir.replace(aside)
         cluster_id = load_or_create_cluster_id(self.data_dir / "cluster.id")
         echo(f"formatting Kafka storage in {self.log_dir} (cluster id {cluster_id})")
         run_logged(
             [*self._java(256), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(self.config_file), "--ignore-formatted"],
+             "-c", str(self.config_file), "--ignore-formatted", *scram_arguments(self.settings)],
             what="kafka storage format", log_path=self.layout.build_log("kafka-format"), echo=lambda _: None,
         )
+        write_private(self.credentials_marker, fingerprint + "\n")
 
     def argv(self) -> list[str]:
         return [*self._java(self.settings.kafka.heap_mb), "kafka.Kafka", str(self.config_file)]
 
     async def ready(self) -> bool:
-        return await kafka_ready(self.host, self.port)
+        return await kafka_ready(self.settings)

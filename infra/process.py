@@ -27,8 +27,10 @@ class ProcessRecord:
 
 
 def spawn(argv: Sequence[str], *, log_path: Path, pid_path: Path,
-          env: Mapping[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own session (it outlives the caller), output appended to `log_path`."""
+          env: Mapping[str, str] | None = None, cwd: Path | None = None,
+          user: str | None = None) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session (it outlives the caller), output appended to `log_path`;
+    as system user `user` (and its group) when given (needs root)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
@@ -39,6 +41,7 @@ def spawn(argv: Sequence[str], *, log_path: Path, pid_path: Path,
         process = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=full_env, cwd=cwd, start_new_session=True,
+            user=user, group=user, extra_groups=[] if user else None,
         )
     record = {"pid": process.pid, "argv": list(argv), "started_at": started}
     tmp = pid_path.with_suffix(".tmp")

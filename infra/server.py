@@ -63,6 +63,10 @@ class Server(ABC):
     def env(self) -> dict[str, str]:
         return {}
 
+    def run_as(self) -> str | None:
+        """System user to run the server as (None: the caller's own)."""
+        return None
+
     @abstractmethod
     async def ready(self) -> bool:
         """A real request succeeds."""

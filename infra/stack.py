@@ -25,9 +25,11 @@ from infra.ferretdb_server import FerretDBServer
 from infra.kafka_broker import KafkaBroker
 from infra.layout import Layout
 from infra.minio_server import MinioServer
+from infra.postgres_server import PostgresServer
 from infra.server import Server
 
-SERVER_TYPES: tuple[type[Server], ...] = (KafkaBroker, MinioServer, FerretDBServer)
+# PostgreSQL runs only on the catalog's postgresql backend (see catalog_server_names).
+SERVER_TYPES: tuple[type[Server], ...] = (KafkaBroker, MinioServer, PostgresServer, FerretDBServer)
 SERVER_NAMES: tuple[str, ...] = tuple(kind.name for kind in SERVER_TYPES)
 # A cold Kafka start on two busy cores takes 10-30 s; the rest start in about a second.
 DEFAULT_UP_TIMEOUT_S = 120.0
@@ -73,8 +75,14 @@ class UpResult:
     bootstrap: BootstrapReport | None
 
 
+def catalog_server_names(settings: Settings) -> list[str]:
+    """The servers the catalog needs: FerretDB, and PostgreSQL under it on that backend."""
+    return ["postgres", "ferretdb"] if settings.mongo.backend == "postgresql" else ["ferretdb"]
+
+
 def make_servers(settings: Settings, names: Iterable[str] | None = None) -> list[Server]:
-    wanted = list(names) if names else list(SERVER_NAMES)
+    wanted = list(names) if names else [
+        name for name in SERVER_NAMES if name != "postgres" or settings.mongo.backend == "postgresql"]
     unknown = sorted(set(wanted) - set(SERVER_NAMES))
     if unknown:
         raise InfraError(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVER_NAMES)}")
@@ -131,7 +139,8 @@ async def up_async(settings: Settings, names: Iterable[str] | None = None, *,
                                       _stop_all(started, echo)) from exc
             echo(f"starting {server.name} on {server.address}")
             children[server.name] = process.spawn(server.argv(), log_path=server.log_file,
-                                                  pid_path=server.pid_file, env=server.env())
+                                                  pid_path=server.pid_file, env=server.env(),
+                                                  user=server.run_as())
             started.append(server)
 
         waiting = [s for s in servers if before[s.name].state in (State.STOPPED, State.UNHEALTHY)]

@@ -56,6 +56,12 @@ class SuperResolver:
         """The cascade output that answers ``scale`` (x4 for x2 when ``x2_path`` is "x4")."""
         return 4 if scale == 2 and self.x2_path == "x4" else scale
 
+    def method_for(self, scale: int) -> str:
+        """What answers ``scale``, as reported to users: the model, or Lanczos at x2."""
+        if self._lanczos(scale):
+            return "lanczos"
+        return f"{self.name} (x4/2)" if self.model_scale(scale) != scale else self.name
+
     def _lanczos(self, scale: int) -> bool:
         return scale == 2 and self.x2_path == "lanczos"
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.kafka import topic_partitions
+from core.kafka import new_admin, new_consumer, topic_partitions
+from core.settings import Settings
 
 TopicPartitionKey = tuple[str, int]
 
@@ -46,17 +47,16 @@ def assess(previous: QueueSnapshot | None, current: QueueSnapshot) -> Quietness:
 class KafkaQueueMonitor:
     """Takes ``QueueSnapshot``s of the watched topics with aiokafka's admin and consumer APIs."""
 
-    def __init__(self, bootstrap: str, topics: tuple[str, ...]) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings, topics: tuple[str, ...]) -> None:
+        self._settings = settings
         self._topics = topics
         self._previous: QueueSnapshot | None = None
 
     async def snapshot(self) -> QueueSnapshot:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka import TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        consumer = new_consumer(self._settings, enable_auto_commit=False)
+        admin = new_admin(self._settings)
         await consumer.start()
         await admin.start()
         try:

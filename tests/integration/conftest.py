@@ -22,15 +22,15 @@ from slidestream.workers import stop_workers
 from tests.conftest import TEST_PORT_BASE
 
 # Ports of the test stack: the development stack uses 19092/19093, 19000/19001 and 27117.
-# SLIDESTREAM_TEST_PORT_BASE=N moves the whole test stack to N..N+4 (and its own state dir),
+# SLIDESTREAM_TEST_PORT_BASE=N moves the whole test stack to N..N+5 (and its own state dir),
 # so several test sessions can run side by side on one machine.
 PORT_BASE = TEST_PORT_BASE
 _PORT_NAMES = ("SLIDESTREAM_KAFKA__PORT", "SLIDESTREAM_KAFKA__CONTROLLER_PORT", "SLIDESTREAM_STORAGE__PORT",
-               "SLIDESTREAM_STORAGE__CONSOLE_PORT", "SLIDESTREAM_MONGO__PORT")
+               "SLIDESTREAM_STORAGE__CONSOLE_PORT", "SLIDESTREAM_MONGO__PORT", "SLIDESTREAM_MONGO__POSTGRES_PORT")
 TEST_PORTS = (
     {name: int(PORT_BASE) + offset for offset, name in enumerate(_PORT_NAMES)}
     if PORT_BASE
-    else dict(zip(_PORT_NAMES, (29092, 29093, 29000, 29001, 27217)))
+    else dict(zip(_PORT_NAMES, (29092, 29093, 29000, 29001, 27217, 27218)))
 )
 # A cold Kafka start on a busy two-core machine can take a while; builds are not counted.
 START_TIMEOUT_S = 180.0

@@ -12,7 +12,7 @@ import hl7
 import httpx
 import pytest
 
-from core.kafka import KafkaSink, tail_from_end, wait_for
+from core.kafka import KafkaSink, new_producer, tail_from_end, wait_for
 from core.settings import Settings
 from his.adapter import HisAdapter
 from his.http import create_http_app
@@ -37,9 +37,7 @@ def adt(trigger: str, patient: str, control: str = "C1") -> str:
 
 @pytest.fixture
 async def adapter(stack: Settings) -> AsyncIterator[tuple[HisAdapter, MllpListener]]:
-    from aiokafka import AIOKafkaProducer
-
-    prod = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all", request_timeout_ms=5000)
+    prod = new_producer(stack, principal="his", request_timeout_ms=5000)  # the adapter's own principal
     await prod.start()
     his = HisAdapter(KafkaSink(prod), publish_timeout_s=5.0)
     listener = MllpListener(his.handle_hl7, "127.0.0.1", 0)  # any free port: sessions run side by side

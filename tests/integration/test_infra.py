@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from minio import Minio
@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from catalog.indexes import INDEXES
+from core.kafka import new_admin, new_consumer, new_producer
 from core.settings import Settings
 from infra import stack as local_stack
 from infra.bootstrap import ensure_topics, tier_connection
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap, request_timeout_ms=15000)
+    # The broker's own principal: these tests delete topics, which the application may not.
+    return new_admin(settings, principal="admin", request_timeout_ms=15000)
 
 
 async def test_kafka_delivers_a_produced_message(stack: Settings) -> None:
@@ -46,14 +48,14 @@ async def test_kafka_delivers_a_produced_message(stack: Settings) -> None:
         await admin.close()
 
     payload = uuid.uuid4().bytes
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all")
+    producer = new_producer(stack)
     await producer.start()
     try:
         sent = await producer.send_and_wait(topic, payload, key=b"k", partition=1)
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(stack, enable_auto_commit=False)
     await consumer.start()
     try:
         partition = TopicPartition(topic, sent.partition)
@@ -91,12 +93,12 @@ async def test_topic_bootstrap_adds_partitions_to_a_smaller_topic(stack: Setting
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, 1, 1)])
-        created, grown = await ensure_topics(stack.kafka.bootstrap, [TopicSpec(name, 3)], echo=lambda _: None)
+        created, grown = await ensure_topics(stack, [TopicSpec(name, 3)], echo=lambda _: None)
         assert (created, grown) == ([], [name])
         (described,) = await admin.describe_topics([name])
         assert len(described["partitions"]) == 3
 
-        again = await ensure_topics(stack.kafka.bootstrap, [TopicSpec(name, 3)], echo=lambda _: None)
+        again = await ensure_topics(stack, [TopicSpec(name, 3)], echo=lambda _: None)
         assert again == ([], [])
     finally:
         await admin.delete_topics([name])

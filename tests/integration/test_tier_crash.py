@@ -53,9 +53,9 @@ async def _catalog_names_a_verified_object(svc, exam: str, state: ImageState) ->
 
 
 async def _tier_moved_events(settings: Settings, start: dict, exam: str) -> list[TierMoved]:
-    from aiokafka import AIOKafkaConsumer
+    from core.kafka import new_consumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(settings, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [tp for tp in start if tp.topic == Topic.TIER_MOVED.value]

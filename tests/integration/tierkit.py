@@ -99,11 +99,11 @@ def run_worker(modules: list[str]) -> None:
 
 
 async def end_offsets(settings: Settings, topics: tuple[str, ...] = WORKER_TOPICS) -> dict:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from core.kafka import topic_partitions
+    from core.kafka import new_consumer, topic_partitions
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(settings, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in await topic_partitions(consumer, t)]
@@ -114,10 +114,9 @@ async def end_offsets(settings: Settings, topics: tuple[str, ...] = WORKER_TOPIC
 
 async def commit_offsets(settings: Settings, group: str, offsets: dict) -> None:
     """Position a consumer group (as if it had consumed up to ``offsets``)."""
-    from aiokafka import AIOKafkaConsumer
+    from core.kafka import new_consumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = new_consumer(settings, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(offsets))
@@ -127,9 +126,9 @@ async def commit_offsets(settings: Settings, group: str, offsets: dict) -> None:
 
 
 async def committed_offsets(settings: Settings, group: str) -> dict:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from core.kafka import new_admin
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    admin = new_admin(settings)
     await admin.start()
     try:
         return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}

@@ -18,11 +18,10 @@ from typing import Any
 import faust
 import numpy as np
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.upscale import UpscaleService
 from compute.upscaler import InterpolationUpscaler
-from core.kafka import partition_for, producer, tail_from_end
+from core.kafka import new_admin, partition_for, producer, tail_from_end
 from core.settings import Settings
 from infra import process
 from schemas.events import Event, UpscaleDone, UpscaleFailed, UpscaleRequested
@@ -198,7 +197,7 @@ async def send_raw(settings: Settings, value: bytes, partition: int) -> None:
 
 
 async def committed_offsets(settings: Settings, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    admin = new_admin(settings)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

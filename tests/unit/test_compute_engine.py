@@ -312,3 +312,17 @@ async def test_a_cancel_read_before_its_request_drops_those_tiles_on_arrival(
     [answer] = h.failed(request)
     assert answer.cancelled and len(answer.tiles or []) == 3 and answer.remaining == 1
     assert [(r.tile.col, r.tile.row) for d in h.done(request) for r in d.results] == [(3, 1)]
+
+
+class LanczosAtX2(InterpolationUpscaler):
+    def method_for(self, scale: int) -> str:
+        return "lanczos" if scale == 2 else self.name
+
+
+async def test_upscale_done_names_what_answered_each_scale(tmp_path: Path, lr_pixels: np.ndarray) -> None:
+    h = Harness(tmp_path, lr_pixels, upscaler=LanczosAtX2())
+    geometry = SlideGeometry(250, 180)
+    x2 = req(scale=2, tiles=[TileRef(level=geometry.top_level(2), col=0, row=0)])
+    x4 = req(scale=4, tiles=[TileRef(level=geometry.top_level(4), col=0, row=0)])
+    await h.run(x2, x4)
+    assert [d.model for d in h.done(x2)] == ["lanczos"] and [d.model for d in h.done(x4)] == ["bicubic"]

@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from core.kafka import kafka_credentials
 from core.settings import KafkaSettings, Settings, StorageSettings, TierEndpoint
 from infra.bootstrap import plan_topics, tier_connection
 from infra.build import digest, is_current, mark_current
 from infra.errors import InfraError, StackStartError, StartFailure
 from infra.ferretdb_server import FerretDBServer
-from infra.kafka_broker import KafkaBroker, load_or_create_cluster_id, new_cluster_id, render_server_properties
+from infra.kafka_broker import (
+    KafkaBroker,
+    load_or_create_cluster_id,
+    new_cluster_id,
+    render_server_properties,
+    write_private,
+)
 from infra.layout import Layout
 from infra.minio_server import MinioServer
 from infra.stack import ServerStatus, State, format_status, make_servers
@@ -31,17 +38,17 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
 
 def test_server_properties_follow_the_kafka_settings(tmp_path: Path) -> None:
     kafka = KafkaSettings(port=29092, controller_port=29093)
-    props = _properties(render_server_properties(kafka, tmp_path / "data"))
+    props = _properties(render_server_properties(kafka, tmp_path / "data", admin_password="p" * 64))
 
     assert props["process.roles"] == "broker,controller"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert props["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:29092"
     assert props["controller.quorum.voters"] == f"{props['node.id']}@127.0.0.1:29093"
     assert props["log.dirs"] == str(tmp_path / "data")
 
 
 def test_server_properties_fit_a_single_broker(tmp_path: Path) -> None:
-    props = _properties(render_server_properties(KafkaSettings(), tmp_path))
+    props = _properties(render_server_properties(KafkaSettings(), tmp_path, admin_password="p" * 64))
 
     for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
                 "transaction.state.log.min.isr", "share.coordinator.state.topic.replication.factor",
@@ -53,8 +60,39 @@ def test_server_properties_fit_a_single_broker(tmp_path: Path) -> None:
 
 
 def test_server_properties_escape_backslashes_in_paths() -> None:
-    props = _properties(render_server_properties(KafkaSettings(), Path("/data/with\\slash")))
+    props = _properties(render_server_properties(KafkaSettings(), Path("/data/with\\slash"), admin_password="p" * 64))
     assert props["log.dirs"] == "/data/with\\\\slash"
+
+
+def test_every_listener_authenticates_and_acls_deny_by_default(tmp_path: Path) -> None:
+    kafka = KafkaSettings(admin_username="broker-admin")
+    props = _properties(render_server_properties(kafka, tmp_path, admin_password="s3cret" * 4))
+
+    protocols = dict(pair.split(":") for pair in props["listener.security.protocol.map"].split(","))
+    names = [listener.split("://")[0] for listener in props["listeners"].split(",")]
+    assert all(protocols[name] == "SASL_PLAINTEXT" for name in names), protocols
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:broker-admin"
+    assert 'username="broker-admin" password="s3cret' in props["listener.name.controller.plain.sasl.jaas.config"]
+
+
+def test_kafka_passwords_are_per_install_and_the_config_is_private(tmp_path: Path) -> None:
+    first, second = _settings(tmp_path / "a"), _settings(tmp_path / "b")
+    user, password = kafka_credentials(first, "app")
+    assert (user, password) == kafka_credentials(first, "app")  # stable within an install
+    assert password != kafka_credentials(second, "app")[1]  # no password shared between installs
+    assert password != kafka_credentials(first, "his")[1] != kafka_credentials(first, "admin")[1]
+    secret = first.state_dir / "secrets" / f"kafka-{user}.password"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    configured = first.model_copy(update={"kafka": KafkaSettings(password=SecretStr("configured-password-1"))})
+    assert kafka_credentials(configured, "app") == ("slidestream-app", "configured-password-1")
+
+    broker = KafkaBroker(first, Layout.from_settings(first))
+    broker.data_dir.mkdir(parents=True)
+    write_private(broker.config_file, "x=1\n")
+    assert broker.config_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_cluster_id_is_sixteen_bytes_in_url_safe_base64() -> None:

@@ -112,3 +112,11 @@ def test_registered_models_answer_x2_with_lanczos_as_measured() -> None:
     from model_zoo.baselines import interpolate
 
     np.testing.assert_array_equal(resolver.upscale(lr, 2), interpolate(lr, 2, "lanczos"))
+
+
+def test_the_compute_adapter_reports_lanczos_for_x2_and_the_model_otherwise() -> None:
+    from compute.upscaler import ModelUpscaler, method_name
+
+    upscaler = ModelUpscaler(load_model(DEFAULT_MODEL), DEFAULT_MODEL)
+    assert method_name(upscaler, 2) == "lanczos"
+    assert method_name(upscaler, 4) == method_name(upscaler, 8) == DEFAULT_MODEL
