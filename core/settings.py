@@ -44,7 +44,6 @@ class KafkaSettings(_Group):
     heap_mb: int = Field(512, ge=256)
     version: str = "4.3.1"
 
-    @property
     # Every client authenticates with SASL/SCRAM-SHA-512; there is no unauthenticated listener.
     # SASL_SSL adds TLS (with the system's CA certificates) for a broker across a network.
     security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
@@ -58,6 +57,8 @@ class KafkaSettings(_Group):
     his_password: SecretStr | None = Field(None, min_length=16)
     admin_username: str = Field("slidestream-admin", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     admin_password: SecretStr | None = Field(None, min_length=16)
+
+    @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
