@@ -67,13 +67,16 @@ class BootstrapReport:
     topics_grown: list[str] = field(default_factory=list)
     buckets_created: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)
+    kafka_acls: int = 0  # ACLs ensured for the client principals
 
 
-async def ensure_topics(bootstrap_servers: str, specs: Sequence[TopicSpec], echo: Echo) -> tuple[list[str], list[str]]:
-    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec], echo: Echo) -> tuple[list[str], list[str]]:
+    from aiokafka.admin import NewPartitions, NewTopic
     from aiokafka.errors import for_code
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    from core.kafka import new_admin
+
+    admin = new_admin(settings, principal="admin", request_timeout_ms=15000)
     await admin.start()
     try:
         cluster = await admin.describe_cluster()
@@ -150,7 +153,10 @@ async def bootstrap(settings: Settings, parts: Iterable[str] = PARTS, echo: Echo
     wanted = set(parts)
     report = BootstrapReport()
     if "kafka" in wanted:
-        report.topics_created, report.topics_grown = await ensure_topics(settings.kafka.bootstrap, TOPICS, echo)
+        report.topics_created, report.topics_grown = await ensure_topics(settings, TOPICS, echo)
+        from infra.kafka_acls import ensure_acls
+
+        report.kafka_acls = await ensure_acls(settings)
     if "minio" in wanted:
         report.buckets_created = await asyncio.to_thread(ensure_buckets, settings.storage)
     if "ferretdb" in wanted:

@@ -8,6 +8,8 @@ import urllib.request
 
 from pydantic import SecretStr
 
+from core.settings import Settings
+
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -24,16 +26,17 @@ async def tcp_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
     return True
 
 
-async def kafka_ready(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """The broker answers a metadata request and lists itself."""
+async def kafka_ready(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """The broker authenticates the broker's own principal, answers a metadata request and
+    lists itself."""
     # Checking the port first keeps aiokafka from logging connection errors while we wait.
-    if not await tcp_open(host, port):
+    if not await tcp_open(settings.kafka.host, settings.kafka.port):
         return False
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}",
-                                request_timeout_ms=int(timeout_s * 1000))
+    from core.kafka import new_admin
+
+    admin = new_admin(settings, principal="admin", request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
