@@ -87,3 +87,35 @@ def test_the_viewer_needs_its_own_token_key(compose: dict) -> None:
     env = compose["services"]["viewer"]["environment"]
     assert re.fullmatch(r"\$\{VIEWER_TOKEN_SECRET:\?.+\}", env["SLIDESTREAM_VIEWER__TOKEN_SECRET"])
     assert compose["services"]["viewer"]["healthcheck"]["test"]
+
+
+# ${VAR:?message}: a variable compose requires (no default).
+_REQUIRED_VAR = re.compile(r"\$\{[A-Z_][A-Z0-9_]*:\?[^}]+\}")
+
+def test_kafka_authenticates_every_listener_with_required_passwords(compose: dict) -> None:
+    """SASL on every listener, ACLs deny by default, and each principal's password comes from
+    a required variable; the SCRAM users are written when the volume is formatted (KIP-900)."""
+    services = compose["services"]
+    env = {key: str(value) for key, value in services["kafka"]["environment"].items()}
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    names = [listener.split("://")[0] for listener in env["KAFKA_LISTENERS"].split(",")]
+    assert names and all(protocols[name] == "SASL_PLAINTEXT" for name in names), protocols
+    assert env["KAFKA_ADVERTISED_LISTENERS"].startswith("SASL_PLAINTEXT://")
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    defaults = Settings(_env_file=None).kafka
+    assert env["KAFKA_SUPER_USERS"] == f"User:{defaults.admin_username}"
+    for key in (k for k in env if k.endswith("_JAAS_CONFIG")):
+        passwords = re.findall(r'password="([^"]*)"', env[key])
+        assert passwords and all(_REQUIRED_VAR.fullmatch(p) for p in passwords), key
+
+    fmt = services["kafka-format"]
+    assert services["kafka"]["depends_on"]["kafka-format"]["condition"] == "service_completed_successfully"
+    users = re.findall(r"--add-scram \"SCRAM-SHA-512=\[name=([^,]+),", fmt["command"][0])
+    assert sorted(users) == sorted([defaults.admin_username, defaults.username, defaults.his_username])
+    assert all(_REQUIRED_VAR.fullmatch(str(v)) for k, v in fmt["environment"].items() if "PASSWORD" in k)
+    for name, service in services.items():
+        if "build" in service:
+            assert _REQUIRED_VAR.fullmatch(str(service["environment"]["SLIDESTREAM_KAFKA__PASSWORD"])), name
+    assert _REQUIRED_VAR.fullmatch(str(services["bootstrap"]["environment"]["SLIDESTREAM_KAFKA__ADMIN_PASSWORD"]))
