@@ -18,14 +18,39 @@ def install_secret(directory: Path, name: str, configured: SecretStr | None = No
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     path = directory / name
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_bytes()
-        if len(value) < nbytes:
-            raise ValueError(f"{path} holds a secret shorter than {nbytes} bytes; delete it to make a new one") from None
-        return value
-    with os.fdopen(fd, "wb") as handle:
+    if not path.exists():
+        # Written in full to a private temporary file, then published by a hard link, which
+        # fails if another process published first: a reader never sees a half-written key,
+        # and two processes starting at once end up with the same one.
         value = secrets.token_bytes(nbytes)
-        handle.write(value)
+        temporary = directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(value)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            else:
+                return value
+        finally:
+            temporary.unlink(missing_ok=True)
+    value = path.read_bytes()
+    if len(value) < nbytes:
+        raise ValueError(f"{path} holds a secret shorter than {nbytes} bytes; delete it to make a new one")
     return value
+
+
+# The S3 root key pair of an install whose storage credentials are not configured.
+STORAGE_KEY_FILE = "storage-root.key"
+
+
+def storage_key_pair(directory: Path) -> tuple[str, SecretStr]:
+    """The install's own S3 key pair (access key, secret key), derived from one random file made
+    once in ``directory``: a 20-character access key and a 40-character (160-bit) secret key,
+    both hexadecimal so that any S3 server accepts them."""
+    raw = install_secret(directory, STORAGE_KEY_FILE)
+    return f"slidestream-{raw[:4].hex()}", SecretStr(raw[4:24].hex())

@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.secrets import storage_key_pair
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 LOOPBACK = "127.0.0.1"
@@ -81,8 +83,11 @@ class StorageSettings(_Group):
     host: str = LOOPBACK
     port: int = Field(19000, ge=1, le=65535)
     console_port: int = Field(19001, ge=1, le=65535)
-    access_key: str = Field("slidestream", min_length=3)
-    secret_key: SecretStr = Field(SecretStr("slidestream-dev-secret"), min_length=8)
+    # Credentials of the default endpoint. Unset: the install's own random pair, made once in
+    # ``<state_dir>/secrets/storage-root.key`` (mode 0600), which the local MinIO runs with; there
+    # is no built-in pair. Read them through ``credentials()``, never these fields.
+    access_key: str | None = Field(None, min_length=3)
+    secret_key: SecretStr | None = Field(None, min_length=8)
     secure: bool = False
     region: str = "us-east-1"
     ingest: TierEndpoint = _tier("slidestream-ingest")
@@ -91,10 +96,33 @@ class StorageSettings(_Group):
     long: TierEndpoint = _tier("slidestream-long")
     hr_cache: TierEndpoint = _tier("slidestream-hr-cache")
     mirror: TierEndpoint = _tier("slidestream-mirror")
+    # Where the install's own key pair lives (``Settings`` sets ``<state_dir>/secrets``).
+    _secrets_dir: Path | None = PrivateAttr(None)
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def with_secrets_dir(self, directory: Path) -> StorageSettings:
+        copy = self.model_copy()
+        copy._secrets_dir = directory
+        return copy
+
+    def credentials(self, tier: TierEndpoint | None = None) -> tuple[str, SecretStr]:
+        """The effective (access key, secret key) of ``tier``'s endpoint (the default endpoint
+        when None), the one place that decides it: a tier's own credentials, else the configured
+        ones, else the install's own pair (made on first use)."""
+        access = tier.access_key if tier is not None else None
+        secret = tier.secret_key if tier is not None else None
+        access = access or self.access_key
+        secret = secret or self.secret_key
+        if access is None or secret is None:
+            if self._secrets_dir is None:
+                raise ValueError("storage credentials are not configured (storage.access_key, "
+                                 "storage.secret_key) and no state directory holds the install's own")
+            own_access, own_secret = storage_key_pair(self._secrets_dir)
+            access, secret = access or own_access, secret or own_secret
+        return access, secret
 
     def tiers(self) -> dict[str, TierEndpoint]:
         return {
@@ -328,7 +356,7 @@ class Settings(BaseSettings):
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
     kafka: KafkaSettings = KafkaSettings()
-    storage: StorageSettings = StorageSettings()
+    storage: StorageSettings = Field(StorageSettings(), validate_default=True)  # see _storage_secrets
     mongo: MongoSettings = Field(MongoSettings(), validate_default=True)  # see _mongo_secrets
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
@@ -357,6 +385,15 @@ class Settings(BaseSettings):
     @classmethod
     def _mongo_secrets(cls, value: MongoSettings, info: ValidationInfo) -> MongoSettings:
         """An unconfigured catalog password is the install's own, kept under the state dir."""
+        state_dir = info.data.get("state_dir")
+        if state_dir is None or value._secrets_dir is not None:
+            return value
+        return value.with_secrets_dir(state_dir / "secrets")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_secrets(cls, value: StorageSettings, info: ValidationInfo) -> StorageSettings:
+        """Unconfigured storage credentials are the install's own, kept under the state dir."""
         state_dir = info.data.get("state_dir")
         if state_dir is None or value._secrets_dir is not None:
             return value

@@ -51,10 +51,11 @@ class TierConnection:
 def tier_connection(storage: StorageSettings, tier: TierEndpoint) -> TierConnection:
     """Where a tier's bucket lives; a tier without its own endpoint uses the default MinIO."""
     own = tier.endpoint is not None
+    access, secret = storage.credentials(tier)
     return TierConnection(
         endpoint=tier.endpoint if own else storage.endpoint,
-        access_key=tier.access_key or storage.access_key,
-        secret_key=(tier.secret_key or storage.secret_key).get_secret_value(),
+        access_key=access,
+        secret_key=secret.get_secret_value(),
         secure=tier.secure if own else storage.secure,
         region=storage.region,
         bucket=tier.bucket,

@@ -55,9 +55,12 @@ class MinioServer(Server):
 
     def env(self) -> dict[str, str]:
         storage = self.settings.storage
+        # The configured pair, else the install's own (core.settings.StorageSettings.credentials):
+        # never a built-in one that every install would share.
+        access, secret = storage.credentials()
         return {
-            "MINIO_ROOT_USER": storage.access_key,
-            "MINIO_ROOT_PASSWORD": storage.secret_key.get_secret_value(),
+            "MINIO_ROOT_USER": access,
+            "MINIO_ROOT_PASSWORD": secret.get_secret_value(),
             "MINIO_SITE_REGION": storage.region,
             "MINIO_BROWSER": "off",  # no web console: the S3 API is all slidestream needs
             "MINIO_UPDATE": "off",

@@ -91,10 +91,10 @@ class ObjectStore:
     # --- configuration -----------------------------------------------------------------
 
     def _location(self, tier: TierEndpoint) -> Location:
-        secret = tier.secret_key or self.settings.secret_key
+        access, secret = self.settings.credentials(tier)
         return Location(
             endpoint=tier.endpoint or self.settings.endpoint,
-            access_key=tier.access_key or self.settings.access_key,
+            access_key=access,
             secret_key=secret.get_secret_value(),
             secure=tier.secure if tier.endpoint else self.settings.secure,
         )

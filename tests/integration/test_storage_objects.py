@@ -87,3 +87,24 @@ def test_a_bucket_on_two_endpoints_is_refused(stack: Settings) -> None:
                                                                    endpoint="10.0.0.9:9000")})
     with pytest.raises(ValueError, match="two endpoints"):
         ObjectStore(storage)
+
+
+def test_the_running_minio_refuses_the_old_shared_pair_and_takes_the_installs_own(stack: Settings) -> None:
+    """Before issue 13 every install ran MinIO with slidestream / slidestream-dev-secret; now the
+    stack runs with its own pair (the state dir's secrets/storage-root.key) and refuses that one."""
+    from minio import Minio
+    from minio.error import S3Error
+
+    old = Minio(stack.storage.endpoint, access_key="slidestream", secret_key="slidestream-dev-secret",
+                secure=False, region=stack.storage.region)
+    with pytest.raises(S3Error) as refused:
+        old.bucket_exists(stack.storage.recent.bucket)
+    assert refused.value.code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+    with pytest.raises(S3Error):
+        old.list_buckets()
+
+    access, secret = stack.storage.credentials()
+    own = Minio(stack.storage.endpoint, access_key=access, secret_key=secret.get_secret_value(),
+                secure=False, region=stack.storage.region)
+    assert own.bucket_exists(stack.storage.recent.bucket)
+    assert (stack.state_dir / "secrets" / "storage-root.key").stat().st_mode & 0o077 == 0

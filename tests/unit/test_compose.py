@@ -119,3 +119,42 @@ def test_kafka_authenticates_every_listener_with_required_passwords(compose: dic
         if "build" in service:
             assert _REQUIRED_VAR.fullmatch(str(service["environment"]["SLIDESTREAM_KAFKA__PASSWORD"])), name
     assert _REQUIRED_VAR.fullmatch(str(services["bootstrap"]["environment"]["SLIDESTREAM_KAFKA__ADMIN_PASSWORD"]))
+
+
+# Environment names that carry credentials: each must come from a required variable.
+_CREDENTIAL = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|TOKEN|CREDENTIAL")
+_REQUIRED = re.compile(r"\$\{([A-Z_][A-Z0-9_]*):\?[^}]+\}")
+
+
+def _environments(compose: dict) -> dict[str, dict[str, str]]:
+    return {name: {k: str(v) for k, v in service.get("environment", {}).items()}
+            for name, service in compose["services"].items()}
+
+
+def test_no_credential_has_a_default_value(compose: dict) -> None:
+    """Every credential comes from a required variable (``${VAR:?message}``): no fallback pair
+    that every deployment would share, and compose refuses to start when one is missing."""
+    checked = 0
+    for service, env in _environments(compose).items():
+        for key, value in env.items():
+            if _CREDENTIAL.search(key):
+                assert _REQUIRED.fullmatch(value), f"{service}: {key} must be ${{VAR:?message}}, is {value!r}"
+                checked += 1
+    assert checked >= 4  # MinIO's root pair, the services' storage pair, the viewer's token key
+    raw = (ROOT / "docker-compose.yml").read_text()
+    for fallback in re.findall(r"\$\{([A-Z_][A-Z0-9_]*):?-[^}]*\}", raw):
+        assert not _CREDENTIAL.search(fallback), f"${{{fallback}}} has a default value"
+
+
+def test_minio_and_the_services_share_one_required_key_pair(compose: dict) -> None:
+    envs = _environments(compose)
+    minio = envs["minio"]
+    root = (_REQUIRED.fullmatch(minio["MINIO_ROOT_USER"]), _REQUIRED.fullmatch(minio["MINIO_ROOT_PASSWORD"]))
+    assert root[0] and root[1]
+    for name, env in envs.items():
+        if "build" not in compose["services"][name]:
+            continue
+        access = _REQUIRED.fullmatch(env["SLIDESTREAM_STORAGE__ACCESS_KEY"])
+        secret = _REQUIRED.fullmatch(env["SLIDESTREAM_STORAGE__SECRET_KEY"])
+        assert access and secret, name
+        assert (access.group(1), secret.group(1)) == (root[0].group(1), root[1].group(1)), name

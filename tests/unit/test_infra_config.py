@@ -144,7 +144,8 @@ def test_tier_with_its_own_endpoint_uses_its_own_credentials() -> None:
 
 
 def test_tier_with_own_endpoint_but_no_keys_falls_back_to_default_keys() -> None:
-    storage = StorageSettings(access_key="key", mirror=TierEndpoint(bucket="m", endpoint="other:9000"))
+    storage = StorageSettings(access_key="key", secret_key=SecretStr("secret-123"),
+                              mirror=TierEndpoint(bucket="m", endpoint="other:9000"))
     conn = tier_connection(storage, storage.mirror)
     assert (conn.endpoint, conn.access_key) == ("other:9000", "key")
 
