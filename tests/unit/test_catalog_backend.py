@@ -69,11 +69,11 @@ def test_push_down_sql_indexes_each_equality_field_of_existing_tables() -> None:
     sql = push_down_sql("slidestream", tables, EQUALITY_FIELDS)
     assert len(sql) == len(EQUALITY_FIELDS["images"]) + len(EQUALITY_FIELDS["exams"])
     assert ('CREATE INDEX IF NOT EXISTS "images_d1d746ab_patient_id_eq_gin" ON "slidestream"."images_d1d746ab" '
-            "USING gin ((_jsonb -> 'patient_id') jsonb_path_ops)") in sql
+            "USING gin ((_jsonb -> 'patient_id') jsonb_path_ops) WITH (fastupdate = off)") in sql
     assert all("jsonb_path_ops" in statement for statement in sql)
     quoted = push_down_sql("o'k", {"images": 'ta"ble'}, {"images": ("it's",)})
     assert quoted == ['CREATE INDEX IF NOT EXISTS "ta""ble_it_s_eq_gin" ON "o\'k"."ta""ble" '
-                      "USING gin ((_jsonb -> 'it''s') jsonb_path_ops)"]
+                      "USING gin ((_jsonb -> 'it''s') jsonb_path_ops) WITH (fastupdate = off)"]
 
 
 def test_every_equality_field_leads_a_declared_index_or_is_the_id() -> None:
