@@ -18,6 +18,7 @@ Written for MongoDB and FerretDB alike, so it uses no multi-document transaction
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,8 @@ from schemas.catalog import (
 from schemas.common import ImageState, PatientIdentity, StorageTier
 
 _CAS_ATTEMPTS = 20
+# Point lookups in flight at once per batch lookup (well under the client's pool of 100).
+_LOOKUP_CONCURRENCY = 16
 
 
 def image_id(exam_id: str, slide_number: int, state: ImageState | int) -> str:
@@ -108,14 +111,17 @@ class Catalog:
         return PatientRecord.from_document(doc) if doc else None
 
     async def patients_by_id(self, patient_ids: Iterable[str]) -> dict[str, PatientRecord]:
-        ids = sorted(set(patient_ids))
-        if not ids:
-            return {}
-        found: dict[str, PatientRecord] = {}
-        async for doc in self.patients.find({"_id": {"$in": ids}}):
-            record = PatientRecord.from_document(doc)
-            found[record.patient_id] = record
-        return found
+        """Point lookups by ``_id``, a few at a time: FerretDB pushes ``_id`` equality down to
+        its backend's index but evaluates an ``$in`` over the whole collection (5.5 s for a
+        sweep page's 500 patients among 10,000 on its PostgreSQL backend)."""
+        gate = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
+
+        async def one(patient_id: str) -> PatientRecord | None:
+            async with gate:
+                return await self.get_patient(patient_id)
+
+        found = await asyncio.gather(*(one(patient_id) for patient_id in sorted(set(patient_ids))))
+        return {record.patient_id: record for record in found if record is not None}
 
     async def ensure_patient(self, patient_id: str) -> tuple[PatientRecord, bool]:
         """The patient's record, created (status unknown) if missing; True when created."""
