@@ -81,14 +81,16 @@ async def demo_store_and_discharge(settings: Settings, passed: Sequence[SlideQcP
             echo(f"{len(stored)} slide(s) saved to the recent tier and the mirror in {stored_after:.1f} s:")
             print_catalog(stored, echo)
 
-            his = HisAdapter(KafkaSink(prod))
             now = datetime.now(UTC)
-            for number, patient in enumerate(sorted(patients), start=1):
-                for trigger, at in (("A01", now - timedelta(hours=6)), ("A03", now)):
-                    reply = await his.handle_hl7(build_adt(trigger, patient, at, f"DEMO{number}{trigger}",
-                                                              ward="PATHOLOGY-WARD", sender="DEMO-HIS").encode())
-                    code = reply.split(b"MSA|", 1)[1][:2].decode()
-                    echo(f"HIS: ADT^{trigger} ({'admit' if trigger == 'A01' else 'discharge'}) -> {code}")
+            # As `slidestream his` does: the HIS adapter's own Kafka principal (patient events only).
+            async with producer(settings, principal="his") as his_prod:
+                his = HisAdapter(KafkaSink(his_prod))
+                for number, patient in enumerate(sorted(patients), start=1):
+                    for trigger, at in (("A01", now - timedelta(hours=6)), ("A03", now)):
+                        reply = await his.handle_hl7(build_adt(trigger, patient, at, f"DEMO{number}{trigger}",
+                                                                  ward="PATHOLOGY-WARD", sender="DEMO-HIS").encode())
+                        code = reply.split(b"MSA|", 1)[1][:2].decode()
+                        echo(f"HIS: ADT^{trigger} ({'admit' if trigger == 'A01' else 'discharge'}) -> {code}")
 
             async def all_moved() -> bool:
                 return all(image.tier is StorageTier.MID and image.pending_move is None for image in await images())
