@@ -49,16 +49,20 @@ class FaustSink:
         await publish(self._app, event.topic.value, event, key=event.kafka_key(), partition=partition)
 
 
-def dead_letter_event(message: Any, reason: str) -> BaseModel:
-    from schemas.events import DeadLetter
+def dead_letter_event(message: Any, reason: str) -> Event:
+    """The message's dead letter: reason, coordinates, a redacted copy or digest, never the
+    raw payload or key (``core.dead_letters``)."""
+    from core.dead_letters import dead_letter as make_dead_letter
 
-    return DeadLetter.wrap(message.value or b"", source_topic=message.topic, partition=message.partition,
-                           offset=message.offset, error=reason, key=message.key)
+    return make_dead_letter(message.value, source_topic=message.topic, partition=message.partition,
+                            offset=message.offset, error=reason, key=message.key)
 
 
 async def dead_letter(app: faust.App, message: Any, reason: str) -> None:
-    """Park a message we cannot process, with the reason; the agent then moves on."""
-    await publish(app, Topic.DEAD_LETTER.value, dead_letter_event(message, reason), key=message.topic)
+    """Park a message we cannot process, with the reason; the agent then moves on. The
+    record's key is the dead letter's own event id (the original key may be a patient ID)."""
+    letter = dead_letter_event(message, reason)
+    await publish(app, Topic.DEAD_LETTER.value, letter, key=letter.kafka_key())
     # Only the reason and coordinates are logged: the payload may hold identity data.
     log.warning("event.dead_lettered", topic=message.topic, partition=message.partition,
                 offset=message.offset, reason=reason)

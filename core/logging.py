@@ -6,9 +6,10 @@ one redaction step before it is rendered:
 - values of keys in ``schemas.SENSITIVE_FIELDS`` (name, birth_date, national_id, identity,
   clinical_info, ...) become ``"[redacted]"``, at any depth, in dicts, lists and pydantic
   models;
-- a ``patient_id`` (possibly a national ID number) is replaced by ``patient_ref``, a short
-  keyed hash that is stable across processes sharing the salt, so operators can follow one
-  patient through the logs without seeing the ID;
+- a ``patient_id`` (possibly a national ID number) is replaced by ``patient_ref``, a keyed
+  hash (HMAC-SHA256 under the install's log salt, 64 bits) that is stable across processes
+  sharing the salt, so operators can follow one patient through the logs without seeing the
+  ID, and that cannot be reversed by hashing every possible ID without the salt;
 - the patient IDs and identity values found in the line are also scrubbed from every
   other string in it (an object key, the message, a traceback), as a second line of
   defence.
@@ -23,6 +24,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import secrets
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import IO, Any
@@ -34,19 +36,44 @@ from core.log_throttle import RepeatThrottle
 from schemas.common import SENSITIVE_FIELDS
 
 REDACTED = "[redacted]"
-PATIENT_REF_HEX = 8
-_DEFAULT_SALT = b"slidestream-log-salt"
+PATIENT_REF_HEX = 16  # 64 bits of HMAC-SHA256
+# The install's own salt when log_salt is not configured (``<state_dir>/secrets/``).
+LOG_SALT_FILE = "log-salt.key"
 # Identity strings shorter than this are not scrubbed from free text: "F" or "12" would
 # mangle unrelated words and numbers, and carry no identity on their own.
 _MIN_SCRUB_LENGTH = 4
 
-_salt: bytes = _DEFAULT_SALT
+# Until configure_logging sets the install's salt, a random one per process: never a value
+# anybody else knows.
+_salt: bytes = secrets.token_bytes(32)
 
 
 def patient_ref(patient_id: str, salt: bytes | None = None) -> str:
-    """Short stable pseudonym of a patient ID for logs (HMAC-SHA256, first 8 hex digits)."""
+    """Stable pseudonym of a patient ID for logs (HMAC-SHA256, first 16 hex digits: 64 bits)."""
     key = _salt if salt is None else salt
     return hmac.new(key, str(patient_id).encode("utf-8"), hashlib.sha256).hexdigest()[:PATIENT_REF_HEX]
+
+
+def keyed_digest(data: bytes, salt: bytes | None = None) -> str:
+    """HMAC-SHA256 of ``data`` under the log salt (hex): identifies a payload without letting
+    anyone who guesses its content confirm it."""
+    return hmac.new(_salt if salt is None else salt, data, hashlib.sha256).hexdigest()
+
+
+def log_salt(settings: Any) -> bytes:
+    """The salt of ``settings``: the configured ``log_salt``, else the install's own random one
+    (made once in ``<state_dir>/secrets/``, mode 0600), shared by every process of the install."""
+    from core.secrets import install_secret
+
+    configured = getattr(settings, "log_salt", None)
+    return install_secret(settings.state_dir / "secrets", LOG_SALT_FILE, configured)
+
+
+def redact(value: Any, salt: bytes | None = None) -> Any:
+    """``value`` (models, dataclasses, dicts, lists) as plain data with identity removed, as
+    every log line is: sensitive fields redacted, patient IDs replaced by ``patient_ref``, and
+    the values found scrubbed from every other string."""
+    return IdentityRedactor(salt).redact(value)
 
 
 def _is_patient_id_key(key: str) -> bool:
@@ -65,14 +92,16 @@ class IdentityRedactor:
         self._fields = frozenset(fields)
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
-        secrets: set[str] = set()
-        plain = _plain(event_dict)
-        redacted = self._redact(plain, secrets)
-        if secrets:
-            ordered = sorted((s for s in secrets if len(s) >= _MIN_SCRUB_LENGTH), key=len, reverse=True)
-            redacted = _scrub_strings(redacted, ordered)
-        result: dict[str, Any] = redacted
+        result: dict[str, Any] = self.redact(event_dict)
         return result
+
+    def redact(self, value: Any) -> Any:
+        found: set[str] = set()
+        redacted = self._redact(_plain(value), found)
+        if found:
+            ordered = sorted((s for s in found if len(s) >= _MIN_SCRUB_LENGTH), key=len, reverse=True)
+            redacted = _scrub_strings(redacted, ordered)
+        return redacted
 
     def _redact(self, value: Any, secrets: set[str]) -> Any:
         if isinstance(value, dict):
@@ -185,10 +214,8 @@ def configure_logging(settings: Any = None, *, stream: IO[str] | None = None) ->
         settings = get_settings()
     level = _level_number(getattr(settings, "log_level", "info"))
     json = getattr(settings, "log_format", "json") != "console"
-    salt_setting = getattr(settings, "log_salt", None)
-    if salt_setting is not None:
-        secret = salt_setting.get_secret_value() if hasattr(salt_setting, "get_secret_value") else str(salt_setting)
-        _salt = secret.encode("utf-8")
+    if hasattr(settings, "state_dir"):
+        _salt = log_salt(settings)
 
     handler = build_handler(salt=_salt, json=json, stream=stream)
     root = logging.getLogger()

@@ -28,6 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from core.secrets import storage_key_pair
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The log salt every install shared before installs made their own: knowing it reverses refs.
+_PUBLIC_LOG_SALT = "slidestream-log-salt"
 
 LOOPBACK = "127.0.0.1"
 # Default of compute.consistency_threshold_db (the justification is at that setting).
@@ -366,9 +368,11 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
-    # Key of the patient_ref pseudonym in logs; the same value on every worker lets
-    # operators follow one patient across processes. Set a private value in production.
-    log_salt: SecretStr = SecretStr("slidestream-log-salt")
+    # Key of the patient_ref pseudonym in logs and dead letters (HMAC-SHA256); the same value on
+    # every worker lets operators follow one patient across processes. Unset: the install's own
+    # random salt, made once in ``<state_dir>/secrets/log-salt.key`` (mode 0600); there is no
+    # built-in salt, and the public one of earlier versions is refused.
+    log_salt: SecretStr | None = Field(None, min_length=16)
     # Faust application id (consumer group prefix); several workers with one id share work.
     app_id: str = Field("slidestream", pattern=r"^[a-z][a-z0-9_.-]{1,63}$")
     # LR storage target magnification; scans above it are downsampled (SPEC 1).
@@ -389,6 +393,14 @@ class Settings(BaseSettings):
         if state_dir is None or value._secrets_dir is not None:
             return value
         return value.with_secrets_dir(state_dir / "secrets")
+
+    @field_validator("log_salt")
+    @classmethod
+    def _private_log_salt(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == _PUBLIC_LOG_SALT:
+            raise ValueError("log_salt is the public default of earlier versions; set a private value "
+                             "or leave it unset for the install's own")
+        return value
 
     @field_validator("storage")
     @classmethod

@@ -6,7 +6,6 @@ follow it, and waiting on would only end in a timeout."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,14 +23,13 @@ VERDICT_TOPICS = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value, Topi
 
 
 def slide_of(verdict: Verdict | SlideStored) -> tuple[str | None, int | None]:
-    """(exam, slide) an answer is about; for a dead letter, read from the rejected event."""
+    """(exam, slide) an answer is about; for a dead letter, read from the redacted copy of the
+    rejected event (exam IDs and slide numbers are kept; none when the payload was not JSON)."""
     if not isinstance(verdict, DeadLetter):
         return verdict.exam_id, verdict.slide_number
-    try:
-        document = json.loads(verdict.raw_payload())
-        return document.get("exam_id"), document.get("slide_number")
-    except (ValueError, AttributeError):
-        return None, None
+    exam, slide = verdict.redacted_field("exam_id"), verdict.redacted_field("slide_number")
+    return (exam if isinstance(exam, str) else None,
+            slide if isinstance(slide, int) and not isinstance(slide, bool) else None)
 
 
 class VerdictListener:

@@ -4,11 +4,10 @@ shape changes incompatibly."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, ClassVar, Literal
 from uuid import uuid4
 
-from pydantic import BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, JsonValue, StringConstraints, model_validator
 
 from schemas.common import (
     FiniteFloat,
@@ -27,6 +26,7 @@ from schemas.common import (
     StorageTierField,
     Strict,
     UtcDatetime,
+    _not_bool,
     utc_now,
 )
 from schemas.ids import (
@@ -343,51 +343,35 @@ class DistributionAssigned(Event):
 
 
 class DeadLetter(Event):
+    """A message the agents could not process: where it was, why, and what it looked like
+    without identity data. Never the raw bytes or the original key (the topic is kept 30 days,
+    and a rejected message may hold names, birth dates and national IDs): a JSON payload is
+    kept as a redacted copy, any other payload only as its size and a keyed digest. Built by
+    ``core.dead_letters.dead_letter``, which does the redaction; the record key on Kafka is the
+    dead letter's own event id."""
+
     topic: ClassVar[Topic] = Topic.DEAD_LETTER
     event_type: Literal["slidestream.dead_letter"] = "slidestream.dead_letter"
+    # Version 2: the raw payload and key of version 1 became the redacted copy and digests.
+    schema_version: Annotated[Literal[2], BeforeValidator(_not_bool)] = 2  # type: ignore[assignment]
 
     source_topic: NonEmptyStr
     partition: NonNegativeInt
     offset: NonNegativeInt
-    key: str | None = None
-    payload: str  # raw bytes as UTF-8 text, or base64 when payload_encoding says so
-    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    # Keyed hash (``patient_ref``) of the original Kafka key, which is often a patient ID.
+    key_ref: Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{16,64}$")] | None = None
+    payload_size: NonNegativeInt
+    # HMAC-SHA256 of the payload bytes under the install's log salt (hex).
+    payload_digest: Sha256Hex
+    # The payload with identity fields redacted and patient IDs pseudonymised, when it was JSON
+    # (not too large or deeply nested to copy); None otherwise.
+    redacted: JsonValue | None = None
     error: Annotated[Reason, BeforeValidator(_truncate_reason)]
     received_at: UtcDatetime = Field(default_factory=utc_now)
 
     def kafka_key(self) -> str | None:
-        return self.key
+        return str(self.event_id)
 
-    def raw_payload(self) -> bytes:
-        if self.payload_encoding == "base64":
-            return base64.b64decode(self.payload)
-        return self.payload.encode("utf-8")
-
-    @classmethod
-    def wrap(
-        cls,
-        raw: bytes,
-        *,
-        source_topic: str,
-        partition: int,
-        offset: int,
-        error: str,
-        key: bytes | str | None = None,
-    ) -> DeadLetter:
-        """Build a dead letter from a rejected message, keeping its bytes intact."""
-        encoding: Literal["utf-8", "base64"]
-        try:
-            payload, encoding = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-        if isinstance(key, bytes):
-            key = key.decode("utf-8", errors="backslashreplace")
-        return cls(
-            source_topic=source_topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            payload=payload,
-            payload_encoding=encoding,
-            error=error or "unknown error",
-        )
+    def redacted_field(self, name: str) -> JsonValue | None:
+        """A top-level field of the redacted payload (None if absent or not an object)."""
+        return self.redacted.get(name) if isinstance(self.redacted, dict) else None

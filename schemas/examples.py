@@ -116,10 +116,13 @@ def example_events() -> list[Event]:
                   source=_ref("hr-cache", f"{EXAM_ID}/1/x4/"), target=None, reason="discharge"),
         DistributionAssigned(terminal_id="terminal-7", exam_id=EXAM_ID, slide_numbers=[1, 2],
                              priority=Priority.DISTRIBUTION, policy="body_part:stomach"),
-        DeadLetter.wrap(b'{"event_type": "slide.scanned"', source_topic="slide.scanned", partition=3,
-                        offset=42, error="not JSON", key=EXAM_ID.encode()),
-        DeadLetter.wrap(b"\xff\xfe\x00binary", source_topic="patient.admitted", partition=0, offset=7,
-                        error="message is not UTF-8 text"),
+        # As core.dead_letters builds them: a digest and, for JSON, a redacted copy.
+        DeadLetter(source_topic="slide.scanned", partition=3, offset=42, error="not JSON", key_ref="0f" * 8,
+                   payload_size=30, payload_digest="3c" * 32),
+        DeadLetter(source_topic="patient.admitted", partition=0, offset=7, key_ref="a1" * 8,
+                   error="admitted_at: Field required", payload_size=191, payload_digest="5d" * 32,
+                   redacted={"event_type": "patient.admitted", "patient_ref": "a1" * 8, "ward": "surgery-3",
+                             "identity": "[redacted]", "[unknown field 5]": 1}),
     ]
 
 

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Union
+from functools import cache
+from typing import Annotated, Any, Union, get_args
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from schemas.catalog import CATALOG_MODELS
+from schemas.common import SENSITIVE_FIELDS
 from schemas.events import (
     DeadLetter,
     DistributionAssigned,
@@ -53,6 +56,35 @@ AnyEvent = Annotated[Union[_MODELS], Field(discriminator="event_type")]  # type:
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 
 MAX_EVENT_BYTES = 1 << 20  # events carry references, never image data
+
+
+def _model_field_names(model: type[BaseModel], into: set[str]) -> None:
+    if model.__name__ in into:
+        return
+    into.add(model.__name__)  # pydantic names a union member in an error location by its class
+    for name, field in model.model_fields.items():
+        into.add(name)
+        if field.alias:
+            into.add(field.alias)
+        _annotation_models(field.annotation, into)
+
+
+def _annotation_models(annotation: object, into: set[str]) -> None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        _model_field_names(annotation, into)
+    for arg in get_args(annotation):
+        _annotation_models(arg, into)
+
+
+@cache
+def field_names() -> frozenset[str]:
+    """Every field name of every event and catalog model, at any depth: the only input keys
+    that may be repeated in a rejection reason or a dead letter (any other key of a message
+    is the sender's text, and may be a patient's name)."""
+    names: set[str] = set(SENSITIVE_FIELDS)  # names of identity fields, not identity data
+    for model in (*_MODELS, *CATALOG_MODELS):
+        _model_field_names(model, names)
+    return frozenset(names)
 MAX_REPORTED_ERRORS = 20
 
 
@@ -75,15 +107,45 @@ def model_for(topic: str | Topic) -> type[Event]:
         raise EventValidationError(str(topic), f"unknown topic {str(topic)!r}") from None
 
 
+# Messages of these error types can quote the input (a union's tag, a validator's text):
+# they are replaced by a fixed text naming only the problem.
+_QUOTING_ERRORS = {
+    "union_tag_invalid": "unknown type (event_type or discriminator not recognised)",
+    "union_tag_not_found": "missing discriminator field",
+}
+UNEXPECTED_KEY = "(unexpected key)"
+
+
+def _safe_location(loc: tuple[int | str, ...]) -> str:
+    """An error location naming our fields and list positions only: a location part that is
+    no schema field name is the sender's key (``extra_forbidden``, a dict's key) and may be a
+    patient's name."""
+    known = field_names()
+    parts = [str(part) if isinstance(part, int) or part in known else UNEXPECTED_KEY for part in loc]
+    return ".".join(parts) or "(event)"
+
+
+def _safe_message(err: Any) -> str:
+    if err["type"] in _QUOTING_ERRORS:
+        return _QUOTING_ERRORS[err["type"]]
+    message = str(err["msg"])
+    value = err.get("input")
+    # A validator's message that quotes the value it refused (none of ours do; a guard).
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) >= 2:
+        message = message.replace(str(value), "(value)")
+    return message
+
+
 def describe_validation_error(exc: ValidationError) -> tuple[str, tuple[str, ...]]:
-    """Readable summary of a pydantic error without echoing input values."""
+    """Readable summary of a pydantic error naming fields, never echoing input values or
+    input keys (either may be patient identity data)."""
     lines: list[str] = []
     fields: list[str] = []
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.errors(include_url=False, include_context=False)
     for err in errors[:MAX_REPORTED_ERRORS]:
-        loc = ".".join(str(part) for part in err["loc"]) or "(event)"
+        loc = _safe_location(err["loc"])
         fields.append(loc)
-        lines.append(f"{loc}: {err['msg']}")
+        lines.append(f"{loc}: {_safe_message(err)}")
     if len(errors) > MAX_REPORTED_ERRORS:
         lines.append(f"... and {len(errors) - MAX_REPORTED_ERRORS} more errors")
     return "; ".join(lines), tuple(fields)
@@ -112,11 +174,10 @@ def parse_event(topic: str | Topic, raw: bytes | str) -> Event:
         raise EventValidationError(name, f"expected a JSON object, got {type(document).__name__}")
     event_type = document.get("event_type")
     if event_type != name:
-        raise EventValidationError(
-            name,
-            f"event_type: expected {name!r}, got {str(event_type)[:64]!r}",
-            fields=("event_type",),
-        )
+        known = {topic.value for topic in Topic}
+        got = (repr(event_type) if isinstance(event_type, str) and event_type in known
+               else "none" if event_type is None else "an unknown value")
+        raise EventValidationError(name, f"event_type: expected {name!r}, got {got}", fields=("event_type",))
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

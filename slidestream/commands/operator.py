@@ -70,25 +70,30 @@ async def show_slide(settings: Settings, exam_id: str, slide_number: int, echo: 
 
 
 async def show_dead_letters(settings: Settings, since: datetime, echo: Echo = print, limit: int = 200) -> int:
-    """Refused events since ``since``: when, from where, and why. The payload and the key
-    stay in Kafka (they may hold identity data)."""
+    """Refused events since ``since``: when, from where, why, the payload's size and the
+    original key's ``patient_ref``. Neither the redacted copy nor anything unreadable is
+    printed."""
     from core.kafka import records_since
     from schemas.events import DeadLetter
     from schemas.registry import EventValidationError, parse_event
     from schemas.topics import Topic
 
     records = await records_since(settings, Topic.DEAD_LETTER.value, since, limit=limit)
-    shown = 0
+    shown = unreadable = 0
     for record in records:
         try:
             letter = parse_event(Topic.DEAD_LETTER, record.value)
         except EventValidationError:
+            unreadable += 1  # e.g. a version-1 letter, which kept the raw payload: never shown
             continue
         assert isinstance(letter, DeadLetter)
+        copy = "redacted copy" if letter.redacted is not None else "no copy"
+        key = f", key ref {letter.key_ref}" if letter.key_ref else ""
         echo(f"{letter.received_at:%Y-%m-%d %H:%M:%S} {letter.source_topic}[{letter.partition}]@{letter.offset}: "
-             f"{letter.error}")
+             f"{letter.error} ({letter.payload_size} bytes, {copy}{key}; dead letter {letter.event_id})")
         shown += 1
-    echo(f"{shown} dead letter(s) since {since:%Y-%m-%d %H:%M:%S %Z}")
+    echo(f"{shown} dead letter(s) since {since:%Y-%m-%d %H:%M:%S %Z}"
+         + (f"; {unreadable} unreadable record(s) not shown" if unreadable else ""))
     return 0
 
 

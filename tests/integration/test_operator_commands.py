@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.dead_letters import dead_letter
 from core.kafka import producer, send_event
 from core.settings import Settings
 from schemas.common import ObjectRef, StorageTier
-from schemas.events import DeadLetter
 from schemas.layout import qc_report_prefix
 from schemas.topics import Topic
 from slidestream.commands.operator import show_dead_letters, show_slide
@@ -47,14 +47,16 @@ async def test_slide_shows_the_qc_verdict_catalog_rows_tiers_and_history(stack: 
 async def test_dead_letters_show_when_where_and_why_but_never_the_payload_or_key(stack: Settings) -> None:
     since = datetime.now(UTC) - timedelta(seconds=5)
     secret = uid("PATIENT-SECRET-")
-    letter = DeadLetter.wrap(f'{{"patient_id": "{secret}"}}'.encode(), source_topic=Topic.PATIENT_ADMITTED.value,
-                             partition=1, offset=42, error=f"admitted_at: field required ({uid('why-')})", key=secret)
+    letter = dead_letter(f'{{"patient_id": "{secret}"}}'.encode(), source_topic=Topic.PATIENT_ADMITTED.value,
+                         partition=1, offset=42, error=f"admitted_at: field required ({uid('why-')})", key=secret)
+    assert secret.encode() not in letter.to_json_bytes()
     async with producer(stack) as prod:
-        await send_event(prod, Topic.DEAD_LETTER.value, letter, key=secret)
+        await send_event(prod, Topic.DEAD_LETTER.value, letter, key=letter.kafka_key())
     lines: list[str] = []
     assert await show_dead_letters(stack, since, echo=lines.append) == 0
     mine = [line for line in lines if letter.error in line]
     assert len(mine) == 1 and "patient.admitted[1]@42" in mine[0]
+    assert f"{letter.payload_size} bytes" in mine[0] and f"key ref {letter.key_ref}" in mine[0]
     assert not any(secret in line for line in lines)
     lines.clear()
     await show_dead_letters(stack, datetime.now(UTC) + timedelta(minutes=1), echo=lines.append)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.kafka import producer, tail_from_end, wait_for
+from core.logging import keyed_digest, log_salt, patient_ref
 from core.settings import Settings
 from infra import stack as local_stack
 from schemas.common import ImageState, StorageTier
@@ -75,8 +76,10 @@ async def test_qc_passed_is_saved_and_stored_event_published(stack: Settings, wo
 async def test_invalid_events_are_dead_lettered(stack: Settings, worker: WorkerProcess, payload: bytes) -> None:
     async with tail_from_end(stack, Topic.DEAD_LETTER.value) as letters:
         await _send(stack, Topic.SLIDE_QC_PASSED.value, payload, "bad")
+        # The letter keeps the payload's keyed digest (the worker's install salt), never the bytes.
         letter = await wait_for(letters, matching(DeadLetter, source_topic=Topic.SLIDE_QC_PASSED.value,
-                                                  payload=payload.decode()), timeout=90)
+                                                  payload_digest=keyed_digest(payload, log_salt(stack))),
+                                timeout=90)
     assert letter.error
 
 
@@ -88,13 +91,14 @@ async def test_conflicting_slide_and_unknown_exam_are_dead_lettered_with_reasons
         rescan = await stage_slide(svc, patient_id=patient, exam_id=exam, data=lr_tiff(3))
         await _send(stack, Topic.SLIDE_QC_PASSED.value, rescan.to_json_bytes(), exam)
         letter = await wait_for(letters, matching(DeadLetter, source_topic=Topic.SLIDE_QC_PASSED.value,
-                                                  key=exam), timeout=90)
+                                                  key_ref=patient_ref(exam, log_salt(stack))), timeout=90)
         assert "different checksum" in letter.error
         unknown = UpscaleDone(request_id="8d1f6a52-3a1e-4f7e-9a59-0c3d2b1e4f70", exam_id=uid("E"), slide_number=1,
                               scale=4, results=[], model="test")
         await _send(stack, Topic.UPSCALE_DONE.value, unknown.to_json_bytes(), unknown.exam_id)
         letter = await wait_for(letters, matching(DeadLetter, source_topic=Topic.UPSCALE_DONE.value,
-                                                  key=unknown.exam_id), timeout=90)
+                                                  key_ref=patient_ref(unknown.exam_id, log_salt(stack))),
+                                timeout=90)
         assert "not in the catalog" in letter.error
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 import structlog
 
-from core.logging import REDACTED, configure_logging, patient_ref
+from core.logging import REDACTED, configure_logging, log_salt, patient_ref
 from core.settings import Settings
 from schemas.common import IDENTITY_FIELDS, PatientIdentity
 from schemas.examples import EXAM_ID, IDENTITY, PATIENT_ID, example_events, example_records
@@ -24,8 +24,10 @@ SECRETS = [PATIENT_ID, *IDENTITY_VALUES]
 
 
 @pytest.fixture
-def capture() -> Iterator[io.StringIO]:
-    """Configure logging into a buffer; restore the previous root handlers afterwards."""
+def capture(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Configure logging into a buffer; restore the previous root handlers afterwards. The
+    install's own salt is made in a temporary state directory."""
+    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path))
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     buffer = io.StringIO()
@@ -62,7 +64,7 @@ def test_events_and_records_with_identity_are_logged_without_it(capture: io.Stri
     lines = _lines(capture)
     assert len(lines) == len(example_events()) + len(example_records()) + 2
 
-    ref = patient_ref(PATIENT_ID, Settings().log_salt.get_secret_value().encode())
+    ref = patient_ref(PATIENT_ID, log_salt(Settings()))
     admitted = next(line for line in lines if line.get("topic") == "patient.admitted")
     assert admitted["payload"]["patient_ref"] == ref
     assert admitted["payload"]["identity"] == REDACTED
@@ -105,7 +107,7 @@ def test_stdlib_loggers_go_through_the_same_redaction(capture: io.StringIO) -> N
     line = _lines(capture)[0]
     assert line["event"] == "rebalance for group-1"
     assert line["logger"] == "aiokafka.consumer" and line["level"] == "warning"
-    assert line["national_id"] == REDACTED and len(line["patient_ref"]) == 8
+    assert line["national_id"] == REDACTED and len(line["patient_ref"]) == 16
 
 
 def test_lines_carry_an_iso_utc_timestamp_and_level(capture: io.StringIO) -> None:
@@ -146,18 +148,38 @@ def test_patient_ref_is_stable_short_and_keyed(capture: io.StringIO) -> None:
     salt = b"hospital-a"
     ref = patient_ref(PATIENT_ID, salt)
     assert ref == patient_ref(PATIENT_ID, salt)
-    assert len(ref) == 8 and int(ref, 16) >= 0
+    assert len(ref) == 16 and int(ref, 16) >= 0  # 64 bits: not reversible by hashing every short ID
     assert ref != patient_ref(PATIENT_ID, b"hospital-b")
     assert ref != patient_ref(PATIENT_ID + "0", salt)
 
 
 def test_salt_comes_from_settings(capture: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLIDESTREAM_LOG_SALT", "site-secret")
+    monkeypatch.setenv("SLIDESTREAM_LOG_SALT", "site-secret-0123456789")
     configure_logging(Settings(), stream=capture)
     structlog.get_logger().info("x", patient_id=PATIENT_ID)
-    assert _lines(capture)[0]["patient_ref"] == patient_ref(PATIENT_ID, b"site-secret")
+    assert _lines(capture)[0]["patient_ref"] == patient_ref(PATIENT_ID, b"site-secret-0123456789")
 
 
 def test_identity_fields_cover_every_identity_attribute() -> None:
     assert set(PatientIdentity.model_fields) <= set(IDENTITY_FIELDS)
     assert "identity" in IDENTITY_FIELDS
+
+
+def test_without_a_configured_salt_each_install_makes_its_own(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLIDESTREAM_LOG_SALT", raising=False)
+    one = log_salt(Settings(state_dir=tmp_path / "a"))
+    assert one == log_salt(Settings(state_dir=tmp_path / "a"))  # every process of the install agrees
+    assert one != log_salt(Settings(state_dir=tmp_path / "b")) and len(one) >= 32
+    key = tmp_path / "a" / "secrets" / "log-salt.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
+    assert patient_ref(PATIENT_ID, one) != patient_ref(PATIENT_ID, b"slidestream-log-salt")
+
+
+@pytest.mark.parametrize("salt", ["slidestream-log-salt", "tiny-salt"])
+def test_the_old_public_salt_and_short_salts_are_refused_at_start(salt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("SLIDESTREAM_LOG_SALT", salt)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "log_salt" in str(info.value) and salt not in str(info.value)

@@ -78,7 +78,7 @@ def test_event_json_round_trip(event: Event) -> None:
 @pytest.mark.parametrize("event", EVENTS, ids=_id)
 def test_event_json_shape(event: Event) -> None:
     document = json.loads(event.to_json_bytes())
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == (2 if isinstance(event, DeadLetter) else 1)  # v2: redacted
     assert document["event_type"] == event.topic.value
     assert UUID(document["event_id"]) == event.event_id
     assert document["occurred_at"].endswith("Z")
@@ -230,9 +230,26 @@ def test_offset_datetimes_are_normalised_to_utc() -> None:
     assert event.acquired_at.tzinfo is UTC
 
 
-def test_unknown_fields_are_rejected_by_name() -> None:
+def test_unknown_fields_are_rejected_by_name_if_a_field_name_else_without_the_key() -> None:
     error = _reason(Topic.SLIDE_SCANNED, _scanned(patient_name="x"))
-    assert error.fields == ("patient_name",)
+    assert error.fields == ("patient_name",)  # an identity field's name, not its value
+    error = _reason(Topic.PATIENT_ADMITTED, {"event_type": "patient.admitted", "patient_id": "P-1",
+                                             "admitted_at": "2026-01-01T00:00:00Z", "Jane Roe-Smith": 1,
+                                             "identity": {"name": "x", "Jane Roe-Smith": 2}})
+    assert sorted(error.fields) == ["(unexpected key)", "identity.(unexpected key)"]
+    assert "Jane" not in str(error)
+
+
+def _any_reason(document: dict) -> EventValidationError:
+    with pytest.raises(EventValidationError) as info:
+        parse_any_event(json.dumps(document))
+    return info.value
+
+
+def test_rejection_reasons_never_quote_a_tag_or_event_type_from_the_input() -> None:
+    for error in (_reason(Topic.PATIENT_ADMITTED, {"event_type": "Jane Roe-Smith"}),
+                  _any_reason({"event_type": "Jane Roe-Smith"})):
+        assert "Jane" not in str(error) and "event_type" in str(error)
 
 
 def test_other_schema_versions_are_rejected() -> None:
@@ -287,6 +304,8 @@ def test_kafka_key_is_the_exam_then_the_patient() -> None:
     assert keys["SlideScanned"] == EXAM_ID
     assert keys["PatientDischarged"] == PATIENT_ID
     assert keys["UpscaleRequested"] == EXAM_ID
+    letters = [e for e in EVENTS if isinstance(e, DeadLetter)]
+    assert letters and all(e.kafka_key() == str(e.event_id) for e in letters)  # never the original key
 
 
 # --- garbage in -------------------------------------------------------------------------------
@@ -341,16 +360,58 @@ def test_many_errors_are_summarised() -> None:
 # --- dead letters -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [b'{"broken": ', b"\x00\xff\xfe binary", b"", "żółw".encode()])
-def test_dead_letter_keeps_the_exact_bytes(raw: bytes) -> None:
-    letter = DeadLetter.wrap(raw, source_topic="slide.scanned", partition=1, offset=2, error="bad", key=b"\xffk")
+def _letter(raw: bytes | None, **kwargs) -> DeadLetter:
+    from core.dead_letters import dead_letter
+
+    args = {"source_topic": "slide.scanned", "partition": 1, "offset": 2, "error": "bad", "salt": b"s" * 32}
+    return dead_letter(raw, **(args | kwargs))
+
+
+@pytest.mark.parametrize("raw", [b'{"broken": ', b"\x00\xff\xfe binary", b"", "\u017c\u00f3\u0142w".encode(), None])
+def test_a_dead_letter_of_a_non_json_payload_keeps_only_its_size_and_keyed_digest(raw: bytes | None) -> None:
+    from core.logging import keyed_digest, patient_ref
+
+    letter = _letter(raw, key=b"\xffk")
     again = parse_event(Topic.DEAD_LETTER, letter.to_json_bytes())
-    assert again.raw_payload() == raw
-    assert again.payload_encoding == ("utf-8" if raw != b"\x00\xff\xfe binary" else "base64")
+    assert isinstance(again, DeadLetter) and again == letter
+    assert again.redacted is None and again.payload_size == len(raw or b"")
+    assert again.payload_digest == keyed_digest(raw or b"", b"s" * 32) != keyed_digest(raw or b"", b"t" * 32)
+    assert again.key_ref == patient_ref("\\xffk", b"s" * 32) and len(again.key_ref) == 16
+    if raw:
+        assert raw not in letter.to_json_bytes()
+
+
+def test_a_dead_letter_of_json_keeps_a_redacted_copy() -> None:
+    from core.logging import REDACTED, patient_ref
+
+    raw = json.dumps({"event_type": "slide.scanned", "exam_id": "E1", "slide_number": 3, "patient_id": "P-77123",
+                      "original_filename": "P-77123_left.svs", "scanner_id": "scan P-77123 ok",
+                      "ingest": {"bucket": "b", "key": "k", "Jane Doe": 1}, "name": "Jane Doe"}).encode()
+    letter = _letter(raw, key="P-77123")
+    copy = letter.redacted
+    assert isinstance(copy, dict)
+    assert copy["exam_id"] == "E1" and copy["slide_number"] == 3 and copy["event_type"] == "slide.scanned"
+    assert copy["patient_ref"] == patient_ref("P-77123", b"s" * 32) == letter.key_ref
+    assert copy["name"] == REDACTED and copy["original_filename"] == REDACTED
+    assert copy["scanner_id"] == f"scan {REDACTED} ok"
+    assert copy["ingest"] == {"bucket": "b", "key": "k", "[unknown field 3]": 1}  # keys are input too
+    text = letter.to_json_bytes()
+    assert b"P-77123" not in text and b"Jane Doe" not in text
+    assert letter.kafka_key() == str(letter.event_id)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b"[" * 500 + b"]" * 500, b'{"a": ' + b"1" * 5000 + b"}",
+                                 b'{"ward": "' + b"x" * (2 << 20) + b'"}'],
+                         ids=["nested-100k-unclosed", "nested-500", "huge-int", "over-1MiB"])
+def test_hostile_payloads_become_dead_letters_with_size_and_digest(raw: bytes) -> None:
+    letter = _letter(raw)
+    assert letter.redacted is None and letter.payload_size == len(raw)
+    assert len(letter.to_json_bytes()) < 4096
+    assert parse_event(Topic.DEAD_LETTER, letter.to_json_bytes()) == letter
 
 
 def test_dead_letter_accepts_any_length_of_reason() -> None:
-    letter = DeadLetter.wrap(b"{}", source_topic="t", partition=0, offset=0, error="e" * 10_000)
+    letter = _letter(b"{}", error="e" * 10_000)
     assert len(letter.error) == 4096 and letter.error.endswith("...")
 
 
