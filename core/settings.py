@@ -7,7 +7,9 @@ so a typo in a hospital's deployment file fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -215,6 +217,37 @@ class HisSettings(_Group):
     max_message_bytes: int = Field(1 << 20, ge=1024)
     # An MLLP connection silent this long is closed (HIS interfaces reconnect on demand).
     mllp_idle_timeout_s: float = Field(300.0, gt=0)
+    # MLLP has no authentication of its own: only these peers (addresses or CIDR networks) may
+    # connect; a connection from anywhere else is closed before anything is read from it.
+    mllp_allowed_peers: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # JSON endpoint: each sender's API key, kept as the SHA-256 hex digest of the key it presents
+    # as ``Authorization: Bearer <key>`` (``slidestream his key --new SENDER`` makes one). Empty:
+    # only the install's own key, made once in ``<state_dir>/secrets/his-api.key`` (mode 0600;
+    # ``slidestream his key`` shows it). There is no built-in key.
+    api_keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("mllp_allowed_peers")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError("each entry must be an IP address or CIDR network") from None
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for sender, digest in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", sender):
+                raise ValueError("sender names are 1-64 letters, digits, '_', '.' or '-'")
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("each key is given as its SHA-256 digest (64 lowercase hex digits), never the key")
+        return value
+
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.mllp_allowed_peers)
 
 
 class QcAgentSettings(_Group):

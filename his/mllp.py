@@ -1,11 +1,16 @@
 """MLLP (Minimal Lower Layer Protocol) listener: HL7 messages framed ``<VT> ... <FS><CR>``
-over TCP, one acknowledgement per message, using python-hl7's asyncio streams."""
+over TCP, one acknowledgement per message, using python-hl7's asyncio streams.
+
+MLLP carries no credentials, so hospitals restrict it by network: the listener accepts only
+peers in its allow-list (``settings.his.mllp_allowed_peers``, loopback by default) and closes
+any other connection before reading a byte of it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
 
 import hl7
 import structlog
@@ -16,6 +21,8 @@ from his import hl7_adt
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[bytes], Awaitable[bytes]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_ONLY: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 
 
 START_BLOCK = b"\x0b"
@@ -24,8 +31,9 @@ END_BLOCK = b"\x1c\x0d"
 
 class MllpListener:
     def __init__(self, handler: Handler, host: str, port: int, *, max_message_bytes: int = 1 << 20,
-                 idle_timeout_s: float = 300.0) -> None:
+                 idle_timeout_s: float = 300.0, allowed_peers: Sequence[Network] = LOOPBACK_ONLY) -> None:
         self._handler = handler
+        self._allowed = tuple(allowed_peers)
         self._host = host
         self._port = port
         self._limit = max_message_bytes
@@ -68,8 +76,23 @@ class MllpListener:
                 return "MLLP block does not start with <VT>"
             return block[len(START_BLOCK):-len(END_BLOCK)]
 
+    def allows(self, address: str) -> bool:
+        """Whether a peer at ``address`` may send (an IPv4-mapped IPv6 address counts as IPv4)."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._allowed)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self.allows(address):
+            log.warning("his.mllp_peer_refused", peer=address or "unknown")  # the address only
+            writer.transport.abort()  # closed unread: nothing of the message is parsed or acknowledged
+            return
         try:
             while True:
                 try:

@@ -12,6 +12,7 @@ from core.kafka import KafkaSink, new_producer
 from core.retry import with_retries
 from core.settings import Settings
 from his.adapter import HisAdapter
+from his.auth import ApiKeys
 from his.http import create_http_app
 from his.mllp import MllpListener
 
@@ -36,15 +37,20 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     adapter = HisAdapter(KafkaSink(producer))
     mllp = MllpListener(adapter.handle_hl7, settings.his.host, settings.his.mllp_port,
                         max_message_bytes=settings.his.max_message_bytes,
-                        idle_timeout_s=settings.his.mllp_idle_timeout_s)
-    http = uvicorn.Server(uvicorn.Config(create_http_app(adapter), host=settings.his.host,
+                        idle_timeout_s=settings.his.mllp_idle_timeout_s,
+                        allowed_peers=settings.his.allowed_networks())
+    keys = ApiKeys.from_settings(settings)
+    http = uvicorn.Server(uvicorn.Config(create_http_app(adapter, keys), host=settings.his.host,
                                          port=settings.his.http_port, log_level="warning", access_log=False))
     await mllp.start()
     http_task = asyncio.create_task(http.serve(), name="his-http")
     log.info("his.listening", mllp=f"{settings.his.host}:{mllp.port}",
-             http=f"{settings.his.host}:{settings.his.http_port}")
-    print(f"HIS adapter: HL7 MLLP on {settings.his.host}:{mllp.port}, "
-          f"HTTP on http://{settings.his.host}:{settings.his.http_port}", flush=True)
+             http=f"{settings.his.host}:{settings.his.http_port}",
+             mllp_allowed=list(settings.his.mllp_allowed_peers), senders=list(keys.senders))
+    print(f"HIS adapter: HL7 MLLP on {settings.his.host}:{mllp.port} "
+          f"(peers allowed: {', '.join(settings.his.mllp_allowed_peers)}), "
+          f"HTTP on http://{settings.his.host}:{settings.his.http_port} "
+          "(Authorization: Bearer <key>; `slidestream his key` shows the install's key)", flush=True)
     if ready is not None:
         ready.set()
     try:

@@ -1,11 +1,13 @@
-"""``slidestream his``: the HIS adapter (HL7 v2 over MLLP, and JSON over HTTP), and
-``slidestream his send``, a small HL7 sender for trying it out and for scripts."""
+"""``slidestream his``: the HIS adapter (HL7 v2 over MLLP, and JSON over HTTP),
+``slidestream his send``, a small HL7 sender for trying it out and for scripts, and
+``slidestream his key``, the JSON endpoint's sender keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -56,6 +58,10 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
             code, text = asyncio.run(send_adt(settings(), args.trigger, args.patient, at=args.at,
                                               visit_id=args.visit, ward=args.ward, host=args.host,
                                               port=args.port, timeout_s=args.timeout))
+        except asyncio.IncompleteReadError:
+            print("slidestream his send: the MLLP listener closed the connection without an answer "
+                  "(is this host in its his.mllp_allowed_peers?)", file=sys.stderr)
+            return 2
         except (OSError, TimeoutError) as exc:
             print(f"slidestream his send: no answer from the MLLP listener ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
@@ -63,7 +69,40 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
         print(f"{code}{': ' + text if text else ''}")
         return 0 if code == "AA" else 1
 
+    def key(args: argparse.Namespace) -> int:
+        from his.auth import install_key, key_digest, key_file, new_key
+
+        config = settings()
+        if args.new:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.new):
+                print("slidestream his key: a sender name is 1-64 letters, digits, '_', '.' or '-'", file=sys.stderr)
+                return 2
+            fresh = new_key()
+            print(fresh)
+            print(f"give the key to sender {args.new} once; configure only its digest, e.g.\n"
+                  f"  SLIDESTREAM_HIS__API_KEYS='{{\"{args.new}\": \"{key_digest(fresh)}\"}}'", file=sys.stderr)
+            return 0
+        if config.his.api_keys:
+            print("slidestream his key: his.api_keys is configured (senders: "
+                  f"{', '.join(sorted(config.his.api_keys))}); the install's own key is not accepted. "
+                  "Make a sender key with `slidestream his key --new SENDER`.", file=sys.stderr)
+            return 1
+        path = key_file(config)
+        if args.path:
+            print(path)
+            return 0
+        print(install_key(config))
+        print(f"(the install's HIS key, kept in {path}, mode 0600: send it as `Authorization: Bearer <key>`)",
+              file=sys.stderr)
+        return 0
+
     p.set_defaults(func=run)
+    k = actions.add_parser("key", help="print the JSON endpoint's key of this install (made on first use), "
+                                       "or make a new sender key to configure by its digest")
+    k.add_argument("--path", action="store_true", help="print where the install's key is kept instead")
+    k.add_argument("--new", metavar="SENDER", help="make a new key for SENDER: prints the key (stdout) and "
+                                                   "the his.api_keys setting with its SHA-256 digest (stderr)")
+    k.set_defaults(func=key)
     s = actions.add_parser("send", help="send one ADT^A01 (admit) or ADT^A03 (discharge) over MLLP; "
                                         "prints the acknowledgement code")
     s.add_argument("trigger", choices=["A01", "A03"])

@@ -1,10 +1,12 @@
 """The HIS adapter against real Kafka: HL7 over MLLP and JSON over HTTP become events; an ACK
 means the event is in Kafka; malformed input is refused with a reason and publishes nothing;
-with Kafka down the HIS gets AE / 503 and can resend."""
+with Kafka down the HIS gets AE / 503 and can resend. The JSON endpoint wants a sender key and
+MLLP serves only allow-listed peers (`slidestream his` as it runs: `serve`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -15,6 +17,7 @@ import pytest
 from core.kafka import KafkaSink, new_producer, tail_from_end, wait_for
 from core.settings import Settings
 from his.adapter import HisAdapter
+from his.auth import ApiKeys, install_key, key_digest, new_key
 from his.http import create_http_app
 from his.mllp import MllpListener, send_message
 from infra import stack as local_stack
@@ -53,6 +56,16 @@ async def _exchange(port: int, text: str) -> hl7.Message:
     return await send_message("127.0.0.1", port, text)
 
 
+KEY = new_key()
+
+
+def _json_client(his: HisAdapter, key: str | None = KEY) -> httpx.AsyncClient:
+    """The JSON endpoint (in process) accepting sender "test-his" with KEY; the client shows ``key``."""
+    app = create_http_app(his, ApiKeys({"test-his": key_digest(KEY)}))
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://his", headers=headers)
+
+
 async def test_admit_and_discharge_over_mllp_are_published_then_acknowledged(stack: Settings, adapter) -> None:
     _, listener = adapter
     patient = uid("P")
@@ -82,9 +95,7 @@ async def test_malformed_hl7_gets_ar_and_publishes_nothing(stack: Settings, adap
 async def test_json_endpoint_accepts_valid_and_names_invalid_fields(stack: Settings, adapter) -> None:
     his, _ = adapter
     patient = uid("P")
-    transport = httpx.ASGITransport(app=create_http_app(his))
-    async with httpx.AsyncClient(transport=transport, base_url="http://his") as client, \
-            tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+    async with _json_client(his) as client, tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
         ok = await client.post("/v1/discharges", content=json.dumps(
             {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z", "visit_id": "V1"}))
         assert ok.status_code == 202
@@ -104,12 +115,11 @@ async def test_json_endpoint_accepts_valid_and_names_invalid_fields(stack: Setti
 async def test_kafka_down_gets_ae_and_503_and_a_resend_succeeds(stack: Settings, adapter) -> None:
     his, listener = adapter
     patient = uid("P")
-    transport = httpx.ASGITransport(app=create_http_app(his))
     await asyncio.to_thread(local_stack.down, stack, ["kafka"])
     try:
         reply = await _exchange(listener.port, adt("A03", patient, "K-1"))
         assert str(reply["MSA.F1"]) == "AE" and "Kafka" in str(reply["MSA.F3"])
-        async with httpx.AsyncClient(transport=transport, base_url="http://his") as client:
+        async with _json_client(his) as client:
             down = await client.post("/v1/discharges", content=json.dumps(
                 {"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z"}))
             assert down.status_code == 503
@@ -140,3 +150,72 @@ async def test_his_send_delivers_an_admission_and_a_discharge(stack: Settings, a
         assert (event.visit_id, event.ward) == ("V9", "W2")
         assert (await send_adt(stack, "A03", patient, host="127.0.0.1", port=listener.port))[0] == "AA"
         await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)
+
+
+async def test_json_endpoint_without_the_right_key_gets_401_and_publishes_nothing(stack: Settings, adapter) -> None:
+    """Before issue 13 anyone who reached the port could admit and discharge patients."""
+    his, _ = adapter
+    patient = uid("P")
+    body = json.dumps({"patient_id": patient, "discharged_at": "2026-03-01T12:00:00Z"})
+    async with tail_from_end(stack, Topic.PATIENT_DISCHARGED.value) as discharged:
+        for key in (None, new_key(), key_digest(KEY)):  # none, another sender's, the stored digest
+            async with _json_client(his, key) as client:
+                refused = await client.post("/v1/discharges", content=body)
+                assert refused.status_code == 401 and patient not in refused.text
+        with pytest.raises(TimeoutError):
+            await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=3)
+        async with _json_client(his) as client:
+            assert (await client.post("/v1/discharges", content=body)).status_code == 202
+        await wait_for(discharged, matching(PatientDischarged, patient_id=patient), timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_running_adapter_authenticates_both_entry_points(stack: Settings) -> None:
+    """`slidestream his` as it runs (his.serve.serve): the JSON endpoint takes the install's own
+    key (`slidestream his key`) and nothing else; MLLP closes a connection from 127.0.0.2 (not in
+    an allow-list of 127.0.0.1/32) unread, and serves 127.0.0.1."""
+    from his.serve import serve
+
+    his = stack.his.model_copy(update={"mllp_port": _free_port(), "http_port": _free_port(),
+                                       "mllp_allowed_peers": ("127.0.0.1/32",)})
+    settings = stack.model_copy(update={"his": his})
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve(settings, ready=ready))
+    patient, outsider = uid("P"), uid("P")
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        url = f"http://127.0.0.1:{his.http_port}/v1/admissions"
+        body = json.dumps({"patient_id": patient, "admitted_at": "2026-03-01T08:00:00Z"})
+        async with httpx.AsyncClient(timeout=30) as client, \
+                tail_from_end(stack, Topic.PATIENT_ADMITTED.value) as admitted:
+            assert (await client.post(url, content=body)).status_code == 401
+            wrong = await client.post(url, content=body, headers={"Authorization": f"Bearer {new_key()}"})
+            assert wrong.status_code == 401
+
+            reader, writer = await asyncio.open_connection("127.0.0.1", his.mllp_port, local_addr=("127.0.0.2", 0))
+            writer.write(b"\x0b" + adt("A01", outsider, "OUT-1").encode() + b"\x1c\x0d")
+            await writer.drain()
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                await asyncio.wait_for(reader.readexactly(1), 10)
+            writer.close()
+
+            with pytest.raises(TimeoutError):
+                await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=3)
+            ok = await client.post(url, content=body, headers={"Authorization": f"Bearer {install_key(settings)}"})
+            assert ok.status_code == 202
+            await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=30)
+            reply = await _exchange(his.mllp_port, adt("A01", uid("P"), "IN-1"))
+            assert str(reply["MSA.F1"]) == "AA"
+            with pytest.raises(TimeoutError):  # the refused peer's admission never reached Kafka
+                await wait_for(admitted, matching(PatientAdmitted, patient_id=outsider), timeout=3)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server

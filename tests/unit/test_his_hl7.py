@@ -135,6 +135,7 @@ async def test_admissions_and_discharges_dated_in_the_future_are_refused_before_
     import httpx
 
     from his.adapter import HisAdapter
+    from his.auth import ApiKeys, key_digest, new_key
     from his.hl7_adt import build_adt
     from his.http import create_http_app
 
@@ -147,8 +148,9 @@ async def test_admissions_and_discharges_dated_in_the_future_are_refused_before_
     future = datetime(2099, 1, 1, tzinfo=UTC)
     reply = hl7.parse((await adapter.handle_hl7(build_adt("A03", "P-9", future, "F-1").encode())).decode())
     assert str(reply["MSA.F1"]) == "AR" and "in the future" in str(reply["MSA.F3"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_http_app(adapter)),
-                                 base_url="http://his") as client:
+    key = new_key()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_http_app(adapter, ApiKeys({"t": key_digest(key)}))),
+                                 base_url="http://his", headers={"Authorization": f"Bearer {key}"}) as client:
         refused = await client.post("/v1/admissions", content=b'{"patient_id": "P-9", "admitted_at": "2099-01-01T00:00:00Z"}')
         assert refused.status_code == 422 and "in the future" in refused.json()["error"]
     assert published == []
