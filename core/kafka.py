@@ -38,9 +38,10 @@ PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "
 
 SASL_MECHANISM = "SCRAM-SHA-512"
 
-# Who connects: the application's services, the HIS adapter (writes patient events only) or
-# the broker's super user (bootstrap: topics, SCRAM users, ACLs). infra.kafka_acls grants each.
-Principal = Literal["app", "his", "admin"]
+# Who connects: the application's services, the HIS adapter (writes patient events only), the
+# scanner ingest (writes slide.scanned, reads its verdicts) or the broker's super user
+# (bootstrap: topics, ACLs). infra.kafka_acls grants each.
+Principal = Literal["app", "his", "scanner", "admin"]
 
 
 def kafka_credentials(settings: Settings, principal: Principal = "app") -> tuple[str, str]:
@@ -50,6 +51,7 @@ def kafka_credentials(settings: Settings, principal: Principal = "app") -> tuple
     user, configured = {
         "app": (kafka.username, kafka.password),
         "his": (kafka.his_username, kafka.his_password),
+        "scanner": (kafka.scanner_username, kafka.scanner_password),
         "admin": (kafka.admin_username, kafka.admin_password),
     }[principal]
     if configured is not None:
@@ -174,7 +176,7 @@ async def _assign_at_end(consumer: AIOKafkaConsumer, topics: Sequence[str], wait
 
 @asynccontextmanager
 async def tail_from_end(settings: Settings, *topics: str, fetch_max_wait_ms: int = 500,
-                        wait_s: float = 0.0) -> AsyncIterator[AIOKafkaConsumer]:
+                        wait_s: float = 0.0, principal: Principal = "app") -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer positioned at the current end of every partition of ``topics``, with no
     consumer group (every tailing process sees every record): open it before sending what
     it should see the answers to. ``wait_s``: how long to wait for the topics to exist.
@@ -183,7 +185,8 @@ async def tail_from_end(settings: Settings, *topics: str, fetch_max_wait_ms: int
     per broker and leaves out partitions that still had buffered records when it was sent,
     so a record landing on one of those waits for that fetch; someone waiting interactively
     wants ~20 ms rather than the 500 ms default."""
-    consumer = new_consumer(settings, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms)
+    consumer = new_consumer(settings, principal=principal, enable_auto_commit=False,
+                            fetch_max_wait_ms=fetch_max_wait_ms)
     await consumer.start()
     try:
         await _assign_at_end(consumer, topics, wait_s)

@@ -53,14 +53,17 @@ class KafkaSettings(_Group):
     # Every client authenticates with SASL/SCRAM-SHA-512; there is no unauthenticated listener.
     # SASL_SSL adds TLS (with the system's CA certificates) for a broker across a network.
     security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
-    # Principals: the application's services, the HIS adapter (may only write patient events)
-    # and the broker's own super user (inter-broker traffic, bootstrap: topics, users, ACLs).
+    # Principals: the application's services, the HIS adapter (may only write patient events),
+    # the scanner ingest (may only write slide.scanned and read its verdicts) and the broker's own
+    # super user (inter-broker traffic, bootstrap: topics, ACLs).
     # A password left unset is made once per install in ``<state_dir>/secrets/kafka-<user>.password``
     # (mode 0600); there is no built-in password. Set them in production (docker-compose does).
     username: str = Field("slidestream-app", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     password: SecretStr | None = Field(None, min_length=16)
     his_username: str = Field("slidestream-his", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     his_password: SecretStr | None = Field(None, min_length=16)
+    scanner_username: str = Field("slidestream-scanner", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    scanner_password: SecretStr | None = Field(None, min_length=16)
     admin_username: str = Field("slidestream-admin", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     admin_password: SecretStr | None = Field(None, min_length=16)
 

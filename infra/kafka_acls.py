@@ -7,6 +7,10 @@
   manage ACLs or users.
 * the HIS adapter (``kafka.his_username``): write the patient events it produces, nothing
   else (it cannot read, cannot write ``slide.*``, ``upscale.*`` or the dead-letter topic).
+* the scanner ingest (``kafka.scanner_username``; ``slidestream ingest`` / ``watch``, the
+  demo's and the bench's ingest): write ``slide.scanned`` and read, without a consumer group,
+  the answers it waits for (QC verdicts, ``slide.stored``, dead letters); it cannot forge a
+  ``slide.qc_passed`` or an admission.
 * the broker's own principal (``kafka.admin_username``) is a super user (server.properties):
   inter-broker traffic and ``infra bootstrap`` (topics, ACLs).
 
@@ -31,10 +35,15 @@ from aiokafka.protocol.api import Request
 from core.kafka import Principal, kafka_credentials, new_admin
 from core.settings import Settings
 from infra.errors import BootstrapError
-from schemas.events import PatientAdmitted, PatientDischarged
+from schemas.events import PatientAdmitted, PatientDischarged, SlideScanned
+from schemas.topics import Topic
 
 # The HIS adapter's topics: the events it builds from ADT messages.
 HIS_TOPICS: tuple[str, ...] = (PatientAdmitted.topic.value, PatientDischarged.topic.value)
+# The scanner's: what it publishes, and what it reads back (scanner.verdicts, scanner.outcome).
+SCANNER_WRITES: tuple[str, ...] = (SlideScanned.topic.value,)
+SCANNER_READS: tuple[str, ...] = (Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_QC_FAILED.value,
+                                  Topic.SLIDE_STORED.value, Topic.DEAD_LETTER.value)
 CLUSTER = "kafka-cluster"  # the name of Kafka's one cluster resource
 
 
@@ -89,6 +98,11 @@ def planned_acls() -> list[Acl]:
     ]
     for topic in HIS_TOPICS:
         acls += _grant("his", Resource.TOPIC, topic, Operation.WRITE, Operation.DESCRIBE)
+    acls += _grant("scanner", Resource.CLUSTER, CLUSTER, Operation.IDEMPOTENT_WRITE)
+    for topic in SCANNER_WRITES:
+        acls += _grant("scanner", Resource.TOPIC, topic, Operation.WRITE, Operation.DESCRIBE)
+    for topic in SCANNER_READS:
+        acls += _grant("scanner", Resource.TOPIC, topic, Operation.READ, Operation.DESCRIBE)
     return acls
 
 
@@ -105,7 +119,7 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
 async def ensure_acls(settings: Settings, *, timeout_s: float = APPLY_TIMEOUT_S) -> int:
     """Create every planned ACL (as the broker's super user) and wait until the broker applies
     them; returns how many were sent."""
-    users = {p: kafka_credentials(settings, p)[0] for p in ("app", "his")}
+    users = {p: kafka_credentials(settings, p)[0] for p in ("app", "his", "scanner")}
     creations = [(int(acl.resource), acl.name, int(acl.pattern), f"User:{users[acl.principal]}", _ANY_HOST,
                   int(acl.operation), _ALLOW) for acl in planned_acls()]
     admin = new_admin(settings, principal="admin", request_timeout_ms=15000)

@@ -123,7 +123,7 @@ def new_cluster_id() -> str:
 
 
 # Principals whose SCRAM credentials are written when the storage is formatted.
-FORMAT_PRINCIPALS: tuple[Principal, ...] = ("admin", "app", "his")
+FORMAT_PRINCIPALS: tuple[Principal, ...] = ("admin", "app", "his", "scanner")
 
 
 def scram_arguments(settings: Settings) -> list[str]:

@@ -152,5 +152,5 @@ async def open_ingestor(settings: Settings) -> AsyncIterator[Ingestor]:
     """An ``Ingestor`` connected to the configured broker and ingest bucket."""
     from core.kafka import producer
 
-    async with producer(settings) as prod:
+    async with producer(settings, principal="scanner") as prod:
         yield Ingestor(settings, IngestBucket(settings.storage), Publisher(prod))

@@ -43,5 +43,5 @@ class OutcomeListener:
 @asynccontextmanager
 async def listen_for_outcome(settings: Settings) -> AsyncIterator[OutcomeListener]:
     async with listen_for_verdicts(settings) as verdicts, \
-            tail_from_end(settings, Topic.SLIDE_STORED.value, Topic.DEAD_LETTER.value) as stored:
+            tail_from_end(settings, Topic.SLIDE_STORED.value, Topic.DEAD_LETTER.value, principal="scanner") as stored:
         yield OutcomeListener(verdicts, stored)

@@ -71,7 +71,7 @@ class VerdictListener:
 @asynccontextmanager
 async def listen_for_verdicts(settings: Settings) -> AsyncIterator[VerdictListener]:
     """Open before sending the scans whose verdicts are awaited."""
-    async with tail_from_end(settings, *VERDICT_TOPICS) as consumer:
+    async with tail_from_end(settings, *VERDICT_TOPICS, principal="scanner") as consumer:
         yield VerdictListener(consumer)
 
 

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
-from core.kafka import kafka_credentials, new_admin, new_consumer, new_producer
+from core.kafka import kafka_credentials, new_admin, new_consumer, new_producer, tail_from_end
 from core.settings import PROJECT_ROOT, Settings
 from infra.kafka_broker import KafkaBroker
 from infra.layout import Layout
@@ -65,9 +65,10 @@ async def test_the_controller_port_refuses_a_client_without_credentials(stack: S
         await admin.close()
 
 
-@pytest.mark.parametrize("principal", ["app", "his", "admin"])
+@pytest.mark.parametrize("principal", ["app", "his", "scanner", "admin"])
 async def test_a_wrong_password_is_refused(stack: Settings, principal: str) -> None:
-    field = {"app": "password", "his": "his_password", "admin": "admin_password"}[principal]
+    field = {"app": "password", "his": "his_password", "scanner": "scanner_password",
+             "admin": "admin_password"}[principal]
     wrong = stack.model_copy(update={"kafka": stack.kafka.model_copy(
         update={field: SecretStr("not-the-password-" + uuid.uuid4().hex)})})
     with pytest.raises(KafkaConnectionError):
@@ -103,6 +104,21 @@ async def test_the_his_principal_cannot_write_other_topics(stack: Settings, topi
         await _produce(new_producer(stack, principal="his", request_timeout_ms=5000), topic)
 
 
+@pytest.mark.parametrize("topic", [Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_STORED.value,
+                                   Topic.PATIENT_ADMITTED.value, Topic.DEAD_LETTER.value])
+async def test_the_scanner_principal_cannot_forge_verdicts_or_admissions(stack: Settings, topic: str) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        await _produce(new_producer(stack, principal="scanner", request_timeout_ms=5000), topic)
+
+
+async def test_the_scanner_principal_reads_its_answers_but_not_patient_events(stack: Settings) -> None:
+    async with tail_from_end(stack, Topic.SLIDE_QC_PASSED.value, Topic.SLIDE_STORED.value, principal="scanner"):
+        pass  # assigned and positioned at the end: describe and read allowed
+    with pytest.raises(RuntimeError, match="do not exist"):  # not even visible to it
+        async with tail_from_end(stack, Topic.PATIENT_ADMITTED.value, principal="scanner"):
+            pass
+
+
 async def test_the_his_principal_cannot_read_patient_events(stack: Settings) -> None:
     consumer = new_consumer(stack, principal="his", enable_auto_commit=False, request_timeout_ms=5000)
     await consumer.start()
@@ -136,13 +152,13 @@ def test_passwords_are_this_installs_own_in_private_files(stack: Settings) -> No
     secrets_dir = stack.state_dir / "secrets"
     assert secrets_dir.stat().st_mode & 0o777 == 0o700
     passwords = set()
-    for principal in ("app", "his", "admin"):
+    for principal in ("app", "his", "scanner", "admin"):
         user, password = kafka_credentials(stack, principal)  # type: ignore[arg-type]
         path = secrets_dir / f"kafka-{user}.password"
         assert path.stat().st_mode & 0o777 == 0o600, path
         assert len(path.read_bytes()) == 32 and password == path.read_bytes().hex()
         assert not _tracked_files_containing(password)  # not a built-in value
         passwords.add(password)
-    assert len(passwords) == 3
+    assert len(passwords) == 4
     broker = KafkaBroker(stack, Layout.from_settings(stack))
     assert broker.config_file.stat().st_mode & 0o777 == 0o600  # it holds the broker's password

@@ -113,7 +113,8 @@ def test_kafka_authenticates_every_listener_with_required_passwords(compose: dic
     fmt = services["kafka-format"]
     assert services["kafka"]["depends_on"]["kafka-format"]["condition"] == "service_completed_successfully"
     users = re.findall(r"--add-scram \"SCRAM-SHA-512=\[name=([^,]+),", fmt["command"][0])
-    assert sorted(users) == sorted([defaults.admin_username, defaults.username, defaults.his_username])
+    assert sorted(users) == sorted([defaults.admin_username, defaults.username, defaults.his_username,
+                                    defaults.scanner_username])
     assert all(_REQUIRED_VAR.fullmatch(str(v)) for k, v in fmt["environment"].items() if "PASSWORD" in k)
     for name, service in services.items():
         if "build" in service:
