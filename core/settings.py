@@ -86,6 +86,18 @@ def _tier(bucket: str) -> TierEndpoint:
     return TierEndpoint(bucket=bucket)
 
 
+class IngestRetention(_Group):
+    """How long objects may stay in the ingest bucket when no save takes them away: S3
+    lifecycle expiration rules that bootstrap sets on the bucket (docs/storage-tiering.md).
+    A saved slide's upload and LR are deleted by the save (after the HR cut, if any) at once."""
+
+    # scans/ and lr-staging/: a refused scan, kept for the operator; a pass whose save or HR
+    # cut never finished (dead-lettered) is removed then too.
+    unsaved_days: int = Field(14, ge=1)
+    # qc/: QC reports and overlays (``slidestream slide`` shows the report while it is kept).
+    qc_report_days: int = Field(30, ge=1)
+
+
 class StorageSettings(_Group):
     host: str = LOOPBACK
     port: int = Field(19000, ge=1, le=65535)
@@ -103,6 +115,7 @@ class StorageSettings(_Group):
     long: TierEndpoint = _tier("slidestream-long")
     hr_cache: TierEndpoint = _tier("slidestream-hr-cache")
     mirror: TierEndpoint = _tier("slidestream-mirror")
+    ingest_retention: IngestRetention = IngestRetention()
     # Where the install's own key pair lives (``Settings`` sets ``<state_dir>/secrets``).
     _secrets_dir: Path | None = PrivateAttr(None)
 

@@ -160,6 +160,11 @@ async def bootstrap(settings: Settings, parts: Iterable[str] = PARTS, echo: Echo
         report.kafka_acls = await ensure_acls(settings)
     if "minio" in wanted:
         report.buckets_created = await asyncio.to_thread(ensure_buckets, settings.storage)
+        from storage.ingest_lifecycle import ensure_ingest_lifecycle  # expiry of what ingest holds
+
+        if await asyncio.to_thread(ensure_ingest_lifecycle, settings.storage) == "unsupported":
+            echo("warning: the ingest bucket's endpoint has no lifecycle API; refused scans and QC "
+                 "reports will not expire by themselves (docs/storage-tiering.md)")
     if "ferretdb" in wanted:
         report.indexes = await ensure_catalog_indexes(settings.mongo)
     echo(f"bootstrap: {len(report.topics_created)} topic(s) created, {len(report.topics_grown)} grown, "

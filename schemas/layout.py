@@ -17,6 +17,13 @@ HR_TILE_FORMAT = "png"  # lossless: SR output is diagnostic material, not a prev
 
 ALLOWED_SCALES = (2, 4, 8)
 
+# What the ingest bucket holds, by prefix (each prefix has its lifecycle expiry rule,
+# storage/ingest_lifecycle.py; a save deletes the first two of a saved slide at once).
+SCANS_PREFIX = "scans/"  # the scanners' original uploads
+LR_STAGING_PREFIX = "lr-staging/"  # QC's LR of slides that passed, until saved
+QC_PREFIX = "qc/"  # QC reports and overlays, also of refusals
+INGEST_PREFIXES = (SCANS_PREFIX, LR_STAGING_PREFIX, QC_PREFIX)
+
 
 def _slide(exam_id: str, slide_number: int) -> str:
     return f"{exam_id}/{slide_number:04d}"
@@ -29,12 +36,18 @@ def ingest_key(exam_id: str, slide_number: int, filename: str) -> str:
 
 def lr_staging_key(exam_id: str, slide_number: int) -> str:
     """QC's LR of a slide that passed, in the ingest bucket until the save agent stores it."""
-    return f"lr-staging/{_slide(exam_id, slide_number)}.tiff"
+    return f"{LR_STAGING_PREFIX}{_slide(exam_id, slide_number)}.tiff"
 
 
 def qc_report_prefix(exam_id: str, slide_number: int) -> str:
     """QC's report.json (and overlay.png) of a scan, in the ingest bucket, also for refusals."""
-    return f"qc/{_slide(exam_id, slide_number)}/"
+    return f"{QC_PREFIX}{_slide(exam_id, slide_number)}/"
+
+
+def ingest_released_key(exam_id: str, slide_number: int) -> str:
+    """Written when a saved slide's upload and LR leave the ingest bucket (JSON naming the
+    scan), so that a redelivered ``slide.scanned`` of it is recognised, not refused as missing."""
+    return f"{qc_report_prefix(exam_id, slide_number)}released.json"
 
 
 def lr_key(exam_id: str, slide_number: int) -> str:
@@ -68,7 +81,7 @@ def hr_consistency_key(exam_id: str, slide_number: int, scale: int, fragment: st
 
 def scan_prefix(exam_id: str, slide_number: int) -> str:
     """Where a scanner's uploads of one slide live in the ingest bucket."""
-    return f"scans/{_slide(exam_id, slide_number)}/"
+    return f"{SCANS_PREFIX}{_slide(exam_id, slide_number)}/"
 
 
 def hr_scale_for(lr_magnification: float | None, target_magnification: float) -> int:

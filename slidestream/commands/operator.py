@@ -16,6 +16,18 @@ from core.settings import Settings
 Echo = Callable[[str], None]
 
 
+def missing_report_line(retention_days: int, saved_at: datetime | None, now: datetime) -> str:
+    """What to say when the ingest bucket holds no QC report of a slide: expired, when the
+    slide was saved longer ago than reports are kept; otherwise the possible reasons."""
+    if saved_at is not None and saved_at.tzinfo is None:
+        saved_at = saved_at.replace(tzinfo=UTC)  # the catalog stores UTC
+    if saved_at is not None and now - saved_at >= timedelta(days=retention_days):
+        return (f"  QC: report expired (QC reports are kept {retention_days} days in the ingest bucket; "
+                f"slide saved {saved_at:%Y-%m-%d})")
+    return (f"  QC: no report in the ingest bucket (not scanned through QC, or expired: QC reports are kept "
+            f"{retention_days} days)")
+
+
 async def show_slide(settings: Settings, exam_id: str, slide_number: int, echo: Echo = print) -> int:
     """QC verdict with reasons (the report QC left in the ingest bucket), catalog rows with
     tier, object, checksum and any move in progress, and the slide's audit history."""
@@ -31,10 +43,16 @@ async def show_slide(settings: Settings, exam_id: str, slide_number: int, echo: 
         catalog = Catalog(database(client, settings.mongo))
         echo(f"exam {exam_id} slide {slide_number}")
         report_ref = ObjectRef(bucket=store.bucket("ingest"), key=qc_report_prefix(exam_id, slide_number) + "report.json")
+        images = await catalog.find_images(exam_id=exam_id, slide_number=slide_number)
+        history = [e for e in await catalog.exam_history(exam_id, limit=200)
+                   if e.target.get("slide_number") in (None, slide_number)]
         try:
             report = json.loads(await store.get_bytes(report_ref, max_bytes=16 << 20))
         except FileNotFoundError:
-            echo("  QC: no report in the ingest bucket (not scanned through QC, or cleaned up)")
+            saves = [e.at for e in history if e.action == "save"]
+            lr_times = [i.acquired_at for i in images if i.state is ImageState.LR]
+            saved_at = min(saves) if saves else min(lr_times) if lr_times else None
+            echo(missing_report_line(settings.storage.ingest_retention.qc_report_days, saved_at, datetime.now(UTC)))
         else:
             echo(f"  QC: {'passed' if report.get('passed') else 'failed'}"
                  f"{' (' + report['failure'] + ')' if report.get('failure') else ''}: {report.get('reason', '')}")
@@ -42,7 +60,6 @@ async def show_slide(settings: Settings, exam_id: str, slide_number: int, echo: 
                 if check.get("judged", True):
                     echo(f"    {check.get('name')}: {'ok' if check.get('passed') else 'FAILED'}"
                          f"{' - ' + check['reason'] if check.get('reason') else ''}")
-        images = await catalog.find_images(exam_id=exam_id, slide_number=slide_number)
         if not images:
             echo("  catalog: no image of this slide")
         for image in images:
@@ -58,8 +75,6 @@ async def show_slide(settings: Settings, exam_id: str, slide_number: int, echo: 
                 echo(f"           move in progress: {move.from_tier.value if move.from_tier else '?'} -> "
                      f"{move.to_tier.value if move.to_tier else 'dropped'}, step {move.step}, "
                      f"since {move.started_at:%Y-%m-%d %H:%M:%S}")
-        history = [e for e in await catalog.exam_history(exam_id, limit=200)
-                   if e.target.get("slide_number") in (None, slide_number)]
         for entry in reversed(history[:20]):
             echo(f"  {entry.at:%Y-%m-%d %H:%M:%S} {entry.action} {entry.outcome} by {entry.actor}"
                  f"{' - ' + str(entry.detail.get('error')) if entry.detail.get('error') else ''}")
