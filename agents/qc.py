@@ -52,6 +52,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 log.exception("qc.failed_to_run", exam_id=scanned.exam_id, slide_number=scanned.slide_number)
                 await dead_letter(app, message, f"QC could not run: {type(exc).__name__}: {str(exc)[:500]}")
                 continue
+            if result is None:  # judged and saved before (a redelivery): nothing more to say
+                continue
             await emit(result)
             log.info("qc.verdict", exam_id=scanned.exam_id, slide_number=scanned.slide_number,
                      verdict=result.event_type, kind=getattr(result, "kind", None))

@@ -2,12 +2,16 @@
 event out. Fetches the scan from the ingest bucket, runs ``qc.pipeline`` in a worker
 thread, stores the LR (only if it passed) and the QC report next to the scan.
 
-Objects it writes to the ingest bucket (the scan itself is never modified or deleted, so a
-refused file stays there for inspection)::
+Objects it writes to the ingest bucket (the scan itself is never modified or deleted here, so
+a refused file stays there for inspection until the bucket's lifecycle rule expires it)::
 
     lr-staging/<exam>/<slide>.tiff          LR pyramidal TIFF of a slide that passed
     qc/<exam>/<slide>/report.json           QC report (also for refusals)
     qc/<exam>/<slide>/overlay.png           overview with flagged regions, when QC ran
+
+Once the slide is saved, the save (``storage.ingest_release``) deletes the LR and the scan and
+leaves ``qc/<exam>/<slide>/released.json``; a ``slide.scanned`` delivered again after that
+(at-least-once delivery) is recognised by it and answered with nothing, not a refusal.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from quality.standard import SHIPPED
 from schemas.common import ObjectRef, QcFailureKind
 from schemas.events import SlideQcFailed, SlideQcPassed, SlideScanned
 from schemas.ids import ExamId, PatientId, SlideNumber
-from schemas.layout import lr_staging_key, qc_report_prefix
+from schemas.layout import ingest_released_key, lr_staging_key, qc_report_prefix
 from slide_io import Compression
 from storage.errors import MissingObject
 from storage.ingest_bucket import IngestBucket
@@ -111,10 +115,13 @@ class QcService:
         self.bucket = bucket
         self._work_dir = work_dir
 
-    async def handle(self, scanned: SlideScanned) -> SlideQcPassed | SlideQcFailed:
+    async def handle(self, scanned: SlideScanned) -> SlideQcPassed | SlideQcFailed | None:
+        """The verdict; None for a scan judged before whose slide is saved and released."""
         with tempfile.TemporaryDirectory(prefix="slidestream-qc-", dir=self._work_dir) as tmp:
             work = Path(tmp)
             verdict = await self._judge(scanned, work)
+            if verdict is None:
+                return None
             report_ref = await self._store_report(scanned, verdict)
             if verdict.passed:
                 assert verdict.lr_path is not None
@@ -123,13 +130,16 @@ class QcService:
                 return self._passed(scanned, verdict, stored)
         return self._failed(scanned, verdict, report_ref)
 
-    async def _judge(self, scanned: SlideScanned, work: Path) -> ScanVerdict:
+    async def _judge(self, scanned: SlideScanned, work: Path) -> ScanVerdict | None:
         # The local copy is named like the object (scans/<exam>/<slide>/scan.svs -> scan.svs):
         # readers may look at the extension, and messages then name no patient.
         local = work / scanned.ingest.key.rsplit("/", 1)[-1]
         try:
             sha256, size = await self.bucket.download(scanned.ingest, local)
         except MissingObject:
+            if await self._released(scanned):
+                log.info("qc.already_saved", exam_id=scanned.exam_id, slide_number=scanned.slide_number)
+                return None
             return refused(QcFailureKind.MISSING_OBJECT,
                            f"the scan {scanned.ingest} is not in the ingest bucket (deleted, or never uploaded)",
                            readable_check=False)
@@ -145,6 +155,15 @@ class QcService:
             log.exception("qc.processing_error", exam_id=scanned.exam_id, slide_number=scanned.slide_number)
             return refused(QcFailureKind.UNREADABLE,
                            f"QC could not process the scan ({type(exc).__name__}: {str(exc)[:300]})")
+
+    async def _released(self, scanned: SlideScanned) -> bool:
+        """The save released this very upload (its slide is stored): the event is a repeat."""
+        marker = self.bucket.ref(ingest_released_key(scanned.exam_id, scanned.slide_number))
+        try:
+            body = json.loads(await self.bucket.store.get_bytes(marker, max_bytes=1 << 16))
+        except (FileNotFoundError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("scan") == scanned.ingest.key
 
     async def _store_report(self, scanned: SlideScanned, verdict: ScanVerdict) -> ObjectRef:
         prefix = qc_report_prefix(scanned.exam_id, scanned.slide_number)
@@ -162,6 +181,7 @@ class QcService:
             slide_number=scanned.slide_number,
             lr=stored.ref,
             hr_candidate=scanned.ingest if verdict.hr_candidate else None,
+            scan=scanned.ingest,
             width=verdict.width,
             height=verdict.height,
             magnification=float(verdict.magnification or self.options.lr_magnification),

@@ -118,6 +118,9 @@ class SlideQcPassed(Event, _SlideIds):
 
     lr: ObjectRef  # pyramidal TIFF in the ingest bucket
     hr_candidate: ObjectRef | None = None  # original HR scan, kept as hr-cache candidate
+    # The scanner's upload it came from (ingest bucket), deleted once the slide is saved (and
+    # cut, when it is the HR candidate); absent in events written before this field.
+    scan: ObjectRef | None = None
     width: PositiveInt
     height: PositiveInt
     magnification: PositiveFloat

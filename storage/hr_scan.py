@@ -7,7 +7,9 @@ resampled from the scan level nearest above it; a provenance marker says the til
 scanned. Idempotent: a slide whose marker exists is not cut again. The compute service finds
 the tiles in the cache and never recomputes them. The marker is written first (``cutting``),
 so that a viewer never labels a scan-cut tile computed nor asks compute for the slide, and
-rewritten ``complete`` at the end.
+rewritten ``complete`` at the end. Then the scan may leave the ingest bucket
+(``storage.ingest_release``: deleted here if the slide is saved, else by the save); a
+redelivered event whose scan is already gone with the slide saved has nothing left to do.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from schemas.layout import (
 from slide_io.readers import open_slide
 from slide_io.source import SlideSource
 from storage.errors import MissingObject, is_missing
+from storage.ingest_release import IngestRelease
 from storage.objects import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -112,9 +115,10 @@ class ScannedHr:
 
 class ScannedHrCutter:
     def __init__(self, catalog: Catalog, store: ObjectStore, *, target_magnification: float,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, release: IngestRelease | None = None) -> None:
         self.catalog = catalog
         self.store = store
+        self.release = release or IngestRelease(catalog, store)
         self.target_magnification = target_magnification
         self._puts = asyncio.Semaphore(concurrency)
 
@@ -126,7 +130,13 @@ class ScannedHrCutter:
         scale = hr_scale_for(event.magnification, self.target_magnification)
         marker = self.store.ref(StorageTier.TEMPORARY, hr_provenance_key(event.exam_id, event.slide_number, scale))
         if await self._status(marker) == "complete":
+            await self.release.release(event)  # a crash may have come between the cut and this
             return ScannedHr(scale, 0, 0.0, already=True)
+        if not await self.store.exists(event.hr_candidate) and await self.release.is_saved(event):
+            # Released after its cut (whose tiles have since been dropped), or expired: the
+            # slide is saved and there is nothing to cut any more; no "cutting" marker is left.
+            log.info("hr_scan.scan_gone", exam_id=event.exam_id, slide=event.slide_number)
+            return None
         started = time.perf_counter()
         # Provenance first: from now on a viewer labels this slide's HR tiles scanned and does
         # not ask compute for them (the cut fills them in).
@@ -143,6 +153,7 @@ class ScannedHrCutter:
             tiles = await self._cut_file(path, event, scale)
         await self._mark(marker, event, scale, "complete", tiles=tiles)
         await self._record(event, scale)
+        await self.release.release(event)
         seconds = time.perf_counter() - started
         log.info("hr_scan.cut", exam_id=event.exam_id, slide=event.slide_number, scale=scale, tiles=tiles,
                  seconds=round(seconds, 1))

@@ -3,12 +3,15 @@ and into the catalog (patient -> exam -> image), then ``slide.stored`` is publis
 
 Order, so a crash anywhere is repaired by processing the same event again:
 copy to recent and verify -> copy to mirror and verify -> patient row -> exam row ->
-image row -> ``slide.stored``. Object keys are fixed by the slide's IDs, so a repeat
-overwrites the same objects with the same bytes; catalog writes are idempotent upserts.
+image row -> ``slide.stored`` -> release the ingest objects (``storage.ingest_release``: the
+LR staging object and, unless the HR cut still needs it, the original upload are deleted).
+Object keys are fixed by the slide's IDs, so a repeat overwrites the same objects with the
+same bytes; catalog writes are idempotent upserts.
 
 A duplicate event (same slide, same checksum) changes nothing; it re-publishes
 ``slide.stored`` with the same deterministic event id, in case the first attempt died just
-before publishing. The same slide with a different checksum is refused: permanent images
+before publishing, and releases the ingest objects (already gone: nothing to do), in case it
+died before that. The same slide with a different checksum is refused: permanent images
 are never replaced silently.
 """
 
@@ -29,6 +32,7 @@ from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import SlideQcPassed, SlideStored
 from schemas.layout import lr_key
 from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
+from storage.ingest_release import IngestRelease
 from storage.objects import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -54,33 +58,35 @@ class SaveService:
         self.store = store
         self.publish = publish
         self.actor = actor
+        self.release = IngestRelease(catalog, store)
 
     async def save(self, event: SlideQcPassed) -> SaveResult:
         check_qc_output(event.lr, self.store.bucket("ingest"), event.exam_id, event.slide_number)
         check_not_future("acquisition time", event.acquired_at, db_now())
         existing = await self.catalog.get_image(event.exam_id, event.slide_number, ImageState.LR)
         if existing is not None:
-            if existing.sha256 != event.sha256:
-                raise ImageConflict(event.exam_id, event.slide_number)
-            if existing.patient_id != event.patient_id:
-                raise ExamPatientMismatch(event.exam_id)
-            stored = self._stored_event(existing)
-            await self.publish(stored)
-            log.info("save.duplicate", exam_id=event.exam_id, slide=event.slide_number)
-            return SaveResult("duplicate", existing, stored)
+            return await self._duplicate(event, existing)
 
         exam = await self.catalog.get_exam(event.exam_id)
         if exam is not None and exam.patient_id != event.patient_id:
             raise ExamPatientMismatch(event.exam_id)
 
-        info = await self.store.stat(event.lr)
-        if info is None:
-            raise MissingObject(event.lr, "LR slide")
         key = lr_key(event.exam_id, event.slide_number)
         recent = self.store.ref(StorageTier.RECENT, key)
         mirror = self.store.ref("mirror", key)
-        await self._copy_verified(event.lr, recent, event.sha256)
-        await self._copy_verified(event.lr, mirror, event.sha256)
+        try:
+            info = await self.store.stat(event.lr)
+            if info is None:
+                raise MissingObject(event.lr, "LR slide")
+            await self._copy_verified(event.lr, recent, event.sha256)
+            await self._copy_verified(event.lr, mirror, event.sha256)
+        except MissingObject:
+            # Another worker given the same event (a rebalance) may have saved the slide and
+            # released its LR meanwhile: then this is a duplicate, not a missing object.
+            existing = await self.catalog.get_image(event.exam_id, event.slide_number, ImageState.LR)
+            if existing is None:
+                raise
+            return await self._duplicate(event, existing)
 
         await self.catalog.ensure_patient(event.patient_id)
         await self.catalog.ensure_exam(event.exam_id, event.patient_id, event.acquired_at, event.body_part)
@@ -100,8 +106,20 @@ class SaveService:
             at=db_now(), actor=self.actor, action="save", outcome="ok",
             target={"exam_id": image.exam_id, "slide_number": image.slide_number, "state": 0},
             detail={"tier": image.tier.value, "size_bytes": image.size_bytes}))
+        await self.release.release(event, saved=True)
         log.info("save.stored", exam_id=event.exam_id, slide=event.slide_number, size_bytes=event.size_bytes)
         return SaveResult("stored" if created else "duplicate", image, stored)
+
+    async def _duplicate(self, event: SlideQcPassed, existing: ImageRecord) -> SaveResult:
+        if existing.sha256 != event.sha256:
+            raise ImageConflict(event.exam_id, event.slide_number)
+        if existing.patient_id != event.patient_id:
+            raise ExamPatientMismatch(event.exam_id)
+        stored = self._stored_event(existing)
+        await self.publish(stored)
+        await self.release.release(event, saved=True)
+        log.info("save.duplicate", exam_id=event.exam_id, slide=event.slide_number)
+        return SaveResult("duplicate", existing, stored)
 
     async def _copy_verified(self, source: ObjectRef, target: ObjectRef, sha256: str) -> None:
         try:

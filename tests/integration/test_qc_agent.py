@@ -62,7 +62,24 @@ async def _still_in_ingest(settings: Settings, scanned: SlideScanned, tmp_path: 
     assert (sha256, size) == (scanned.sha256, scanned.size_bytes)
 
 
-async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent_worker, data, tmp_path) -> None:
+async def _released_from_ingest(settings: Settings, verdict: SlideQcPassed, timeout_s: float = 120.0) -> None:
+    """Wait until the save (and, for a kept HR scan, the cut) took the slide's upload and LR
+    out of the ingest bucket."""
+    from storage.objects import ObjectStore
+
+    store = ObjectStore(settings.storage)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while await store.exists(verdict.lr) or (verdict.scan is not None and await store.exists(verdict.scan)):
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"ingest objects of exam {verdict.exam_id} still there after {timeout_s:.0f} s")
+            await asyncio.sleep(0.5)
+    finally:
+        store.close()
+
+
+async def test_hr_scan_passes_with_a_readable_lr_tiff_saved_and_leaves_the_ingest_bucket(agent_worker, data,
+                                                                                       tmp_path) -> None:
     # A 40x H&E tile (MoNuSeg states its magnification; the file does not, the scanner does).
     scanned, verdict = await _ingest_and_judge(agent_worker, data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif",
                                                magnification=40)
@@ -71,24 +88,31 @@ async def test_hr_scan_passes_with_a_readable_lr_tiff_in_the_ingest_bucket(agent
     assert verdict.magnification == agent_worker.lr_magnification == 5.0
     assert (verdict.width, verdict.height) == (125, 125)  # 1000 x 1000 at 40x -> 5x
     assert verdict.mpp == pytest.approx(2.0)
-    assert verdict.hr_candidate == scanned.ingest  # the 40x original is the hr-cache candidate
+    assert verdict.hr_candidate == scanned.ingest == verdict.scan  # the 40x original is the hr-cache candidate
     assert verdict.lr.bucket == agent_worker.storage.ingest.bucket
     assert verdict.acquired_at == scanned.acquired_at
     assert {c.name.value for c in verdict.checks} >= {"readable", "tissue", "blur", "folds", "bubbles"}
     assert all(c.passed for c in verdict.checks)
 
+    # The save agent stores QC's LR in the recent tier; once the HR-scan agent has cut the
+    # scan too, both leave the ingest bucket (the QC report stays until its expiry rule).
+    from schemas.common import StorageTier
+    from schemas.layout import lr_key
+
+    await _released_from_ingest(agent_worker, verdict)
     bucket = IngestBucket(agent_worker.storage)
-    sha256, size = await bucket.download(verdict.lr, tmp_path / "lr.tiff")
+    saved = bucket.store.ref(StorageTier.RECENT, lr_key(scanned.exam_id, 1))
+    fd = os.open(tmp_path / "lr.tiff", os.O_WRONLY | os.O_CREAT, 0o600)
+    sha256, size = await bucket.store.download_to_fd(saved, fd)
     assert (sha256, size) == (verdict.sha256, verdict.size_bytes)
     with open_slide(tmp_path / "lr.tiff") as lr:
         assert lr.dimensions == (125, 125) and lr.magnification == 5.0
         assert lr.read_region(0, 0, 0, 125, 125).std() > 5  # real tissue pixels
     # A tile straight from the object store with ranged GETs.
-    with TiledTiff(bucket.store.range_reader(verdict.lr)) as remote:
+    with TiledTiff(bucket.store.range_reader(saved)) as remote:
         assert remote.read_tile(0, 0, 0).shape == (125, 125, 3)
     report = json.loads(await bucket.store.get_bytes(bucket.ref(f"qc/{scanned.exam_id}/0001/report.json")))
     assert report["passed"] and report["qc"]["checks"]
-    await _still_in_ingest(agent_worker, scanned, tmp_path)
 
 
 async def test_vendor_wsi_is_judged_and_a_pass_gets_its_lr_at_the_target_magnification(agent_worker, data) -> None:
@@ -246,3 +270,60 @@ async def test_a_kept_40x_scan_becomes_scanned_hr_tiles(agent_worker, data) -> N
         original = scan.read_region(0, 256, 512, 256, 256)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(tile)).convert("RGB")), original)
     store.close()
+
+
+async def test_a_saved_and_cut_slide_leaves_the_ingest_bucket_and_redeliveries_change_nothing(agent_worker,
+                                                                                            data) -> None:
+    """Through the real agents: after the save and the HR cut, nothing of the slide but its QC
+    report is left in the ingest bucket; the same slide.scanned and slide.qc_passed delivered
+    again are recognised (the save re-publishes the same slide.stored), with no refusal, no
+    dead letter and no second catalog row."""
+    from schemas.events import SlideStored
+    from schemas.layout import LR_STAGING_PREFIX, SCANS_PREFIX
+    from storage.runtime import open_services
+    from storage.save import stored_event_id
+
+    scanned, verdict = await _ingest_and_judge(agent_worker, data / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif",
+                                               magnification=40)
+    assert isinstance(verdict, SlideQcPassed) and verdict.hr_candidate is not None
+    await _released_from_ingest(agent_worker, verdict)
+    exam = verdict.exam_id
+
+    async def sent_back() -> None:
+        async with producer(agent_worker) as prod:
+            await send_event(prod, Topic.SLIDE_SCANNED.value, scanned, key=scanned.kafka_key())
+            await send_event(prod, Topic.SLIDE_QC_PASSED.value, verdict, key=verdict.kafka_key())
+
+    def stored_again(raw: bytes) -> SlideStored | None:
+        event = SlideStored.model_validate_json(raw)
+        return event if event.event_id == stored_event_id(exam, 1, verdict.sha256) else None
+
+    def complaint(raw: bytes) -> object | None:
+        document = json.loads(raw)
+        if document.get("event_type") == "slide.qc_failed":
+            return document if document.get("exam_id") == exam else None
+        if document.get("source_topic") in (Topic.SLIDE_SCANNED.value, Topic.SLIDE_QC_PASSED.value):
+            return document
+        return None
+
+    async with tail_from_end(agent_worker, Topic.SLIDE_STORED.value) as stored, \
+            tail_from_end(agent_worker, Topic.SLIDE_QC_FAILED.value, Topic.DEAD_LETTER.value) as complaints:
+        await sent_back()
+        await wait_for(stored, stored_again, timeout=VERDICT_TIMEOUT_S)
+        with pytest.raises(TimeoutError):
+            found = await wait_for(complaints, complaint, timeout=15)
+            pytest.fail(f"a redelivery was refused: {found}")
+
+    async with producer(agent_worker) as prod:
+        from core.kafka import KafkaSink
+
+        svc = await open_services(agent_worker, KafkaSink(prod), indexes=False)
+        try:
+            assert await svc.catalog.images.count_documents({"exam_id": exam, "state": 0}) == 1
+            bucket = svc.store.bucket("ingest")
+            for prefix in (SCANS_PREFIX, LR_STAGING_PREFIX):
+                assert await svc.store.list_prefix(bucket, f"{prefix}{exam}/") == []
+            report = json.loads(await svc.store.get_bytes(svc.store.ref("ingest", f"qc/{exam}/0001/report.json")))
+            assert report["passed"]  # QC's verdict still readable, not overwritten by the repeat
+        finally:
+            await svc.close()
