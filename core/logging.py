@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -169,6 +170,34 @@ def _scrub_strings(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+# File names in third-party log lines (tifffile names the file in every warning, an OSError
+# quotes its path): the watch-folder convention puts the patient ID in a scan's name.
+_SCAN_SUFFIXES = r"svs|tiff?|ndpi|mrxs|scn|vms|vmu|bif|svslide|dcm|dicom|jpe?g|png|jxl|jp2|j2k|bmp|gif|hl7|json|csv|part"
+_FILE_NAME_PATTERNS = (
+    (re.compile(r"<tifffile\.(\w+) '[^']*'"), r"<tifffile.\1 [file]"),
+    (re.compile(r"""(['"])[^'"\n]*?(?:/|\\|\.(?:""" + _SCAN_SUFFIXES + r"""))[^'"\n]*\1""", re.IGNORECASE), "'[file]'"),
+    (re.compile(r"(?<![\w:/])(?:/[^\s'\",;:)]+)+"), "[file]"),
+    (re.compile(r"[\w.+~-]+\.(?:" + _SCAN_SUFFIXES + r")\b", re.IGNORECASE), "[file]"),
+)
+FILE_NAME = "[file]"
+
+
+def scrub_file_names(text: str) -> str:
+    """``text`` with file names and paths replaced by ``[file]``."""
+    for pattern, replacement in _FILE_NAME_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub_foreign_file_names(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For stdlib records only (tifffile, uvicorn, aiokafka, faust...): our own events name
+    no files, and their fields go through ``IdentityRedactor``."""
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = scrub_file_names(event)
+    return event_dict
+
+
 def _level_number(name: str) -> int:
     return logging.getLevelNamesMapping()[name.upper()]
 
@@ -181,6 +210,7 @@ def build_handler(*, salt: bytes | None = None, json: bool = True, stream: IO[st
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         timestamper,
+        _scrub_foreign_file_names,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)

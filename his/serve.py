@@ -41,7 +41,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
                         allowed_peers=settings.his.allowed_networks())
     keys = ApiKeys.from_settings(settings)
     http = uvicorn.Server(uvicorn.Config(create_http_app(adapter, keys), host=settings.his.host,
-                                         port=settings.his.http_port, log_level="warning", access_log=False))
+                                         port=settings.his.http_port, log_level="warning", access_log=False, log_config=None))
     await mllp.start()
     http_task = asyncio.create_task(http.serve(), name="his-http")
     log.info("his.listening", mllp=f"{settings.his.host}:{mllp.port}",

@@ -26,16 +26,26 @@ class ProcessRecord:
     started_at: str
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (0700), made or tightened: server data,
+    logs and pid files may hold patient data. Missing parents keep the default mode, so that a
+    server run as another system user (PostgreSQL under root) can still reach its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def spawn(argv: Sequence[str], *, log_path: Path, pid_path: Path,
           env: Mapping[str, str] | None = None, cwd: Path | None = None,
           user: str | None = None) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (it outlives the caller), output appended to `log_path`;
     as system user `user` (and its group) when given (needs root)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
+    private_dir(pid_path.parent)
     full_env = {**os.environ, **(env or {})}
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         log.write(f"\n===== {started} starting: {' '.join(argv)}\n".encode())
         log.flush()
         process = subprocess.Popen(

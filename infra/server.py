@@ -9,6 +9,7 @@ from typing import ClassVar
 from core.settings import Settings
 from infra.build import Echo
 from infra.layout import Layout
+from infra.process import private_dir
 
 
 class Server(ABC):
@@ -54,8 +55,9 @@ class Server(ABC):
         """Provision the server's program into the build cache; a no-op when already current."""
 
     def prepare(self, echo: Echo) -> None:
-        """Write configuration and initialise storage before a start (idempotent)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Write configuration and initialise storage before a start (idempotent). The data
+        directory is the owner's alone (0700): it holds patient data."""
+        private_dir(self.data_dir)
 
     @abstractmethod
     def argv(self) -> list[str]: ...

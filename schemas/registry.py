@@ -116,16 +116,24 @@ _QUOTING_ERRORS = {
 UNEXPECTED_KEY = "(unexpected key)"
 
 
-def _safe_location(loc: tuple[int | str, ...]) -> str:
-    """An error location naming our fields and list positions only: a location part that is
-    no schema field name is the sender's key (``extra_forbidden``, a dict's key) and may be a
-    patient's name."""
-    known = field_names()
-    parts = [str(part) if isinstance(part, int) or part in known else UNEXPECTED_KEY for part in loc]
-    return ".".join(parts) or "(event)"
+def safe_location(loc: tuple[int | str, ...], error_type: str, known: frozenset[str] | None = None) -> str:
+    """An error location naming declared fields and list positions only. The last part of an
+    ``extra_forbidden`` error is the sender's key, and may be a patient's name; with ``known``
+    (the field names the input may use), any other part not among them (a dict's key) too."""
+    parts = []
+    for index, part in enumerate(loc):
+        input_key = error_type == "extra_forbidden" and index == len(loc) - 1
+        unsafe = part not in known if known is not None else input_key
+        if not isinstance(part, int) and unsafe:
+            parts.append(UNEXPECTED_KEY)
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
 
 
-def _safe_message(err: Any) -> str:
+def safe_message(err: Any) -> str:
+    """The message of one pydantic error (``ValidationError.errors()`` item) without any part
+    of the input in it."""
     if err["type"] in _QUOTING_ERRORS:
         return _QUOTING_ERRORS[err["type"]]
     message = str(err["msg"])
@@ -143,9 +151,9 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, tuple[str, ...
     fields: list[str] = []
     errors = exc.errors(include_url=False, include_context=False)
     for err in errors[:MAX_REPORTED_ERRORS]:
-        loc = _safe_location(err["loc"])
+        loc = safe_location(err["loc"], err["type"], field_names()) or "(event)"
         fields.append(loc)
-        lines.append(f"{loc}: {_safe_message(err)}")
+        lines.append(f"{loc}: {safe_message(err)}")
     if len(errors) > MAX_REPORTED_ERRORS:
         lines.append(f"... and {len(errors) - MAX_REPORTED_ERRORS} more errors")
     return "; ".join(lines), tuple(fields)

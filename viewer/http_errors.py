@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from catalog.errors import PermanentError, ReportConflict, UnknownExam, UnknownImage, UnknownUser, UserExists
+from schemas.registry import safe_location, safe_message
 from viewer.deepzoom import TileOutOfRange
 from viewer.passwords import WeakPassword
 from viewer.tile_service import SlideUnavailable
@@ -32,11 +33,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def validation_detail(exc: ValidationError | RequestValidationError) -> str:
-    """Which fields are wrong and why, never their values (they may be report text)."""
+    """Which fields are wrong and why, never their values (they may be report text) nor a key
+    the request made up (it may be a patient's name)."""
     parts = []
     for error in exc.errors()[:10]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        loc = tuple(p for p in error.get("loc", ()) if p != "body")
+        where = safe_location(loc, str(error.get("type", ""))) or "body"
+        parts.append(f"{where}: {safe_message(error) if 'msg' in error else 'invalid'}")
     return "invalid request: " + "; ".join(parts)
 
 

@@ -17,7 +17,7 @@ from viewer.context import ViewerContext, open_viewer
 async def serve(settings: Settings) -> None:
     viewer = settings.viewer
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=viewer.host, port=viewer.port,
-                                           log_level="warning", access_log=False, proxy_headers=False))
+                                           log_level="warning", access_log=False, log_config=None, proxy_headers=False))
     print(f"viewer on http://{viewer.host}:{viewer.port}/ (OpenAPI schema /api/openapi.json)", flush=True)
     await server.serve()
 
@@ -26,7 +26,7 @@ async def serve(settings: Settings) -> None:
 async def serving(settings: Settings, context: ViewerContext) -> AsyncIterator[str]:
     """The app on a free loopback port of this event loop; yields its base URL."""
     server = uvicorn.Server(uvicorn.Config(create_app(settings, context), host="127.0.0.1", port=0,
-                                           log_level="warning", access_log=False, lifespan="on"))
+                                           log_level="warning", access_log=False, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -55,6 +55,14 @@ def add_commands(sub: argparse._SubParsersAction, settings_factory) -> None:  # 
     p.set_defaults(func=lambda args: cmd_watch(args, settings_factory()))
 
 
+def _without_file_names(exc: BaseException) -> str:
+    """An error for the console without the file names an ``OSError`` carries: the watch-folder
+    convention puts the patient ID in a scan's name."""
+    if isinstance(exc, OSError) and (exc.filename is not None or exc.filename2 is not None):
+        return f"{type(exc).__name__}: {exc.strerror or 'error'}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings)  # JSON on stderr, patient IDs redacted
     try:
@@ -66,11 +74,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
         facts = examine(args.file)
     except IngestError as exc:
-        print(f"slidestream ingest: {args.file.name}: {exc}", file=sys.stderr)
+        print(f"slidestream ingest: scan refused: {exc}", file=sys.stderr)
         return 1
     if facts.magnification is None and facts.mpp is None and args.magnification is None and args.mpp is None:
         # QC would refuse it as unsupported; say so now, with the flag, before uploading.
-        print(f"slidestream ingest: {args.file.name} states neither its magnification nor its pixel size; "
+        print("slidestream ingest: the scan states neither its magnification nor its pixel size; "
               "give the scanner's --magnification (e.g. 20 or 40) or --mpp (e.g. 0.25)", file=sys.stderr)
         return 2
 
@@ -90,10 +98,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(run())
     except IngestError as exc:
-        print(f"slidestream ingest: {args.file.name}: {exc}", file=sys.stderr)
+        print(f"slidestream ingest: scan refused: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - broker or storage unreachable: say which
-        print(f"slidestream ingest: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(f"slidestream ingest: failed ({_without_file_names(exc)})", file=sys.stderr)
         return 1
 
 

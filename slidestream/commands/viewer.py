@@ -14,10 +14,13 @@ from core.settings import Settings
 
 def _run_viewer(settings: Callable[[], Settings]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from core.logging import configure_logging
         from viewer.serve import serve
 
+        config = settings()
+        configure_logging(config)  # uvicorn's lines too: identity redacted, no file names
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings()))
+            asyncio.run(serve(config))
         return 0
 
     return run
