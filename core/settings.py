@@ -241,6 +241,20 @@ class HisSettings(_Group):
     # only the install's own key, made once in ``<state_dir>/secrets/his-api.key`` (mode 0600;
     # ``slidestream his key`` shows it). There is no built-in key.
     api_keys: dict[str, str] = Field(default_factory=dict)
+    # MLLP over TLS (as e.g. Mirth Connect offers it): the listener's certificate chain and key
+    # (PEM files). With mllp_tls_client_ca, a client must also present a certificate signed by
+    # that CA (mutual TLS) before anything is read. Unset: plain TCP (loopback or a closed network).
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> HisSettings:
+        if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
+            raise ValueError("his.mllp_tls_cert and his.mllp_tls_key go together")
+        if self.mllp_tls_client_ca is not None and self.mllp_tls_cert is None:
+            raise ValueError("his.mllp_tls_client_ca needs his.mllp_tls_cert and his.mllp_tls_key")
+        return self
 
     @field_validator("mllp_allowed_peers")
     @classmethod

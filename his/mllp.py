@@ -3,14 +3,17 @@ over TCP, one acknowledgement per message, using python-hl7's asyncio streams.
 
 MLLP carries no credentials, so hospitals restrict it by network: the listener accepts only
 peers in its allow-list (``settings.his.mllp_allowed_peers``, loopback by default) and closes
-any other connection before reading a byte of it."""
+any other connection before reading a byte of it. It can also run over TLS, optionally
+requiring a client certificate from a given CA (``server_tls_context``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ipaddress
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import hl7
 import structlog
@@ -25,15 +28,38 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_ONLY: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"))
 
 
+def server_tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.2+ for the listener; with ``client_ca``, a client certificate signed by it is required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls_context(ca: Path | None = None, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """TLS for a sender: the listener's certificate is verified (against ``ca``, else the system's
+    CAs); ``cert``/``key`` is the sender's own certificate when the listener asks for one."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None:
+        context.load_cert_chain(cert, key)
+    return context
+
+
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 
 
 class MllpListener:
     def __init__(self, handler: Handler, host: str, port: int, *, max_message_bytes: int = 1 << 20,
-                 idle_timeout_s: float = 300.0, allowed_peers: Sequence[Network] = LOOPBACK_ONLY) -> None:
+                 idle_timeout_s: float = 300.0, allowed_peers: Sequence[Network] = LOOPBACK_ONLY,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._handler = handler
         self._allowed = tuple(allowed_peers)
+        self._tls = tls
         self._host = host
         self._port = port
         self._limit = max_message_bytes
@@ -47,7 +73,8 @@ class MllpListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await start_hl7_server(self._serve, self._host, self._port, limit=self._limit)
+        self._server = await start_hl7_server(self._serve, self._host, self._port, limit=self._limit, ssl=self._tls,
+                                              ssl_handshake_timeout=30.0 if self._tls is not None else None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -116,9 +143,10 @@ class MllpListener:
                 await writer.wait_closed()
 
 
-async def send_message(host: str, port: int, message: str, *, timeout_s: float = 30.0) -> hl7.Message:
+async def send_message(host: str, port: int, message: str, *, timeout_s: float = 30.0,
+                       tls: ssl.SSLContext | None = None) -> hl7.Message:
     """Send one framed HL7 message and return the acknowledgement (``MSA-1``: AA, AE or AR)."""
-    reader, writer = await asyncio.wait_for(open_hl7_connection(host, port), timeout_s)
+    reader, writer = await asyncio.wait_for(open_hl7_connection(host, port, ssl=tls), timeout_s)
     try:
         writer.writeblock(message.encode())
         await writer.drain()

@@ -8,17 +8,19 @@ import argparse
 import asyncio
 import contextlib
 import re
+import ssl
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from core.settings import Settings
 
 
 async def send_adt(settings: Settings, trigger: str, patient_id: str, *, at: datetime | None = None,
                    visit_id: str | None = None, ward: str | None = None, host: str | None = None,
-                   port: int | None = None, timeout_s: float = 30.0) -> tuple[str, str]:
+                   port: int | None = None, timeout_s: float = 30.0, tls: ssl.SSLContext | None = None) -> tuple[str, str]:
     """Send one ADT^A01/A03 to the MLLP listener; (MSA-1 code, MSA-3 text) of its answer."""
     from his.hl7_adt import build_adt
     from his.mllp import send_message
@@ -26,7 +28,7 @@ async def send_adt(settings: Settings, trigger: str, patient_id: str, *, at: dat
     message = build_adt(trigger, patient_id, at or datetime.now(UTC), f"CLI{uuid.uuid4().hex[:12]}",
                         visit_id=visit_id, ward=ward, sender="SLIDESTREAM-CLI")
     reply = await send_message(host or settings.his.host, port or settings.his.mllp_port, message,
-                               timeout_s=timeout_s)
+                               timeout_s=timeout_s, tls=tls)
     msa = reply.segment("MSA")
     return str(msa[1]), str(msa[3]) if len(msa) > 3 else ""
 
@@ -54,10 +56,18 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
         return 0
 
     def send(args: argparse.Namespace) -> int:
+        tls = None
+        if args.tls or args.tls_ca or args.tls_cert:
+            from his.mllp import client_tls_context
+
+            if (args.tls_cert is None) != (args.tls_key is None):
+                print("slidestream his send: --tls-cert and --tls-key go together", file=sys.stderr)
+                return 2
+            tls = client_tls_context(args.tls_ca, args.tls_cert, args.tls_key)
         try:
             code, text = asyncio.run(send_adt(settings(), args.trigger, args.patient, at=args.at,
                                               visit_id=args.visit, ward=args.ward, host=args.host,
-                                              port=args.port, timeout_s=args.timeout))
+                                              port=args.port, timeout_s=args.timeout, tls=tls))
         except asyncio.IncompleteReadError:
             print("slidestream his send: the MLLP listener closed the connection without an answer "
                   "(is this host in its his.mllp_allowed_peers?)", file=sys.stderr)
@@ -113,4 +123,9 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
     s.add_argument("--host", help="listener host (default: settings.his.host)")
     s.add_argument("--port", type=int, help="listener port (default: settings.his.mllp_port)")
     s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--tls", action="store_true", help="MLLP over TLS (the listener's certificate checked "
+                                                      "against the system's CAs, or --tls-ca)")
+    s.add_argument("--tls-ca", type=Path, help="CA file that signed the listener's certificate (implies --tls)")
+    s.add_argument("--tls-cert", type=Path, help="this sender's certificate (PEM), for a listener that requires one")
+    s.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM)")
     s.set_defaults(func=send)

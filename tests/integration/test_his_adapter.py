@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 
 import hl7
@@ -215,6 +216,43 @@ async def test_the_running_adapter_authenticates_both_entry_points(stack: Settin
             assert str(reply["MSA.F1"]) == "AA"
             with pytest.raises(TimeoutError):  # the refused peer's admission never reached Kafka
                 await wait_for(admitted, matching(PatientAdmitted, patient_id=outsider), timeout=3)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+
+async def test_the_running_adapter_serves_mllp_over_mutual_tls(stack: Settings, tmp_path) -> None:
+    """his.mllp_tls_* make `slidestream his` speak MLLP over TLS and require a client certificate
+    from the configured CA; the CLI sender (`his send --tls-*`) gets AA, a sender without a
+    certificate is disconnected and its admission never reaches Kafka."""
+    from his.mllp import client_tls_context
+    from his.serve import serve
+    from slidestream.commands.his import send_adt
+    from tests.unit.test_his_tls import _ca, _issued
+
+    _ca(tmp_path, "hospital-ca")
+    _issued(tmp_path, "hospital-ca", "listener", "subjectAltName=IP:127.0.0.1")
+    _issued(tmp_path, "hospital-ca", "his", "extendedKeyUsage=clientAuth")
+    his = stack.his.model_copy(update={
+        "mllp_port": _free_port(), "http_port": _free_port(), "mllp_tls_cert": tmp_path / "listener.pem",
+        "mllp_tls_key": tmp_path / "listener.key", "mllp_tls_client_ca": tmp_path / "hospital-ca.pem"})
+    settings = stack.model_copy(update={"his": his})
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve(settings, ready=ready))
+    patient, certless = uid("P"), uid("P")
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        async with tail_from_end(stack, Topic.PATIENT_ADMITTED.value) as admitted:
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError, TimeoutError)):
+                await send_adt(settings, "A01", certless, host="127.0.0.1", port=his.mllp_port, timeout_s=5,
+                               tls=client_tls_context(tmp_path / "hospital-ca.pem"))
+            tls = client_tls_context(tmp_path / "hospital-ca.pem", tmp_path / "his.pem", tmp_path / "his.key")
+            code, _ = await send_adt(settings, "A01", patient, host="127.0.0.1", port=his.mllp_port, tls=tls)
+            assert code == "AA"
+            await wait_for(admitted, matching(PatientAdmitted, patient_id=patient), timeout=30)
+            with pytest.raises(TimeoutError):
+                await wait_for(admitted, matching(PatientAdmitted, patient_id=certless), timeout=3)
     finally:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
