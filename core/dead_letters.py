@@ -50,6 +50,7 @@ def dead_letter(
     ``core.logging.configure_logging`` installed)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     key_text = key.decode("utf-8", errors="backslashreplace") if isinstance(key, bytes) else key
+    copy, reason = redacted_copy(data, error or "unknown error", salt)
     return DeadLetter(
         source_topic=source_topic,
         partition=partition,
@@ -57,26 +58,29 @@ def dead_letter(
         key_ref=patient_ref(key_text, salt) if key_text else None,
         payload_size=len(data),
         payload_digest=keyed_digest(data, salt),
-        redacted=redacted_copy(data, salt),
-        error=error or "unknown error",
+        redacted=copy,
+        error=reason,
     )
 
 
-def redacted_copy(data: bytes, salt: bytes | None = None) -> Any:
-    """``data`` parsed as JSON and redacted, or None when it is not JSON, too large or too
-    deeply nested to copy safely."""
+def redacted_copy(data: bytes, reason: str = "", salt: bytes | None = None) -> tuple[Any, str]:
+    """``data`` parsed as JSON and redacted (None when it is not JSON, too large or too deeply
+    nested to copy safely), and ``reason`` with the identity values found in it scrubbed too
+    (a second line of defence: reasons are written never to quote the input)."""
     if len(data) > MAX_COPIED_BYTES:
-        return None
+        return None, reason
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=str)
     except (ValueError, RecursionError):  # not UTF-8, not JSON, "[" * 100_000, huge integers
-        return None
+        return None, reason
     if _deeper_than(document, MAX_COPIED_DEPTH):
-        return None
-    copy = IdentityRedactor(salt, DEAD_LETTER_REDACTED_FIELDS).redact(_known_keys(document))
+        return None, reason
+    both = IdentityRedactor(salt, DEAD_LETTER_REDACTED_FIELDS).redact(
+        {"payload": _known_keys(document), "reason": reason})
+    copy, reason = both["payload"], both["reason"]
     if len(json.dumps(copy)) > 4 * MAX_COPIED_BYTES:  # renamed keys can make it grow
-        return None
-    return copy
+        return None, reason
+    return copy, reason
 
 
 def _deeper_than(document: Any, limit: int) -> bool:

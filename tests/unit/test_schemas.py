@@ -438,3 +438,9 @@ def test_image_record_defaults_and_limits() -> None:
 def test_deeply_nested_json_is_refused_as_bad_input_not_a_crash(payload: str) -> None:
     with pytest.raises(EventValidationError, match="nested too deeply"):
         parse_event(Topic.SLIDE_SCANNED, payload)
+
+
+def test_a_reason_that_quotes_an_identity_value_of_the_payload_is_scrubbed_too() -> None:
+    raw = json.dumps({"patient_id": "P-55501", "identity": {"national_id": "780101-4455"}}).encode()
+    letter = _letter(raw, error="service said: unknown national id 780101-4455 for P-55501")
+    assert letter.error == "service said: unknown national id [redacted] for [redacted]"
