@@ -62,6 +62,7 @@ IMAGES_PER_PATIENT = sum(EXAM_SLIDES)
 PATHOLOGISTS = 200
 DEPARTMENTS = 20
 BATCH = 1000
+BENCH_TIMEOUT_S = 900.0
 NOW = datetime.now(UTC).replace(microsecond=0)
 AGE_LIMIT = timedelta(days=365)
 MEASURES = ("image by key", "a patient's images", "worklist page (50 exams + slides)",
@@ -288,7 +289,9 @@ class Result:
 async def run(settings: Settings, images: int, *, queries: int = 100, moves_n: int = 50,
               progress: Callable[[str], None] = lambda _m: None) -> Result:
     """Load a fresh catalog into ``settings.mongo.database`` (dropped first) and measure."""
-    client = connect(settings.mongo)
+    # FerretDB counts and sorts by reading documents: at 10^6 images a count or a sweep page
+    # takes longer than the services' 30 s socket timeout.
+    client = connect(settings.mongo, timeout_s=BENCH_TIMEOUT_S)
     try:
         db = database(client, settings.mongo)
         await client.drop_database(settings.mongo.database)
