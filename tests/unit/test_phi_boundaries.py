@@ -170,3 +170,24 @@ def test_the_state_dir_itself_stays_traversable_for_servers_run_as_another_user(
 
     private_dir(tmp_path / "state" / "minio")
     assert (tmp_path / "state").stat().st_mode & 0o005 == 0o005 or os.geteuid() != 0
+
+
+async def test_his_422_names_fields_but_never_a_key_or_value_from_the_message() -> None:
+    """Failed before: the HIS answered ``Ada Byron-Lovelace: Extra inputs are not permitted``."""
+    from his.adapter import HisAdapter
+    from his.auth import ApiKeys, key_digest, new_key
+    from his.http import create_http_app
+
+    published: list[object] = []
+
+    async def sink(event: object, *, partition: int | None = None) -> None:
+        published.append(event)
+
+    key = new_key()
+    app = create_http_app(HisAdapter(sink), ApiKeys({"epic": key_digest(key)}))
+    body = {"patient_id": PATIENT, "admitted_at": "yesterday", "identity": {"name": NAME, NAME: 1}, NAME: PATIENT}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://his") as client:
+        reply = await client.post("/v1/admissions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert reply.status_code == 422 and published == []
+    assert "admitted_at" in reply.json()["fields"] and "identity.(unexpected key)" in reply.json()["fields"]
+    assert NAME not in reply.text and PATIENT not in reply.text and "Byron" not in reply.text
