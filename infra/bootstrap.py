@@ -38,6 +38,11 @@ def plan_topics(specs: Sequence[TopicSpec], existing: Mapping[str, int]) -> Topi
     return TopicPlan(create, grow, oversized)
 
 
+# S3 error codes of a key pair the server does not know, a wrong secret, or (a HEAD request has
+# no error body, so MinIO's answer to an unknown key there is a bare 403) access denied.
+REFUSED_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
+
+
 @dataclass(frozen=True)
 class TierConnection:
     endpoint: str
@@ -119,8 +124,13 @@ def ensure_buckets(storage: StorageSettings) -> list[str]:
         except S3Error as exc:
             if exc.code in ("BucketAlreadyOwnedByYou",):
                 continue
+            hint = ""
+            if exc.code in REFUSED_CREDENTIALS:
+                hint = ("; check the storage credentials (storage.access_key / secret_key, else the install's "
+                        "own pair in <state_dir>/secrets) and their permissions. A local MinIO started before "
+                        "per-install credentials still runs with the old pair: `slidestream down`, then `up`")
             raise BootstrapError(f"bucket {conn.bucket} of tier {tier_name} at {conn.endpoint}: {exc.code}: "
-                                 f"{exc.message}") from exc
+                                 f"{exc.message}{hint}") from exc
     return created
 
 

@@ -108,3 +108,18 @@ def test_the_running_minio_refuses_the_old_shared_pair_and_takes_the_installs_ow
                 secure=False, region=stack.storage.region)
     assert own.bucket_exists(stack.storage.recent.bucket)
     assert (stack.state_dir / "secrets" / "storage-root.key").stat().st_mode & 0o077 == 0
+
+
+def test_bootstrap_names_refused_storage_credentials(stack: Settings) -> None:
+    """A stack started with the old shared pair and clients using the install's own (or the
+    reverse) fail bootstrap with a message saying what to do, not just an S3 error code."""
+    from pydantic import SecretStr
+
+    from infra.bootstrap import ensure_buckets
+    from infra.errors import BootstrapError
+
+    old = stack.storage.model_copy(update={"access_key": "slidestream", "secret_key": SecretStr("slidestream-dev-secret")})
+    with pytest.raises(BootstrapError, match="check the storage credentials") as refused:
+        ensure_buckets(old)
+    assert "slidestream-dev-secret" not in str(refused.value)
+    assert ensure_buckets(stack.storage) == []  # the install's own pair: every bucket is there
