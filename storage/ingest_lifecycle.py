@@ -7,6 +7,11 @@ per prefix the system writes there (``schemas.layout.INGEST_PREFIXES``).
   whose save or HR cut never finished.
 * ``qc/``: ``storage.ingest_retention.qc_report_days`` (30): QC reports and overlays.
 
+Each rule also aborts multipart uploads left unfinished for a day (a scanner that died halfway
+through a large scan leaves its parts, patient data too). AWS S3 applies that; MinIO accepts
+the rule but drops that element, and removes stale multipart uploads by itself (its
+``stale_uploads_expiry``, 24 h by default).
+
 Bootstrap sets the rules (``ensure_ingest_lifecycle``) on whatever S3 endpoint the ingest
 tier has: the local MinIO, docker-compose's, production's. Rules of others on the bucket
 (ids not starting with ``RULE_ID_PREFIX``) are kept. A backend without lifecycle support is
@@ -21,7 +26,7 @@ from typing import Literal
 import structlog
 from minio.commonconfig import ENABLED, Filter
 from minio.error import S3Error
-from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
 from core.settings import IngestRetention, StorageSettings
 from schemas.layout import LR_STAGING_PREFIX, QC_PREFIX, SCANS_PREFIX
@@ -32,6 +37,8 @@ log = structlog.get_logger(__name__)
 RULE_ID_PREFIX = "slidestream-ingest-"
 # What S3 backends answer when they have no lifecycle API.
 UNSUPPORTED_CODES = frozenset({"NotImplemented", "XNotImplemented", "MethodNotAllowed"})
+# Unfinished multipart uploads are aborted after this many days.
+ABORT_UPLOADS_DAYS = 1
 # "No configuration yet" on a bucket.
 NO_CONFIGURATION_CODES = frozenset({"NoSuchLifecycleConfiguration"})
 
@@ -74,7 +81,8 @@ def merged_config(existing: LifecycleConfig | None, wanted: tuple[ExpiryRule, ..
     foreign = [r for r in (existing.rules if existing is not None else [])
                if not (r.rule_id or "").startswith(RULE_ID_PREFIX)]
     return LifecycleConfig(foreign + [
-        Rule(ENABLED, rule_filter=Filter(prefix=r.prefix), rule_id=r.rule_id, expiration=Expiration(days=r.days))
+        Rule(ENABLED, rule_filter=Filter(prefix=r.prefix), rule_id=r.rule_id, expiration=Expiration(days=r.days),
+             abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days_after_initiation=ABORT_UPLOADS_DAYS))
         for r in wanted])
 
 

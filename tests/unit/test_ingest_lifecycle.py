@@ -35,6 +35,8 @@ def test_an_empty_bucket_gets_our_rules_and_they_read_back() -> None:
     round_trip = unmarshal(LifecycleConfig, marshal(config).decode())
     assert expiry_rules_of(round_trip) == tuple(sorted(wanted, key=lambda r: r.rule_id))
     assert merged_config(round_trip, wanted) is None  # already there: nothing to write
+    # Unfinished multipart uploads (parts of a scan) go too, where the backend supports it.
+    assert all(r.abort_incomplete_multipart_upload.days_after_initiation == 1 for r in round_trip.rules)
 
 
 def test_changed_days_replace_our_rules_and_keep_foreign_ones() -> None:
