@@ -56,7 +56,14 @@ NAME_CONVENTION = re.compile(r"^(?P<patient>[^+]+)\+(?P<exam>[^+]+)\+(?P<slide>[
 
 
 class Rejected(ValueError):
-    """The scan cannot be ingested as it is; the message is written to its reason file."""
+    """The scan cannot be ingested as it is; the message is written to its reason file, next to
+    the scan. ``loggable`` is what logs and the console get instead when the message repeats
+    something of the operator's input (a sidecar's key, a file name: either may be a patient's
+    name or ID)."""
+
+    def __init__(self, message: str, *, loggable: str | None = None) -> None:
+        super().__init__(message)
+        self.loggable = loggable if loggable is not None else message
 
 
 @dataclass(frozen=True)
@@ -115,8 +122,9 @@ def request_from_sidecar(scan: Path, sidecar: Path, *, scanner_id: str | None = 
         raise Rejected("sidecar: expected a JSON object")
     unknown = sorted(set(document) - SIDECAR_KEYS)
     if unknown:
-        raise Rejected(f"sidecar: unknown key(s) {', '.join(k[:40] for k in unknown[:5])}; "
-                       f"allowed: {', '.join(sorted(SIDECAR_KEYS))}")
+        allowed = f"allowed: {', '.join(sorted(SIDECAR_KEYS))}"
+        raise Rejected(f"sidecar: unknown key(s) {', '.join(k[:40] for k in unknown[:5])}; {allowed}",
+                       loggable=f"sidecar: {len(unknown)} unknown key(s); {allowed}")
     try:
         ids = validate_ids(document.get("patient_id"), document.get("exam_id"), document.get("slide_number"),
                            scanner_id=document.get("scanner_id", scanner_id), body_part=document.get("body_part"))
@@ -266,10 +274,11 @@ class WatchFolder:
                     since = self._tracker.stable_since(scan) or self._clock()
                     if self._clock() - since < self._sidecar_wait_s:
                         return None  # its sidecar may still come
-                    raise Rejected(f"no sidecar {sidecar.name} and the name does not follow "
-                                   "<patient_id>+<exam_id>+<slide_number>.<ext>")
+                    convention = "the name does not follow <patient_id>+<exam_id>+<slide_number>.<ext>"
+                    raise Rejected(f"no sidecar {sidecar.name} and {convention}",
+                                   loggable=f"no sidecar (<scan>{SIDECAR_SUFFIX}) and {convention}")
         except Rejected as exc:
-            return self._reject(scan, str(exc))
+            return self._reject(scan, str(exc), exc.loggable)
         try:
             await self._ingest(request)
         except IngestError as exc:
@@ -291,9 +300,11 @@ class WatchFolder:
         self._tracker.forget(sidecar)
         return target
 
-    def _reject(self, scan: Path, reason: str) -> Outcome:
+    def _reject(self, scan: Path, reason: str, loggable: str | None = None) -> Outcome:
         target = self._move(scan, self.rejected)
         target.with_name(target.name + REASON_SUFFIX).write_text(reason + "\n", encoding="utf-8")
-        # The reason names fields, never their values; the file name may identify the patient.
-        log.warning("watch.rejected", reason=reason)
-        return Outcome(scan.name, "rejected", reason)
+        # Logs and the console get reasons naming fields, never their values, keys or the file
+        # name (any may identify the patient); the reason file beside the scan has the details.
+        loggable = reason if loggable is None else loggable
+        log.warning("watch.rejected", reason=loggable)
+        return Outcome(scan.name, "rejected", loggable)

@@ -226,3 +226,24 @@ def test_helpers(tmp_path) -> None:
 def test_missing_watch_folder_is_an_error(tmp_path, recorder) -> None:
     with pytest.raises(NotADirectoryError):
         WatchFolder(tmp_path / "absent", recorder)
+
+
+async def test_rejections_log_no_sidecar_key_and_no_file_name(folder, clock, recorder, tmp_path) -> None:
+    """Failed before: ``watch.rejected`` logged the sidecar's unknown key (here a patient's
+    name) and the sidecar's file name (here the patient's ID); the console line repeated them."""
+    import structlog
+
+    (tmp_path / "a.svs").write_bytes(b"x")
+    (tmp_path / "a.svs.json").write_text('{"patient_id": "P1", "exam_id": "E1", "slide_number": 1, "Ada Lovelace": 1}')
+    (tmp_path / "P-880011 scan.svs").write_bytes(b"x")
+    with structlog.testing.capture_logs() as logs:
+        outcomes = await settle(folder, clock)
+        clock.now += 60
+        outcomes += await folder.poll()
+    assert sorted(o.status for o in outcomes) == ["rejected", "rejected"]
+    shown = repr(logs) + " ".join(o.describe() for o in outcomes)
+    assert "watch.rejected" in shown and "1 unknown key(s)" in shown and "no sidecar (<scan>.json)" in shown
+    assert "Ada" not in shown and "P-880011" not in shown
+    # The reason files beside the scans keep the details for whoever fixes them.
+    assert "Ada Lovelace" in (tmp_path / "rejected" / ("a.svs" + REASON_SUFFIX)).read_text()
+    assert "P-880011 scan.svs.json" in (tmp_path / "rejected" / ("P-880011 scan.svs" + REASON_SUFFIX)).read_text()
