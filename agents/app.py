@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka.session_timeout_s / 3),
         broker_commit_every=100,
         broker_commit_interval=1.0,
     )

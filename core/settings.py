@@ -47,9 +47,13 @@ class KafkaSettings(_Group):
     host: str = LOOPBACK
     port: int = Field(19092, ge=1, le=65535)
     controller_port: int = Field(19093, ge=1, le=65535)
+    # How long the broker waits for a silent worker before handing its partitions to the
+    # others: after a worker is killed, its work (and `slidestream up`'s probe) resumes this
+    # much later. Faust's default is 60 s; its heartbeats come from its own consumer thread,
+    # so a busy event loop does not make a live worker look dead. The broker's floor is 6 s.
+    session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
     heap_mb: int = Field(512, ge=256)
     version: str = "4.3.1"
-
     # Every client authenticates with SASL/SCRAM-SHA-512; there is no unauthenticated listener.
     # SASL_SSL adds TLS (with the system's CA certificates) for a broker across a network.
     security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
