@@ -23,7 +23,6 @@ import json
 from typing import Any
 
 from core.logging import IdentityRedactor, keyed_digest, patient_ref
-from schemas.common import SENSITIVE_FIELDS
 from schemas.events import DeadLetter
 from schemas.registry import field_names
 
@@ -31,8 +30,6 @@ from schemas.registry import field_names
 # an event may have, and a redacted copy of something that large helps nobody.
 MAX_COPIED_BYTES = 64 << 10
 MAX_COPIED_DEPTH = 32
-# File names are redacted too: the watch-folder convention puts the patient ID in them.
-DEAD_LETTER_REDACTED_FIELDS = (*SENSITIVE_FIELDS, "original_filename", "filename", "file_name")
 UNKNOWN_KEY = "[unknown field {}]"
 
 
@@ -75,7 +72,7 @@ def redacted_copy(data: bytes, reason: str = "", salt: bytes | None = None) -> t
         return None, reason
     if _deeper_than(document, MAX_COPIED_DEPTH):
         return None, reason
-    both = IdentityRedactor(salt, DEAD_LETTER_REDACTED_FIELDS).redact(
+    both = IdentityRedactor(salt).redact(
         {"payload": _known_keys(document), "reason": reason})
     copy, reason = both["payload"], both["reason"]
     if len(json.dumps(copy)) > 4 * MAX_COPIED_BYTES:  # renamed keys can make it grow

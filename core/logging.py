@@ -4,8 +4,9 @@ Every log line, from structlog or from stdlib loggers (faust, aiokafka, uvicorn)
 one redaction step before it is rendered:
 
 - values of keys in ``schemas.SENSITIVE_FIELDS`` (name, birth_date, national_id, identity,
-  clinical_info, ...) become ``"[redacted]"``, at any depth, in dicts, lists and pydantic
-  models;
+  clinical_info, ...) and of file-name keys (``original_filename``...: the watch-folder
+  convention puts the patient ID in a scan's name) become ``"[redacted]"``, at any depth, in
+  dicts, lists and pydantic models;
 - a ``patient_id`` (possibly a national ID number) is replaced by ``patient_ref``, a keyed
   hash (HMAC-SHA256 under the install's log salt, 64 bits) that is stable across processes
   sharing the salt, so operators can follow one patient through the logs without seeing the
@@ -35,6 +36,9 @@ from pydantic import BaseModel
 
 from core.log_throttle import RepeatThrottle
 from schemas.common import SENSITIVE_FIELDS
+
+# What the redactor blanks: identity, clinical text, and file names.
+REDACTED_FIELDS: tuple[str, ...] = (*SENSITIVE_FIELDS, "original_filename", "filename", "file_name")
 
 REDACTED = "[redacted]"
 PATIENT_REF_HEX = 16  # 64 bits of HMAC-SHA256
@@ -88,7 +92,7 @@ def _ref_key(key: str) -> str:
 class IdentityRedactor:
     """structlog processor removing patient identity data from an event dict."""
 
-    def __init__(self, salt: bytes | None = None, fields: Iterable[str] = SENSITIVE_FIELDS) -> None:
+    def __init__(self, salt: bytes | None = None, fields: Iterable[str] = REDACTED_FIELDS) -> None:
         self._salt = salt
         self._fields = frozenset(fields)
 

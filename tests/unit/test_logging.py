@@ -183,3 +183,13 @@ def test_the_old_public_salt_and_short_salts_are_refused_at_start(salt: str, mon
     with pytest.raises(ValidationError) as info:
         Settings()
     assert "log_salt" in str(info.value) and salt not in str(info.value)
+
+
+def test_file_names_are_redacted_from_our_own_lines(capture: io.StringIO) -> None:
+    """Failed before: a logged slide.scanned carried its original file name, which the
+    watch-folder convention builds from the patient ID."""
+    scanned = next(e for e in example_events() if e.event_type == "slide.scanned")
+    structlog.get_logger("x").info("event.received", payload=scanned, filename="P-31337+E1+1.svs")
+    line = _lines(capture)[0]
+    assert line["payload"]["original_filename"] == REDACTED and line["filename"] == REDACTED
+    assert scanned.original_filename not in capture.getvalue() and "P-31337" not in capture.getvalue()
