@@ -59,6 +59,15 @@ def scan_of(event: SlideQcPassed) -> ObjectRef | None:
     return event.scan or event.hr_candidate
 
 
+def check_ingest_refs(event: SlideQcPassed, ingest_bucket: str) -> None:
+    """``ForgedEvent`` unless every ingest object the event names is QC's or the scanner's own
+    of that very slide (the release deletes them)."""
+    check_qc_output(event.lr, ingest_bucket, event.exam_id, event.slide_number)
+    for scan in (event.scan, event.hr_candidate):
+        if scan is not None:
+            check_scan_upload(scan, ingest_bucket, event.exam_id, event.slide_number)
+
+
 def released_body(event: SlideQcPassed, scan: ObjectRef | None) -> bytes:
     return json.dumps({"scan": scan.key if scan is not None else None, "lr_sha256": event.sha256,
                        "at": db_now().isoformat()}).encode()
@@ -96,11 +105,8 @@ class IngestRelease:
     async def release(self, event: SlideQcPassed, *, saved: bool | None = None) -> Release:
         """Delete what the saved slide left in the ingest bucket, as far as nothing needs it.
         ``saved``: the caller has just established that the save is done."""
-        ingest = self.store.bucket("ingest")
-        check_qc_output(event.lr, ingest, event.exam_id, event.slide_number)
+        check_ingest_refs(event, self.store.bucket("ingest"))
         scan = scan_of(event)
-        if scan is not None:
-            check_scan_upload(scan, ingest, event.exam_id, event.slide_number)
         if saved is None:
             saved = await self.is_saved(event)
         if not saved:

@@ -24,7 +24,7 @@ from typing import Literal
 import structlog
 
 from catalog.errors import ExamPatientMismatch
-from catalog.provenance import check_not_future, check_qc_output
+from catalog.provenance import check_not_future
 from catalog.repository import Catalog
 from core.kafka import EventSink
 from schemas.catalog import AuditEntry, ImageRecord, db_now
@@ -32,7 +32,7 @@ from schemas.common import ImageState, ObjectRef, StorageTier
 from schemas.events import SlideQcPassed, SlideStored
 from schemas.layout import lr_key
 from storage.errors import ChecksumMismatch, ImageConflict, MissingObject
-from storage.ingest_release import IngestRelease
+from storage.ingest_release import IngestRelease, check_ingest_refs
 from storage.objects import ObjectStore
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,7 @@ class SaveService:
         self.release = IngestRelease(catalog, store)
 
     async def save(self, event: SlideQcPassed) -> SaveResult:
-        check_qc_output(event.lr, self.store.bucket("ingest"), event.exam_id, event.slide_number)
+        check_ingest_refs(event, self.store.bucket("ingest"))  # before anything is written
         check_not_future("acquisition time", event.acquired_at, db_now())
         existing = await self.catalog.get_image(event.exam_id, event.slide_number, ImageState.LR)
         if existing is not None:

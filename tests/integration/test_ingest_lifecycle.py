@@ -244,3 +244,16 @@ async def test_slide_command_shows_the_qc_report_while_kept_and_says_when_it_exp
         lines.clear()
         await show_slide(stack, event.exam_id, 1, echo=lines.append)
         assert "QC: report expired (QC reports are kept 30 days" in lines[1]
+
+
+async def test_a_pass_naming_another_slides_upload_is_refused_before_anything_is_written(stack: Settings) -> None:
+    from catalog.provenance import ForgedEvent
+
+    async with services(stack) as svc:
+        victim = await stage_pass(svc)
+        forged = await stage_pass(svc)
+        forged = forged.model_copy(update={"scan": victim.scan})
+        with pytest.raises(ForgedEvent):
+            await svc.saver.save(forged)
+        assert await svc.catalog.get_image(forged.exam_id, 1, ImageState.LR) is None
+        assert await svc.store.exists(victim.scan)  # the other slide's upload is untouched
