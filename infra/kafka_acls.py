@@ -3,8 +3,9 @@
 * the application's services (``kafka.username``): read, write, describe and create topics
   (event topics and Faust's internal ``<app id>-...`` topics, whose names follow the app id
   that tests and scale-out groups vary), use any consumer group, and describe the cluster
-  (the tier sweep lists groups and their lag). Not: delete topics, alter configurations,
-  manage ACLs or users.
+  (the tier sweep lists groups and their lag). Not: write patient events (a DENY: only the HIS
+  admits and discharges, so a compromised viewer cannot move a patient's slides), delete
+  topics, alter configurations, manage ACLs or users.
 * the HIS adapter (``kafka.his_username``): write the patient events it produces, nothing
   else (it cannot read, cannot write ``slide.*``, ``upscale.*`` or the dead-letter topic).
 * the scanner ingest (``kafka.scanner_username``; ``slidestream ingest`` / ``watch``, the
@@ -67,6 +68,7 @@ class Operation(IntEnum):
     IDEMPOTENT_WRITE = 12
 
 
+_DENY = 2
 _ALLOW = 3
 _ANY = 1  # in a DescribeAcls filter: any resource type, pattern type, operation, permission
 _ANY_HOST = "*"
@@ -80,11 +82,17 @@ class Acl:
     name: str
     operation: Operation
     pattern: Pattern = Pattern.LITERAL
+    permission: int = _ALLOW
 
 
 def _grant(principal: Principal, resource: Resource, name: str, *operations: Operation,
            pattern: Pattern = Pattern.LITERAL) -> list[Acl]:
     return [Acl(principal, resource, name, op, pattern) for op in operations]
+
+
+def _deny(principal: Principal, resource: Resource, name: str, *operations: Operation) -> list[Acl]:
+    """A DENY wins over every ALLOW (here: over the application's ``*`` topic grant)."""
+    return [Acl(principal, resource, name, op, permission=_DENY) for op in operations]
 
 
 def planned_acls() -> list[Acl]:
@@ -98,6 +106,7 @@ def planned_acls() -> list[Acl]:
     ]
     for topic in HIS_TOPICS:
         acls += _grant("his", Resource.TOPIC, topic, Operation.WRITE, Operation.DESCRIBE)
+        acls += _deny("app", Resource.TOPIC, topic, Operation.WRITE)
     acls += _grant("scanner", Resource.CLUSTER, CLUSTER, Operation.IDEMPOTENT_WRITE)
     for topic in SCANNER_WRITES:
         acls += _grant("scanner", Resource.TOPIC, topic, Operation.WRITE, Operation.DESCRIBE)
@@ -121,7 +130,7 @@ async def ensure_acls(settings: Settings, *, timeout_s: float = APPLY_TIMEOUT_S)
     them; returns how many were sent."""
     users = {p: kafka_credentials(settings, p)[0] for p in ("app", "his", "scanner")}
     creations = [(int(acl.resource), acl.name, int(acl.pattern), f"User:{users[acl.principal]}", _ANY_HOST,
-                  int(acl.operation), _ALLOW) for acl in planned_acls()]
+                  int(acl.operation), acl.permission) for acl in planned_acls()]
     admin = new_admin(settings, principal="admin", request_timeout_ms=15000)
     await admin.start()
     try:
@@ -133,8 +142,8 @@ async def ensure_acls(settings: Settings, *, timeout_s: float = APPLY_TIMEOUT_S)
             code, message = failures[0]
             raise BootstrapError(f"creating Kafka ACLs failed ({len(failures)} of {len(creations)}): "
                                  f"error {code}: {message}")
-        wanted = {(resource, name, pattern, principal, operation)
-                  for resource, name, pattern, principal, _, operation, _ in creations}
+        wanted = {(resource, name, pattern, principal, operation, permission)
+                  for resource, name, pattern, principal, _, operation, permission in creations}
         deadline = time.monotonic() + timeout_s
         while not wanted <= await _applied(client, node):
             if time.monotonic() > deadline:
@@ -145,11 +154,11 @@ async def ensure_acls(settings: Settings, *, timeout_s: float = APPLY_TIMEOUT_S)
     return len(creations)
 
 
-async def _applied(client: Any, node: int) -> set[tuple[int, str, int, str, int]]:
-    """The ALLOW ACLs the broker enforces now."""
-    response = await client.send(node, DescribeAclsRequest(_ANY, None, _ANY, None, None, _ANY, _ALLOW))  # type: ignore[arg-type]
+async def _applied(client: Any, node: int) -> set[tuple[int, str, int, str, int, int]]:
+    """The ACLs the broker enforces now."""
+    response = await client.send(node, DescribeAclsRequest(_ANY, None, _ANY, None, None, _ANY, _ANY))  # type: ignore[arg-type]
     if response.error_code != 0:
         raise BootstrapError(f"listing Kafka ACLs failed: error {response.error_code}: {response.error_message}")
-    return {(resource, name, pattern, principal, operation)
+    return {(resource, name, pattern, principal, operation, permission)
             for resource, name, pattern, acls in response.resources
-            for principal, _, operation, _ in acls}
+            for principal, _, operation, permission in acls}

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from core.kafka import producer, tail_from_end, wait_for
+from core.kafka import Principal, producer, tail_from_end, wait_for
 from core.logging import keyed_digest, log_salt, patient_ref
 from core.settings import Settings
 from schemas.events import DeadLetter
@@ -62,8 +62,10 @@ async def _letter_and_key(settings: Settings, topic: str, payload: bytes, key: b
                           **producer_options) -> tuple[bytes, bytes | None, DeadLetter]:
     """Send ``payload`` to ``topic``; its dead letter's record (value, key) and parsed letter."""
     digest = keyed_digest(payload, log_salt(settings))
+    # Patient events come only from the HIS adapter's Kafka principal (the application's is denied).
+    principal: Principal = "his" if topic in (Topic.PATIENT_ADMITTED.value, Topic.PATIENT_DISCHARGED.value) else "app"
     async with tail_from_end(settings, Topic.DEAD_LETTER.value) as letters:
-        async with producer(settings, **producer_options) as prod:
+        async with producer(settings, principal=principal, **producer_options) as prod:
             await prod.send_and_wait(topic, payload, key=key)
 
         async def scan() -> tuple[bytes, bytes | None, DeadLetter]:

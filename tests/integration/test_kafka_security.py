@@ -132,6 +132,12 @@ async def test_the_his_principal_cannot_read_patient_events(stack: Settings) -> 
         await consumer.stop()
 
 
+@pytest.mark.parametrize("topic", [Topic.PATIENT_ADMITTED.value, Topic.PATIENT_DISCHARGED.value])
+async def test_only_the_his_principal_writes_patient_events(stack: Settings, topic: str) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):  # a DENY over the application's topic grant
+        await _produce(new_producer(stack, request_timeout_ms=5000), topic)
+
+
 async def test_the_application_principal_cannot_delete_topics(stack: Settings, own_topic: str) -> None:
     admin = new_admin(stack, request_timeout_ms=5000)
     await admin.start()

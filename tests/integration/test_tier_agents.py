@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.kafka import producer, tail_from_end, wait_for
+from core.kafka import Principal, producer, tail_from_end, wait_for
 from core.logging import keyed_digest, log_salt, patient_ref
 from core.settings import Settings
 from infra import stack as local_stack
@@ -45,8 +45,8 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory):
         process.stop()
 
 
-async def _send(settings: Settings, topic: str, value: bytes, key: str):
-    async with producer(settings) as prod:
+async def _send(settings: Settings, topic: str, value: bytes, key: str, principal: Principal = "app"):
+    async with producer(settings, principal=principal) as prod:
         return await prod.send_and_wait(topic, value, key=key.encode())
 
 
@@ -119,7 +119,7 @@ async def test_discharge_event_moves_slides_through_the_agent(stack: Settings, w
         await svc.catalog.record_admission(patient, datetime(2026, 1, 1, tzinfo=UTC))
         await svc.saver.save(await stage_slide(svc, patient_id=patient, exam_id=exam))
         discharge = PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC))
-        await _send(stack, Topic.PATIENT_DISCHARGED.value, discharge.to_json_bytes(), patient)
+        await _send(stack, Topic.PATIENT_DISCHARGED.value, discharge.to_json_bytes(), patient, principal="his")
         event = await wait_for(moved, matching(TierMoved, exam_id=exam), timeout=90)
         assert event.to_tier is StorageTier.MID
         image = await svc.catalog.get_image(exam, 1, ImageState.LR)

@@ -101,7 +101,7 @@ async def _crash_and_recover(stack: Settings, tmp_path: Path, fault: str, exam: 
     worker = WorkerProcess(stack, crashed, MODULES, tmp_path / f"{crashed}.log",
                            {"SLIDESTREAM_TIERING__FAULT_AT": fault, **SHORT_LEASE}).start()
     try:
-        async with producer(stack) as prod:
+        async with producer(stack, principal="his") as prod:  # only the HIS may discharge
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
                              PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC)),
                              key=patient)
@@ -180,7 +180,7 @@ async def test_the_idle_sweep_also_finishes_an_interrupted_move(stack: Settings,
     worker = WorkerProcess(stack, group, MODULES, tmp_path / f"{group}.log",
                            {"SLIDESTREAM_TIERING__FAULT_AT": "after_verify", **SHORT_LEASE}).start()
     try:
-        async with producer(stack) as prod:
+        async with producer(stack, principal="his") as prod:  # only the HIS may discharge
             await send_event(prod, Topic.PATIENT_DISCHARGED.value,
                              PatientDischarged(patient_id=patient, discharged_at=datetime.now(UTC)),
                              key=patient)
