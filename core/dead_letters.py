@@ -10,7 +10,8 @@ name, a birth date and a national ID, and its Kafka key is often the patient ID.
 - when the payload is JSON, small enough and not nested too deeply, a redacted copy: the log
   redactor's rules (identity fields redacted, patient IDs replaced by ``patient_ref``, the
   values found scrubbed from every other string), file names redacted too, and every object
-  key that is not a field name of our schemas replaced (a key is the sender's text too);
+  key that is not a field name of our schemas replaced, with its value (a key is the sender's
+  text too, and what it holds is unvalidated: "nom": "Ada Lovelace");
 - the original key only as its ``patient_ref``.
 
 Nothing here raises on hostile input: a payload nested 100 000 levels deep, over a mebibyte,
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.logging import IdentityRedactor, keyed_digest, patient_ref
+from core.logging import REDACTED, IdentityRedactor, keyed_digest, patient_ref
 from schemas.events import DeadLetter
 from schemas.registry import field_names
 
@@ -93,12 +94,16 @@ def _deeper_than(document: Any, limit: int) -> bool:
 
 
 def _known_keys(value: Any) -> Any:
-    """Object keys that name no schema field replaced by a numbered placeholder."""
+    """Object keys that name no schema field replaced by a numbered placeholder, and their
+    values by ``[redacted]``."""
     if isinstance(value, dict):
         known = field_names()
         out: dict[str, Any] = {}
         for index, (name, item) in enumerate(value.items(), start=1):
-            out[name if name in known else UNKNOWN_KEY.format(index)] = _known_keys(item)
+            if name in known:
+                out[name] = _known_keys(item)
+            else:
+                out[UNKNOWN_KEY.format(index)] = None if item is None else REDACTED
         return out
     if isinstance(value, list):
         return [_known_keys(item) for item in value]

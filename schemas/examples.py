@@ -122,7 +122,7 @@ def example_events() -> list[Event]:
         DeadLetter(source_topic="patient.admitted", partition=0, offset=7, key_ref="a1" * 8,
                    error="admitted_at: Field required", payload_size=191, payload_digest="5d" * 32,
                    redacted={"event_type": "patient.admitted", "patient_ref": "a1" * 8, "ward": "surgery-3",
-                             "identity": "[redacted]", "[unknown field 5]": 1}),
+                             "identity": "[redacted]", "[unknown field 5]": "[redacted]"}),
     ]
 
 
