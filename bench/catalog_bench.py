@@ -296,7 +296,7 @@ async def run(settings: Settings, images: int, *, queries: int = 100, moves_n: i
         db = database(client, settings.mongo)
         await client.drop_database(settings.mongo.database)
         await ensure_catalog_indexes(settings.mongo)  # as `infra up` does (PostgreSQL: + equality indexes)
-        catalog = Catalog(db)
+        catalog = Catalog(db, point_queries=settings.mongo.point_queries)
         t0 = time.perf_counter()
         loaded = await load(catalog, images, progress)
         load_s = time.perf_counter() - t0

@@ -98,6 +98,13 @@ async def search_exams(catalog: Catalog, query: ExamQuery, scope: ExamScope) -> 
 async def lr_slides_of(catalog: Catalog, exam_ids: list[str]) -> dict[str, list[ImageRecord]]:
     """The stored LR slides of each exam, by slide number."""
     found: dict[str, list[ImageRecord]] = {exam_id: [] for exam_id in exam_ids}
+    if not catalog.point_queries:  # one query (one scan on FerretDB's SQLite backend)
+        if found:
+            cursor = catalog.images.find({"exam_id": {"$in": list(found)}, "state": int(ImageState.LR)})
+            async for doc in cursor.sort([("exam_id", ASCENDING), ("slide_number", ASCENDING)]):
+                record = ImageRecord.from_document(doc)
+                found[record.exam_id].append(record)
+        return found
 
     # One equality query per exam, sent together: FerretDB pushes ``exam_id`` equality down to
     # an index on its PostgreSQL backend, an ``$in`` it evaluates over the whole collection.

@@ -95,8 +95,11 @@ def _pending_document(image: ImageRecord, pending: PendingMove) -> dict[str, Any
 
 
 class Catalog:
-    def __init__(self, db: AsyncDatabase, *, claims: Claims | None = None) -> None:
+    def __init__(self, db: AsyncDatabase, *, claims: Claims | None = None, point_queries: bool = False) -> None:
+        """``point_queries``: ask for several keys with one equality query each rather than
+        one ``$in`` (``MongoSettings.point_queries``)."""
         self.db = db
+        self.point_queries = point_queries
         self.claims = claims or Claims(db)
         self.patients = db[PatientRecord.collection]
         self.exams = db[ExamRecord.collection]

@@ -175,6 +175,14 @@ class MongoSettings(_Group):
     password: SecretStr | None = Field(None, min_length=16)
     _secrets_dir: Path | None = PrivateAttr(None)
 
+    @property
+    def point_queries(self) -> bool:
+        """Whether many equality queries beat one ``$in``: on FerretDB's PostgreSQL backend an
+        equality uses an index and an ``$in`` scans the collection; on its SQLite backend
+        every non-``_id`` query scans, so one ``$in`` scan beats one scan per value; MongoDB
+        (``url``) serves an ``$in`` from its index in one round trip."""
+        return self.url is None and self.backend == "postgresql"
+
     def with_secrets_dir(self, directory: Path) -> MongoSettings:
         copy = self.model_copy()
         copy._secrets_dir = directory
@@ -452,15 +460,6 @@ class Settings(BaseSettings):
         find the same stack from anywhere."""
         return value if value.is_absolute() else PROJECT_ROOT / value
 
-    @field_validator("mongo")
-    @classmethod
-    def _mongo_secrets(cls, value: MongoSettings, info: ValidationInfo) -> MongoSettings:
-        """An unconfigured catalog password is the install's own, kept under the state dir."""
-        state_dir = info.data.get("state_dir")
-        if state_dir is None or value._secrets_dir is not None:
-            return value
-        return value.with_secrets_dir(state_dir / "secrets")
-
     @field_validator("log_salt")
     @classmethod
     def _private_log_salt(cls, value: SecretStr | None) -> SecretStr | None:
@@ -473,6 +472,15 @@ class Settings(BaseSettings):
     @classmethod
     def _storage_secrets(cls, value: StorageSettings, info: ValidationInfo) -> StorageSettings:
         """Unconfigured storage credentials are the install's own, kept under the state dir."""
+        state_dir = info.data.get("state_dir")
+        if state_dir is None or value._secrets_dir is not None:
+            return value
+        return value.with_secrets_dir(state_dir / "secrets")
+
+    @field_validator("mongo")
+    @classmethod
+    def _mongo_secrets(cls, value: MongoSettings, info: ValidationInfo) -> MongoSettings:
+        """An unconfigured catalog password is the install's own, kept under the state dir."""
         state_dir = info.data.get("state_dir")
         if state_dir is None or value._secrets_dir is not None:
             return value

@@ -102,7 +102,7 @@ async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncItera
         exits.push_async_callback(client.close)
         db = database(client, settings.mongo)
         await with_retries(lambda: ensure_indexes(db), what="catalog indexes", attempts=20)
-        catalog = Catalog(db)
+        catalog = Catalog(db, point_queries=settings.mongo.point_queries)
         store = ObjectStore(settings.storage)
         exits.callback(store.close)
         hub = TileNewsHub()

@@ -147,3 +147,23 @@ async def test_lease_has_one_holder_until_it_expires(stack: Settings) -> None:
         assert await a.acquire(T0 + timedelta(seconds=10))  # renewal by the holder
         assert await b.acquire(T0 + timedelta(seconds=41))  # a's lease ran out
         assert not await a.acquire(T0 + timedelta(seconds=42))
+
+
+async def test_an_exam_pages_slides_are_the_same_whichever_query_shape_the_backend_prefers(stack: Settings) -> None:
+    """One $in (FerretDB's SQLite backend, MongoDB) or one equality per exam (its PostgreSQL
+    backend): the worklist gets each exam's LR slides in slide order either way."""
+    from catalog.exam_search import lr_slides_of
+    from catalog.repository import Catalog
+
+    async with services(stack) as svc:
+        cat = svc.catalog
+        patient, exams = uid("P"), [uid("E") for _ in range(3)]
+        await cat.ensure_patient(patient)
+        for count, exam in zip((3, 1, 0), exams, strict=True):
+            await cat.ensure_exam(exam, patient, T0)
+            for slide in reversed(range(1, count + 1)):  # stored out of order
+                await cat.add_image(lr_image(exam, patient, slide))
+        shapes = [await lr_slides_of(Catalog(cat.db, point_queries=points), exams) for points in (False, True)]
+        for found in shapes:
+            assert {e: [i.slide_number for i in images] for e, images in found.items()} == {
+                exams[0]: [1, 2, 3], exams[1]: [1], exams[2]: []}
