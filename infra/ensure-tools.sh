@@ -9,8 +9,9 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v python3.11 >/dev/null || missing+=(python3.11 python3.11-venv)
 command -v npm >/dev/null || missing+=(npm)  # OpenSeadragon for the viewer comes from npm
-# The catalog's PostgreSQL backend (SLIDESTREAM_MONGO__BACKEND=postgresql) runs Debian's PostgreSQL.
-if [[ ${SLIDESTREAM_MONGO__BACKEND:-} == postgresql ]] && ! command -v initdb >/dev/null \
+# The catalog's PostgreSQL backend (the default; SLIDESTREAM_MONGO__BACKEND=sqlite needs none)
+# runs Debian's PostgreSQL.
+if [[ ${SLIDESTREAM_MONGO__BACKEND:-postgresql} == postgresql ]] && ! command -v initdb >/dev/null \
     && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   missing+=(postgresql-15)
 fi
