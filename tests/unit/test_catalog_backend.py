@@ -60,8 +60,10 @@ def test_postgresql_backend_runs_postgres_under_ferretdb(tmp_path: Path) -> None
 
 
 def test_postgres_port_must_differ_from_the_others(tmp_path: Path) -> None:
+    # Both ports given: in `make test` the session's stack exports its own SLIDESTREAM_MONGO__*
+    # ports, which would otherwise fill in the one left out.
     with pytest.raises(ValidationError, match="distinct"):
-        _settings(tmp_path, postgres_port=27117)
+        _settings(tmp_path, port=27117, postgres_port=27117)
 
 
 def test_push_down_sql_indexes_each_equality_field_of_existing_tables() -> None:
