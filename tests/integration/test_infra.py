@@ -129,8 +129,16 @@ def test_every_tier_bucket_exists_and_stores_objects(stack: Settings) -> None:
         client.remove_object(conn.bucket, key)
 
 
+def catalog_client(stack: Settings) -> MongoClient:
+    """A plain PyMongo client signed in as the services are (on the PostgreSQL backend)."""
+    credentials = stack.mongo.credentials()
+    auth = {} if credentials is None else {
+        "username": credentials[0], "password": credentials[1].get_secret_value(), "authMechanism": "PLAIN"}
+    return MongoClient(stack.mongo.uri, serverSelectionTimeoutMS=10000, **auth)
+
+
 def test_mongo_stores_documents_and_enforces_unique_indexes(stack: Settings) -> None:
-    client: MongoClient = MongoClient(stack.mongo.uri, serverSelectionTimeoutMS=10000)
+    client = catalog_client(stack)
     try:
         db = client[stack.mongo.database]
         patient_id = f"IT-{uuid.uuid4().hex[:12]}"
@@ -153,7 +161,7 @@ def test_mongo_stores_documents_and_enforces_unique_indexes(stack: Settings) -> 
 def test_ferretdb_log_does_not_echo_document_values(stack: Settings) -> None:
     # FerretDB logs failed responses in full; our server drops those dumps (patient identity
     # data must never reach a log). A unique-key conflict in findAndModify answers ok: 0.
-    client: MongoClient = MongoClient(stack.mongo.uri, serverSelectionTimeoutMS=10000)
+    client = catalog_client(stack)
     first, second = f"LOGCHECK-{uuid.uuid4().hex}", f"LOGCHECK-{uuid.uuid4().hex}"
     try:
         patients = client[stack.mongo.database].patients
@@ -203,12 +211,12 @@ def _free_ports(count: int) -> list[int]:
 
 def test_server_that_cannot_start_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
     # A second stack of its own (free ports, temp state dir), next to the session's stack.
-    kafka, controller, minio, console, mongo = _free_ports(5)
+    kafka, controller, minio, console, mongo, postgres = _free_ports(6)
     settings = Settings(
         state_dir=tmp_path / "state",
         kafka={"port": kafka, "controller_port": controller},
         storage={"port": minio, "console_port": console},
-        mongo={"port": mongo},
+        mongo={"port": mongo, "postgres_port": postgres},
     )
     with socket.socket() as squatter:
         squatter.bind((settings.mongo.host, settings.mongo.port))
