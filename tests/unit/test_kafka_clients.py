@@ -13,7 +13,7 @@ ALLOWED = {
     "core/kafka.py": {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"},
     "agents/app.py": {"App"},  # faust.App, given broker_credentials there
     # The attacker's clients: no credentials on purpose.
-    "tests/integration/test_kafka_security.py": {"AIOKafkaProducer", "AIOKafkaAdminClient"},
+    "tests/security/test_kafka_security.py": {"AIOKafkaProducer", "AIOKafkaAdminClient"},
 }
 SKIP = {".venv", "var", "out", "node_modules", ".git"}
 
