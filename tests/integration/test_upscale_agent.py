@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -214,7 +215,10 @@ async def test_a_cancel_drops_queued_tiles_on_the_worker_holding_the_request(
     upscaler = ControlledUpscaler()
     top = SlideGeometry(*lr_pixels.shape[1::-1]).top_level(4)
     tiles = [TileRef(level=top, col=c, row=r) for r in range(4) for c in range(4)]
-    request = UpscaleRequested(exam_id=slide, slide_number=1, scale=4, priority="interactive", tiles=tiles)
+    # A viewer's deadline: the consumer groups of later tests read this request again from the
+    # topic; past its deadline they refuse it instead of computing the tiles cancelled here.
+    request = UpscaleRequested(exam_id=slide, slide_number=1, scale=4, priority="interactive", tiles=tiles,
+                               deadline=datetime.now(UTC) + timedelta(seconds=30))
     cancel = UpscaleCancelled(request_id=request.request_id, exam_id=slide, slide_number=1,
                               priority="interactive", tiles=tiles[4:])
     async with Answers(stack) as answers, inprocess_worker(settings, upscaler, tmp_path) as (_, service), \
