@@ -434,8 +434,8 @@ class Settings(BaseSettings):
     shared_data: Path = PROJECT_ROOT.parent / "shared" / "data"
 
     kafka: KafkaSettings = KafkaSettings()
-    storage: StorageSettings = Field(StorageSettings(), validate_default=True)  # see _storage_secrets
-    mongo: MongoSettings = Field(MongoSettings(), validate_default=True)  # see _mongo_secrets
+    storage: StorageSettings = Field(StorageSettings(), validate_default=True)  # see _install_secrets
+    mongo: MongoSettings = Field(MongoSettings(), validate_default=True)  # see _install_secrets
     tiering: TieringSettings = TieringSettings()
     his: HisSettings = HisSettings()
     compute: ComputeSettings = ComputeSettings()
@@ -469,19 +469,12 @@ class Settings(BaseSettings):
                              "or leave it unset for the install's own")
         return value
 
-    @field_validator("storage")
+    @field_validator("storage", "mongo")
     @classmethod
-    def _storage_secrets(cls, value: StorageSettings, info: ValidationInfo) -> StorageSettings:
-        """Unconfigured storage credentials are the install's own, kept under the state dir."""
-        state_dir = info.data.get("state_dir")
-        if state_dir is None or value._secrets_dir is not None:
-            return value
-        return value.with_secrets_dir(state_dir / "secrets")
-
-    @field_validator("mongo")
-    @classmethod
-    def _mongo_secrets(cls, value: MongoSettings, info: ValidationInfo) -> MongoSettings:
-        """An unconfigured catalog password is the install's own, kept under the state dir."""
+    def _install_secrets(cls, value: StorageSettings | MongoSettings, info: ValidationInfo,
+                         ) -> StorageSettings | MongoSettings:
+        """Unconfigured storage credentials and catalog password are the install's own, kept
+        under the state dir."""
         state_dir = info.data.get("state_dir")
         if state_dir is None or value._secrets_dir is not None:
             return value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -21,24 +20,6 @@ IDENTITY_VALUES = [
     IDENTITY.address, IDENTITY.phone, IDENTITY.birth_date.isoformat(),
 ]
 SECRETS = [PATIENT_ID, *IDENTITY_VALUES]
-
-
-@pytest.fixture
-def capture(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """Configure logging into a buffer; restore the previous root handlers afterwards. The
-    install's own salt is made in a temporary state directory."""
-    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path))
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    buffer = io.StringIO()
-    configure_logging(Settings(log_level="debug"), stream=buffer)
-    yield buffer
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
-    structlog.reset_defaults()
 
 
 def _lines(buffer: io.StringIO) -> list[dict]:

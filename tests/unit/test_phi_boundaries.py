@@ -10,35 +10,17 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import structlog
 
-from core.logging import configure_logging
 from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PATIENT = "P-990077"
 NAME = "Ada Byron-Lovelace"
-
-
-@pytest.fixture
-def capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    monkeypatch.setenv("SLIDESTREAM_STATE_DIR", str(tmp_path / "state"))
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    buffer = io.StringIO()
-    configure_logging(Settings(log_level="debug"), stream=buffer)
-    yield buffer
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
-    structlog.reset_defaults()
 
 
 def test_tifffile_warnings_reach_our_handler_without_the_file_name(capture: io.StringIO, tmp_path: Path) -> None:
