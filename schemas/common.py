@@ -29,9 +29,11 @@ SCHEMA_VERSION: Literal[1] = 1
 
 
 def _not_bool(value: Any) -> Any:
-    # Literal[1] alone accepts True (True == 1 in Python).
+    # Literal[1] alone accepts True and 1.0 (both == 1 in Python): a version is an integer.
     if isinstance(value, bool):
         raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, float):
+        raise ValueError("must be an integer, not a number with a fraction part")
     return value
 
 
