@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from pymongo import ASCENDING, DESCENDING
 
+from catalog.repository import Catalog
+
 Keys = tuple[tuple[str, int], ...]
 
 
@@ -44,6 +46,10 @@ INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("images", "tier_last_access",
               (("state", ASCENDING), ("tier", ASCENDING), ("last_accessed_at", DESCENDING)), False,
               "recently read slides in long storage (usage-frequency promotion)"),
+    IndexSpec("images", "sweep_bucket", (("sweep_bucket", ASCENDING),), False,
+              "tier sweep candidates: one state, tier and acquisition day (catalog.repository.sweep_pages)"),
+    IndexSpec("sweep_days", "sweep_day_group", (("group", ASCENDING), ("day", ASCENDING)), False,
+              "the acquisition days in use per state and tier, oldest first (tier sweep)"),
     IndexSpec("images", "pending_moves", (("pending_move.started_at", ASCENDING),), False,
               "moves interrupted by a crash, oldest first"),
     IndexSpec("exams", "pathologist_exams", (("pathologist", ASCENDING), ("exam_date", DESCENDING)), False,
@@ -58,8 +64,14 @@ INDEXES: tuple[IndexSpec, ...] = (
               "one report per exam"),
     IndexSpec("terminals", "terminal_id_unique", (("terminal_id", ASCENDING),), True,
               "one record per terminal"),
-    IndexSpec("terminals", "terminal_task", (("active", ASCENDING), ("task_class", ASCENDING)), False,
-              "active terminals of a task class (distribution)"),
+    IndexSpec("assignments", "assignment_exam_unique", (("exam_id", ASCENDING),), True,
+              "one assignment per exam: an exam is never assigned twice"),
+    IndexSpec("assignments", "terminal_assignments", (("terminal_id", ASCENDING), ("state", ASCENDING)), False,
+              "a terminal's open assignments (terminal API, offline reassignment)"),
+    IndexSpec("assignments", "terminal_day_load", (("terminal_id", ASCENDING), ("assigned_day", ASCENDING)), False,
+              "a terminal's load of the day (distribution policy)"),
+    IndexSpec("assignments", "assignment_state", (("state", ASCENDING),), False,
+              "exams waiting for a terminal"),
     IndexSpec("audit", "audit_time", (("at", DESCENDING),), False, "latest audit entries"),
     IndexSpec("audit", "audit_exam", (("target.exam_id", ASCENDING), ("at", DESCENDING)), False,
               "an exam's access history"),
@@ -74,19 +86,25 @@ INDEXES: tuple[IndexSpec, ...] = (
 EQUALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "patients": ("_id",),
     "exams": ("_id", "patient_id", "pathologist", "department"),
-    "images": ("_id", "patient_id", "exam_id"),
+    "images": ("_id", "patient_id", "exam_id", "sweep_bucket"),
+    "sweep_days": ("_id", "group"),
+    "migrations": ("_id",),
     "reports": ("_id",),
     "users": ("_id",),
     "terminals": ("_id",),
+    "assignments": ("_id", "terminal_id"),
     "cas_claims": ("_id",),
     "leases": ("_id",),
 }
 
 
 async def ensure_indexes(db) -> list[str]:
-    """Create every index in ``INDEXES`` on ``db`` (a pymongo AsyncDatabase); returns names."""
+    """Create every index in ``INDEXES`` on ``db`` (a pymongo AsyncDatabase), then run the
+    catalog's one-time data migrations (the tier sweep's key on images written before it:
+    ``Catalog.backfill_sweep_buckets``, one lookup once done); returns the index names."""
     names = []
     for spec in INDEXES:
         names.append(await db[spec.collection].create_index(list(spec.keys), name=spec.name,
                                                             unique=spec.unique))
+    await Catalog(db).backfill_sweep_buckets()
     return names

@@ -378,6 +378,37 @@ class ViewerSettings(_Group):
     lr_tile_quality: int = Field(90, ge=50, le=100)  # JPEG quality of tiles cut from the LR pyramid
 
 
+class DistributionSettings(_Group):
+    """Distribution of new exams to reading terminals (distribution/, SPEC 2)."""
+
+    # The policy (TOML or YAML, validated by distribution.policy): task classes by body part,
+    # grace period, retention. Unset: the built-in policy (every exam to "general" terminals).
+    # Re-read when the file changes; an invalid edit is refused and the last good policy kept.
+    policy_file: Path | None = None
+    # How often the sweep looks for silent terminals, waiting exams and final reports.
+    sweep_interval_s: float = Field(10.0, gt=0)
+    # Tiles per pre-computation request (upscale.requested at distribution priority).
+    chunk_tiles: int = Field(64, ge=1, le=1024)
+
+
+class TerminalSettings(_Group):
+    """The terminal agent on a reading workstation (``slidestream terminal``)."""
+
+    # The diagnosis system's viewer service the terminal talks to (its terminal API).
+    server_url: str = Field("http://127.0.0.1:18480", pattern=r"^https?://")
+    # The local cache of HR tiles (relative: under the state directory).
+    cache_dir: Path = Path("terminal-cache")
+    max_cache_bytes: int = Field(20 << 30, ge=1 << 20)  # bounded: the oldest finished exams go first
+    min_free_bytes: int = Field(2 << 30, ge=0)  # the download stops before the disk has less free
+    retention_days: float = Field(14.0, gt=0)  # local copies older than this are deleted
+    # The loopback port the pathologist's browser uses (high-resolution reading mode).
+    host: str = LOOPBACK
+    port: int = Field(18490, ge=1, le=65535)
+    heartbeat_s: float = Field(15.0, gt=0)
+    poll_s: float = Field(3.0, gt=0)  # how often assignments and not-yet-ready tiles are checked
+    download_concurrency: int = Field(8, ge=1, le=64)
+
+
 class _UnknownPrefixedEnv(PydanticBaseSettingsSource):
     """Hands ``SLIDESTREAM_*`` variables that name no setting to validation, so that
     ``extra="forbid"`` rejects them by name (pydantic-settings otherwise ignores unknown
@@ -441,6 +472,8 @@ class Settings(BaseSettings):
     compute: ComputeSettings = ComputeSettings()
     qc: QcAgentSettings = Field(QcAgentSettings(), validate_default=True)  # validated: see _lab_standard_path
     viewer: ViewerSettings = ViewerSettings()
+    distribution: DistributionSettings = DistributionSettings()
+    terminal: TerminalSettings = TerminalSettings()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

@@ -6,6 +6,7 @@ or from here.
 
 from schemas.catalog import (
     CATALOG_MODELS,
+    AssignmentRecord,
     AuditEntry,
     CatalogRecord,
     ExamRecord,

@@ -1,4 +1,4 @@
-"""Catalog records kept in MongoDB: patients, exams, images, reports, terminals, audit.
+"""Catalog records kept in MongoDB: patients, exams, images, reports, terminals, assignments, audit.
 
 ``to_document`` gives a BSON-ready dict (datetimes stay datetimes, enums become their
 values, UUIDs strings, dates midnight-UTC datetimes); ``from_document`` accepts what
@@ -14,10 +14,11 @@ from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
 from schemas.common import (
     SENSITIVE_FIELDS,
+    ImageState,
     ImageStateField,
     NonNegativeInt,
     ObjectRef,
@@ -25,6 +26,7 @@ from schemas.common import (
     PositiveFloat,
     PositiveInt,
     ShortText,
+    StorageTier,
     StorageTierField,
     Strict,
     UtcDatetime,
@@ -169,6 +171,27 @@ class ImageRecord(CatalogRecord):
     revision: NonNegativeInt = 0
     created_at: DbDatetime = Field(default_factory=db_now)
 
+    # The tier sweep's equality key, derived (never stored on the model, so it cannot disagree
+    # with state, tier and acquisition day): "<state>/<tier>/<UTC day>", written into every
+    # document. FerretDB pushes down only top-level equality, so the sweep looks images up by
+    # this key, one acquisition day at a time (catalog.repository.Catalog.sweep_pages).
+    SWEEP_FIELD: ClassVar[str] = "sweep_bucket"
+
+    @staticmethod
+    def sweep_bucket_of(state: ImageState | int, tier: StorageTier, acquired_at: datetime) -> str:
+        return f"{int(state)}/{tier.value}/{acquired_at.astimezone(UTC):%Y-%m-%d}"
+
+    @property
+    def sweep_bucket(self) -> str:
+        return self.sweep_bucket_of(self.state, self.tier, self.acquired_at)
+
+    def to_document(self) -> dict[str, Any]:
+        return {**super().to_document(), self.SWEEP_FIELD: self.sweep_bucket}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Self:
+        return super().from_document({k: v for k, v in document.items() if k != cls.SWEEP_FIELD})
+
 
 class ReportRecord(CatalogRecord):
     collection: ClassVar[str] = "reports"
@@ -185,17 +208,76 @@ class ReportRecord(CatalogRecord):
     updated_at: DbDatetime = Field(default_factory=db_now)
 
 
+BodyPart = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+TaskClass = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+
+
 class TerminalRecord(CatalogRecord):
+    """A reading workstation that receives exams ahead of reading (SPEC 2, distribution).
+
+    It signs in with its own key (only the SHA-256 digest is kept), never a user's token.
+    ``online`` and ``last_heartbeat`` are kept by the terminal's heartbeats and by the
+    distribution sweep, which marks a silent terminal offline after the policy's grace."""
+
     collection: ClassVar[str] = "terminals"
     key_fields: ClassVar[tuple[str, ...]] = ("terminal_id",)
 
     terminal_id: TerminalId
-    task_class: ShortText  # e.g. "daily", "frozen_section", "research"
-    body_parts: list[Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]] = Field(
-        default_factory=list
-    )
-    max_images: PositiveInt
-    active: bool = True
+    task_classes: Annotated[list[TaskClass], Field(min_length=1, max_length=32)]
+    capacity_per_day: PositiveInt  # images (slides) per day it is given at most, by policy
+    owner_kind: Literal["user", "department"]
+    owner: Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")]
+    key_digest: Sha256Hex
+    active: bool = True  # False: retired by an administrator, never assigned
+    online: bool = False
+    last_heartbeat: DbDatetime | None = None
+    revision: NonNegativeInt = 0  # compare-and-set key of the online state
+    created_at: DbDatetime = Field(default_factory=db_now)
+
+
+AssignmentState = Literal["waiting", "assigned", "done"]
+
+
+class AssignmentHop(Strict):
+    """One earlier holder of an assignment (reassigned away)."""
+
+    terminal_id: TerminalId
+    until: DbDatetime
+    reason: Literal["offline", "retired"]
+
+
+class AssignmentRecord(CatalogRecord):
+    """Which terminal reads an exam: one record per exam (``_id`` is the exam), so an exam
+    is never assigned twice; every change is a compare-and-set on ``revision``.
+
+    ``waiting``: no matching terminal was online; the sweep assigns it when one is.
+    ``done``: the exam's report is final; terminals delete its local copy."""
+
+    collection: ClassVar[str] = "assignments"
+    key_fields: ClassVar[tuple[str, ...]] = ("exam_id",)
+
+    exam_id: ExamId
+    state: AssignmentState
+    terminal_id: TerminalId | None = None
+    task_class: TaskClass
+    body_part: BodyPart | None = None
+    rule: ShortText  # the policy rule that chose the task class
+    slide_numbers: Annotated[list[SlideNumber], Field(min_length=1)]
+    # The day (UTC, ISO) it was given to its terminal: a top-level string, so a terminal's
+    # load of the day is an equality query (pushed down by FerretDB).
+    assigned_day: Annotated[str, StringConstraints(strict=True, pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    assigned_at: DbDatetime | None = None
+    over_capacity: bool = False  # every matching online terminal was full: given to the least loaded
+    history: list[AssignmentHop] = Field(default_factory=list)
+    revision: NonNegativeInt = 0
+    created_at: DbDatetime = Field(default_factory=db_now)
+    updated_at: DbDatetime = Field(default_factory=db_now)
+
+    @model_validator(mode="after")
+    def _terminal_when_assigned(self) -> Self:
+        if (self.state == "waiting") != (self.terminal_id is None):
+            raise ValueError("an assignment names a terminal unless it is waiting")
+        return self
 
 
 Role = Literal["pathologist", "technician", "administrator"]
@@ -251,6 +333,7 @@ CATALOG_MODELS: tuple[type[CatalogRecord], ...] = (
     ImageRecord,
     ReportRecord,
     TerminalRecord,
+    AssignmentRecord,
     UserRecord,
     AuditEntry,
 )

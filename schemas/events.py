@@ -342,7 +342,11 @@ class DistributionAssigned(Event):
     exam_id: ExamId
     slide_numbers: Annotated[list[SlideNumber], Field(min_length=1)]
     priority: PriorityField
-    policy: ShortText
+    policy: ShortText  # the policy rule that chose the terminal's task class
+    reason: Literal["new", "slides_added", "reassigned"] = "new"
+    # The catalog assignment's revision this event announces: a consumer checks the event
+    # against the catalog (an event naming a terminal that never held the exam is forged).
+    assignment_revision: NonNegativeInt = 0
 
 
 class DeadLetter(Event):

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 from schemas.catalog import (
+    AssignmentRecord,
     AuditEntry,
     CatalogRecord,
     ExamRecord,
@@ -115,7 +116,7 @@ def example_events() -> list[Event]:
                   from_tier=StorageTier.TEMPORARY, to_tier=None,
                   source=_ref("hr-cache", f"{EXAM_ID}/1/x4/"), target=None, reason="discharge"),
         DistributionAssigned(terminal_id="terminal-7", exam_id=EXAM_ID, slide_numbers=[1, 2],
-                             priority=Priority.DISTRIBUTION, policy="body_part:stomach"),
+                             priority=Priority.DISTRIBUTION, policy="gi", assignment_revision=1),
         # As core.dead_letters builds them: a digest and, for JSON, a redacted copy.
         DeadLetter(source_topic="slide.scanned", partition=3, offset=42, error="not JSON", key_ref="0f" * 8,
                    payload_size=30, payload_digest="3c" * 32),
@@ -147,8 +148,12 @@ def example_records() -> list[CatalogRecord]:
         ReportRecord(exam_id=EXAM_ID, author="dr-pathologist-2", findings="glandular structures",
                      diagnosis="adenocarcinoma", body_part="stomach", status="final", revision=2,
                      created_at=WHEN, updated_at=WHEN),
-        TerminalRecord(terminal_id="terminal-7", task_class="daily", body_parts=["stomach", "colon"],
-                       max_images=40),
+        TerminalRecord(terminal_id="terminal-7", task_classes=["gi", "general"], capacity_per_day=40,
+                       owner_kind="department", owner="GI pathology", key_digest="0" * 64, online=True,
+                       last_heartbeat=WHEN, created_at=WHEN),
+        AssignmentRecord(exam_id=EXAM_ID, state="assigned", terminal_id="terminal-7", task_class="gi",
+                         body_part="stomach", rule="gi", slide_numbers=[1, 2], assigned_day="2024-05-06",
+                         assigned_at=WHEN, revision=1, created_at=WHEN, updated_at=WHEN),
         UserRecord(username="dr.house", role="pathologist", department="GI pathology",
                    password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", created_at=WHEN),
         AuditEntry(at=WHEN, actor="viewer:terminal-7", action="retrieve",

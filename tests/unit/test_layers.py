@@ -16,7 +16,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"schemas"}),
     frozenset({"core"}),
     frozenset({"slide_io", "quality", "model_zoo", "catalog"}),
-    frozenset({"storage", "qc", "scanner", "compute", "his", "viewer"}),
+    frozenset({"storage", "qc", "scanner", "compute", "his", "viewer", "distribution", "terminal"}),
     frozenset({"agents", "slidestream", "infra", "bench"}),
 )
 LEVEL = {package: level for level, layer in enumerate(LAYERS) for package in layer}

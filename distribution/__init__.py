@@ -1,0 +1,1 @@
+"""Distribution of new exams to reading terminals (SPEC 2): policy, assignment, pre-computation."""
