@@ -19,13 +19,14 @@ Written for MongoDB and FerretDB alike, so it uses no multi-document transaction
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from catalog.claims import Claims, compare_and_delete, compare_and_set
 from catalog.errors import (
@@ -49,6 +50,17 @@ from schemas.catalog import (
 from schemas.common import ImageState, PatientIdentity, StorageTier
 
 _CAS_ATTEMPTS = 20
+# The days in use per (state, tier) of the sweep's equality key (``ImageRecord.sweep_bucket``):
+# one small document per bucket, ``_id`` the bucket, ``group`` "<state>/<tier>", ``day`` the
+# ISO day. Written (insert, duplicate ignored) before and after an image enters a bucket,
+# removed by the sweep when it finds the bucket empty (``Catalog.sweep_pages``).
+SWEEP_DAYS = "sweep_days"
+# One-time data migrations done on this catalog (``_id`` the migration's name).
+MIGRATIONS = "migrations"
+_SWEEP_BACKFILL = "sweep_bucket_v1"
+# Day buckets the sweep reads at once: first, and at most (then as many as a page needs).
+_SWEEP_LOOKAHEAD = 4
+_SWEEP_MAX_LOOKAHEAD = 16
 # Point lookups in flight at once per batch lookup (well under the client's pool of 100).
 _LOOKUP_CONCURRENCY = 16
 
@@ -81,6 +93,16 @@ def image_key(exam_id: str, slide_number: int, state: ImageState | int) -> dict[
     return {"_id": image_id(exam_id, slide_number, state)}
 
 
+def sweep_group(state: ImageState | int, tier: StorageTier) -> str:
+    return f"{int(state)}/{tier.value}"
+
+
+def sweep_day_document(bucket: str) -> dict[str, Any]:
+    """The ``sweep_days`` entry of a sweep bucket ("<state>/<tier>/<YYYY-MM-DD>")."""
+    group, _, day = bucket.rpartition("/")
+    return {"_id": bucket, "group": group, "day": day}
+
+
 def _at_revision(image: ImageRecord) -> dict[str, Any]:
     """What a compare-and-set expects besides the ``_id``: the image unchanged since
     ``image`` was read. Scalars only: a sub-document or a dotted path in the filter makes
@@ -106,6 +128,7 @@ class Catalog:
         self.images = db[ImageRecord.collection]
         self.reports = db[ReportRecord.collection]
         self.audit_log = db[AuditEntry.collection]
+        self.sweep_days = db[SWEEP_DAYS]
 
     # --- patients ----------------------------------------------------------------------
 
@@ -222,14 +245,17 @@ class Catalog:
         """Insert ``image`` under its existing exam. If that slide and state is already
         catalogued, nothing is written: the stored record and False are returned."""
         await self._check_parent(image)
+        await self.note_sweep_buckets([image.sweep_bucket])
         try:
             await self.images.insert_one(document(image))
-            return image, True
         except DuplicateKeyError:
             existing = await self.reload(image)
             if existing is None:  # pragma: no cover
                 raise CatalogError("image row vanished right after a duplicate-key insert") from None
+            await self.note_sweep_buckets([existing.sweep_bucket])
             return existing, False
+        await self.note_sweep_buckets([image.sweep_bucket])
+        return image, True
 
     async def put_hr_image(self, image: ImageRecord) -> ImageRecord:
         """Create or refresh the HR cache entry of a slide (state 1, tier temporary)."""
@@ -241,10 +267,12 @@ class Catalog:
         for _ in range(_CAS_ATTEMPTS):
             current = await self.reload(image)
             if current is None:
+                await self.note_sweep_buckets([image.sweep_bucket])
                 try:
                     await self.images.insert_one(document(image.model_copy(update={"revision": 1})))
                 except DuplicateKeyError:
                     continue  # created meanwhile: refresh it instead
+                await self.note_sweep_buckets([image.sweep_bucket])
                 stored = await self.reload(image)
                 assert stored is not None
                 return stored
@@ -291,6 +319,129 @@ class Catalog:
         cursor = self.images.find(flt).sort("acquired_at", ASCENDING).limit(limit)
         return [ImageRecord.from_document(doc) async for doc in cursor]
 
+    # --- the tier sweep's day buckets ---------------------------------------------------
+
+    async def note_sweep_buckets(self, buckets: Iterable[str]) -> None:
+        """Record that images are in these sweep buckets (idempotent: an insert per bucket,
+        an existing entry is left as it is)."""
+        docs = [sweep_day_document(bucket) for bucket in sorted(set(buckets))]
+        if len(docs) == 1:
+            try:
+                await self.sweep_days.insert_one(docs[0])
+            except DuplicateKeyError:
+                pass
+        elif docs:
+            try:
+                await self.sweep_days.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                    raise
+
+    async def sweep_days_of(self, state: ImageState, tier: StorageTier) -> list[str]:
+        """The acquisition days (ISO, oldest first) that have or had images of this state and
+        tier (one equality query on a collection of a few thousand entries)."""
+        cursor = self.sweep_days.find({"group": sweep_group(state, tier)}, {"day": 1})
+        return sorted({doc["day"] async for doc in cursor if isinstance(doc.get("day"), str)})
+
+    async def _forget_empty_bucket(self, bucket: str) -> None:
+        """Drop the entry of a bucket found empty. An image written into it meanwhile notes
+        the bucket again after its write; the re-check covers a write between our empty read
+        and the delete, so an entry is never lost for an image that is there."""
+        await self.sweep_days.delete_one({"_id": bucket})
+        if await self.images.find_one({ImageRecord.SWEEP_FIELD: bucket}, {"_id": 1}) is not None:
+            await self.note_sweep_buckets([bucket])
+
+    async def sweep_pages(self, state: ImageState, tier: StorageTier, *, acquired_before: datetime | None = None,
+                          limit: int = 1000) -> AsyncGenerator[list[ImageRecord], None]:
+        """Images of one state and tier acquired before ``acquired_before`` (all if None), in
+        pages of ``limit``, oldest acquisition day first: the tier sweep's candidates.
+
+        FerretDB v1 evaluates range filters and sorts by reading every document, so this asks
+        one equality query per day (``{"sweep_bucket": "<state>/<tier>/<day>"}``, pushed down
+        to PostgreSQL's GIN index) instead of one ``acquired_at < cutoff`` query sorted by age.
+        A bucket is read whole before its images are handed out, so moves the caller makes
+        while paging do not disturb the walk. Within a day the images are sorted by acquisition
+        only for a stable order: the sweep's decisions do not depend on the order of candidates
+        (each image is judged alone), only the oldest days must come first."""
+        last_day = None if acquired_before is None else ImageRecord.sweep_bucket_of(
+            state, tier, acquired_before).rpartition("/")[2]
+        group = sweep_group(state, tier)
+        days = [day for day in await self.sweep_days_of(state, tier) if last_day is None or day <= last_day]
+
+        async def read(day: str) -> list[ImageRecord]:
+            bucket = f"{group}/{day}"
+            docs = [doc async for doc in self.images.find({ImageRecord.SWEEP_FIELD: bucket})]
+            if not docs:
+                await self._forget_empty_bucket(bucket)
+                return []
+            # The stored key is re-derived, so a stale one (written by an older version) never
+            # makes an image a candidate of the wrong tier.
+            images = [image for image in map(ImageRecord.from_document, docs) if image.sweep_bucket == bucket]
+            if acquired_before is not None and day == last_day:
+                images = [image for image in images if image.acquired_at < acquired_before]
+            images.sort(key=lambda image: (image.acquired_at, image.exam_id, image.slide_number))
+            return images
+
+        pending: list[ImageRecord] = []
+        start, read_days, read_images = 0, 0, 0
+        while start < len(days):
+            # Several days at once (in order), as many as the days read so far say the page
+            # still needs: a round trip per day would dominate where days hold few images.
+            average = read_images / read_days if read_days else 0.0
+            wanted = (limit - len(pending)) / max(average, 1.0) if average else _SWEEP_LOOKAHEAD
+            window = days[start:start + max(1, min(_SWEEP_MAX_LOOKAHEAD, math.ceil(wanted)))]
+            start += len(window)
+            for images in await asyncio.gather(*map(read, window)):
+                pending.extend(images)
+                read_days, read_images = read_days + 1, read_images + len(images)
+            while len(pending) >= limit:
+                yield pending[:limit]
+                pending = pending[limit:]
+        if pending:
+            yield pending
+
+    async def backfill_sweep_buckets(self, *, concurrency: int = _LOOKUP_CONCURRENCY) -> int:
+        """One-time migration of a catalog written before the sweep key: give every image
+        document its ``sweep_bucket`` and note its day. Idempotent and safe beside running
+        writers (each update is a compare-and-set on the image's revision); remembered in
+        ``migrations`` so later calls cost one lookup. Returns the images updated."""
+        migrations = self.db[MIGRATIONS]
+        if await migrations.find_one({"_id": _SWEEP_BACKFILL}) is not None:
+            return 0
+        gate = asyncio.Semaphore(concurrency)
+        updated = 0
+
+        async def one(doc: dict[str, Any]) -> None:
+            nonlocal updated
+            async with gate:
+                for _ in range(_CAS_ATTEMPTS):
+                    image = ImageRecord.from_document(doc)
+                    if doc.get(ImageRecord.SWEEP_FIELD) == image.sweep_bucket:
+                        return
+                    await self.note_sweep_buckets([image.sweep_bucket])
+                    if await compare_and_set(self.images, self.claims, doc["_id"], _at_revision(image),
+                                             {"$set": {ImageRecord.SWEEP_FIELD: image.sweep_bucket}}):
+                        updated += 1
+                        return
+                    fresh = await self.images.find_one({"_id": doc["_id"]})
+                    if fresh is None:
+                        return
+                    doc = fresh
+                raise CatalogError("image record kept changing during the sweep key backfill; retry")
+
+        chunk: list[dict[str, Any]] = []
+        async for doc in self.images.find({ImageRecord.SWEEP_FIELD: {"$exists": False}}):
+            chunk.append(doc)
+            if len(chunk) >= 1000:
+                await asyncio.gather(*(one(d) for d in chunk))
+                chunk = []
+        await asyncio.gather(*(one(d) for d in chunk))
+        try:
+            await migrations.insert_one({"_id": _SWEEP_BACKFILL, "at": db_now(), "images": updated})
+        except DuplicateKeyError:
+            pass
+        return updated
+
     async def accessed_since(self, state: ImageState, tier: StorageTier, since: datetime, *,
                              limit: int = 1000) -> list[ImageRecord]:
         flt = {"state": int(state), "tier": tier.value, "last_accessed_at": {"$gte": since}}
@@ -335,9 +486,14 @@ class Catalog:
         pending = image.pending_move
         assert pending is not None and pending.to_tier is not None and pending.target is not None
         updated = pending.model_copy(update={"step": "catalog_updated"})
-        return await self._compare_and_set(image, {
+        bucket = image.model_copy(update={"tier": pending.to_tier}).sweep_bucket
+        await self.note_sweep_buckets([bucket])  # before: a crash after the update leaves it noted
+        moved = await self._compare_and_set(image, {
             "tier": pending.to_tier.value, "object": pending.target.model_dump(),
-            "pending_move": _pending_document(image, updated)})
+            ImageRecord.SWEEP_FIELD: bucket, "pending_move": _pending_document(image, updated)})
+        if moved is not None:
+            await self.note_sweep_buckets([bucket])  # after: a sweep may have dropped it meanwhile
+        return moved
 
     async def clear_move(self, image: ImageRecord) -> ImageRecord | None:
         return await self._compare_and_set(image, {"pending_move": None})

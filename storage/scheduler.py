@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -183,15 +184,13 @@ class TierScheduler:
             for pair in await self._with_patients(page):
                 yield pair
             return
-        after: datetime | None = None
-        while True:
-            page = await self.catalog.images_in_tier(state, tier, acquired_before=acquired_before,
-                                                     acquired_after=after, limit=PAGE)
-            for pair in await self._with_patients(page):
-                yield pair
-            if len(page) < PAGE:
-                return
-            after = page[-1].acquired_at
+        # Oldest acquisition days first, one pushed-down equality query per day
+        # (Catalog.sweep_pages); the order within a day does not change any decision.
+        pages = self.catalog.sweep_pages(state, tier, acquired_before=acquired_before, limit=PAGE)
+        async with aclosing(pages):
+            async for page in pages:
+                for pair in await self._with_patients(page):
+                    yield pair
 
     async def _with_patients(self, page: list[ImageRecord]) -> list[tuple[ImageRecord, PatientRecord | None]]:
         patients = await self.catalog.patients_by_id(image.patient_id for image in page)
