@@ -8,7 +8,8 @@ Without ``--mongo-url`` it runs its own catalog server (FerretDB, and PostgreSQL
 the backend) on ports 38117/38132 with state in a temp dir; a running dev stack is untouched.
 The catalog gets ``--images`` LR images, 10 per patient (exams of 4, 4 and 2 slides), loaded in
 bulk as the documents the repository writes (``catalog.repository.document`` of the schema
-records), with the catalog's indexes created first. Then p50/p95 of:
+records), with the catalog's indexes created first and the sweep's day buckets noted as the
+repository notes them (``Catalog.note_sweep_buckets``). Then p50/p95 of:
 
 * an image by key (``Catalog.get_image``);
 * a patient's images (``Catalog.find_images(patient_id=...)``);
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,9 +129,14 @@ async def load(catalog: Catalog, images: int, progress: Callable[[str], None]) -
     pending: dict[str, list[dict[str, Any]]] = {"patients": [], "exams": [], "images": []}
     colls = {"patients": catalog.patients, "exams": catalog.exams, "images": catalog.images}
     start, last = time.perf_counter(), 0.0
+    noted: set[str] = set()
 
     async def flush(name: str) -> None:
         if pending[name]:
+            if name == "images":  # the day buckets first, as Catalog.add_image does (new ones only)
+                fresh = {doc[ImageRecord.SWEEP_FIELD] for doc in pending[name]} - noted
+                await catalog.note_sweep_buckets(fresh)
+                noted.update(fresh)
             await colls[name].insert_many(pending[name], ordered=False)
             pending[name] = []
 
@@ -227,7 +234,9 @@ async def measure(catalog: Catalog, loaded: Loaded, queries: int, move_count: in
         return len(exams)
 
     async def sweep_page() -> int:
-        page = await catalog.images_in_tier(ImageState.LR, StorageTier.MID, acquired_before=cutoff, limit=1000)
+        pages = catalog.sweep_pages(ImageState.LR, StorageTier.MID, acquired_before=cutoff, limit=1000)
+        async with aclosing(pages):
+            page: list[ImageRecord] = await anext(pages, [])
         sweep_patients[:] = sorted({image.patient_id for image in page})
         return len(page)
 
