@@ -15,9 +15,9 @@ repository notes them (``Catalog.note_sweep_buckets``). Then p50/p95 of:
 * a patient's images (``Catalog.find_images(patient_id=...)``);
 * a worklist page: 50 of a pathologist's exams, newest first, with the match count and their
   LR slides (``catalog.exam_search``, as the viewer's list);
-* the tier sweep page: 1,000 mid images past the age limit, oldest first
-  (``Catalog.images_in_tier``), then that page's patients (``patients_by_id``), as
-  ``storage.scheduler`` pages;
+* the tier sweep page: 1,000 mid images past the age limit, oldest acquisition days first
+  (the first page of ``Catalog.sweep_pages``: one equality query per day bucket), then that
+  page's patients (``patients_by_id``), as ``storage.scheduler`` pages;
 * a tier move's catalog steps, as ``storage.mover.TierMover`` runs them: the move lease,
   reload, ``begin_move``, the markers of ``catalog.moves.plan`` (``advance_move``,
   ``relocate``, ``clear_move``; each a compare-and-set with its claim from
