@@ -37,7 +37,7 @@
 //   snapshot()     all of the above as one plain object
 // ---------------------------------------------------------------------------------------------
 
-import { api, ApiError, getText, session } from "./api.js";
+import { api, ApiError, getText, request, session } from "./api.js";
 import { openEventStream } from "./events.js";
 import { ReportForm } from "./report.js";
 import { formatMag, parseDzi, SlideView } from "./slideview.js";
@@ -533,6 +533,7 @@ function renderReadingMode(info, view) {
   const lrMag = info.lr_magnification ? formatMag(info.lr_magnification) : `LR (1/${info.scale})`;
   const hrMag = view.hrMag ? formatMag(view.hrMag) : "full resolution";
   const label = $("reading-mode");
+  delete label.dataset.mode;
   label.textContent = `Low-resolution mode: ${hrMag} computed on demand from the stored ${lrMag}`;
   label.title = info.reading_mode ? `Server: ${info.reading_mode}` : "";
   label.hidden = false;
@@ -542,6 +543,31 @@ function renderReadingMode(info, view) {
     `so views above ${lrMag} are super-resolved (×${info.scale}) by the server when first viewed. ` +
     "Placeholders (the stored image upsampled) show until the computed tiles arrive.";
   detail.hidden = false;
+  renderTerminalMode(info, hrMag, state.openSeq);
+}
+
+/** On a reading workstation the page comes from the terminal agent, which answers
+ * /terminal/exams/{exam}; the viewer itself does not (404), and today's text stays. */
+async function renderTerminalMode(info, hrMag, seq) {
+  let local;
+  try {
+    local = await request("GET", `/terminal/exams/${encodeURIComponent(info.exam_id)}`);
+  } catch {
+    return; // not served through a terminal (or it cannot say): the server's mode applies
+  }
+  if (seq !== state.openSeq || !local) return;
+  const slide = local.slides && local.slides[String(info.slide_number)];
+  const complete = slide ? slide.complete : local.complete;
+  const label = $("reading-mode");
+  const detail = $("reading-mode-detail");
+  label.dataset.mode = complete ? "high" : "low";
+  if (complete) {
+    label.textContent = `High-resolution mode: ${hrMag} from this workstation's local copy (${slide ? slide.source : local.source})`;
+    detail.textContent = "Why: this exam was assigned to this reading workstation and downloaded ahead of reading, " +
+      "so its high-magnification tiles are shown from the local copy without waiting for the server.";
+  } else {
+    label.textContent = `Low-resolution mode: ${local.reason}`;
+  }
 }
 
 function setCompare(on) {
