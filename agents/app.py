@@ -18,6 +18,7 @@ DEFAULT_AGENT_MODULES: tuple[str, ...] = (
     "agents.tiering",
     "agents.qc",
     "agents.upscale",
+    "agents.distribution",
 )
 
 

@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from catalog.claims import Claims, compare_and_set
 from catalog.errors import CatalogError
-from schemas.catalog import AssignmentRecord, db_now
+from schemas.catalog import AssignmentRecord, AssignmentState, db_now
 
 _CAS_ATTEMPTS = 20
 
@@ -55,7 +55,9 @@ class Assignments:
             wanted = change(current)
             if wanted is None:
                 return None
-            new = wanted.model_copy(update={"revision": current.revision + 1, "updated_at": db_now()})
+            # Validated again: ``change`` may have built it with model_copy, which checks nothing.
+            new = AssignmentRecord.model_validate(
+                {**wanted.model_dump(), "exam_id": exam_id, "revision": current.revision + 1, "updated_at": db_now()})
             fields: dict[str, Any] = new.to_document()
             doc = await compare_and_set(self.coll, self.claims, exam_id, {"revision": current.revision},
                                         {"$set": fields})
@@ -63,15 +65,21 @@ class Assignments:
                 return AssignmentRecord.from_document(doc)
         raise CatalogError(f"assignment of exam {exam_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
-    async def of_terminal(self, terminal_id: str, *, state: str = "assigned") -> list[AssignmentRecord]:
+    async def of_terminal(self, terminal_id: str, *, state: AssignmentState = "assigned") -> list[AssignmentRecord]:
         """A terminal's assignments in ``state`` (equality filters only: pushed down by FerretDB)."""
         cursor = self.coll.find({"terminal_id": terminal_id, "state": state})
         return sorted([AssignmentRecord.from_document(doc) async for doc in cursor],
                       key=lambda a: (a.assigned_at or a.created_at, a.exam_id))
 
     async def waiting(self, *, limit: int = 1000) -> list[AssignmentRecord]:
-        cursor = self.coll.find({"state": "waiting"}).limit(limit)
-        return sorted([AssignmentRecord.from_document(doc) async for doc in cursor], key=lambda a: a.created_at)
+        """Exams no terminal has, oldest first."""
+        return await self.in_state("waiting", limit=limit)
+
+    async def in_state(self, state: AssignmentState, *, limit: int = 1000) -> list[AssignmentRecord]:
+        """Up to ``limit`` assignments in ``state``, oldest first."""
+        cursor = self.coll.find({"state": state}).limit(limit)
+        return sorted([AssignmentRecord.from_document(doc) async for doc in cursor],
+                      key=lambda a: (a.created_at, a.exam_id))
 
     async def load(self, terminal_id: str, day: str) -> int:
         """Images (slides) given to the terminal on ``day`` (ISO date), done ones included."""

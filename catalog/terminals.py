@@ -9,8 +9,8 @@ terminal offline cannot both win.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+from collections.abc import Callable
 from datetime import datetime
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from catalog.claims import Claims, compare_and_set
 from catalog.errors import CatalogError
+from core.secrets import key_digest
 from schemas.catalog import TerminalRecord, db_now
 
 _CAS_ATTEMPTS = 20
@@ -33,11 +34,6 @@ class TerminalExists(CatalogError):
     def __init__(self, terminal_id: str) -> None:
         super().__init__(f"terminal {terminal_id} is already registered")
         self.terminal_id = terminal_id
-
-
-def key_digest(key: str) -> str:
-    """What the registry keeps of a terminal key."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class Terminals:
@@ -70,29 +66,32 @@ class Terminals:
         return [TerminalRecord.from_document(doc) async for doc in self.coll.find({}).sort("_id", 1)]
 
     async def _change(self, terminal_id: str, change: dict[str, object],
-                      still: object = None) -> TerminalRecord:
+                      still: Callable[[TerminalRecord], bool] | None = None) -> tuple[TerminalRecord, bool]:
         """Apply ``change`` by compare-and-set, retried on a concurrent change; ``still``
-        (a predicate on the fresh record) may call it off (returns the record unchanged)."""
+        (a predicate on the fresh record) may call it off. The record as it is now, and
+        whether this call changed it."""
         for _ in range(_CAS_ATTEMPTS):
             current = await self.get(terminal_id)
             if current is None:
                 raise UnknownTerminal(terminal_id)
-            if callable(still) and not still(current):
-                return current
+            if still is not None and not still(current):
+                return current, False
             doc = await compare_and_set(self.coll, self.claims, terminal_id, {"revision": current.revision},
                                         {"$set": change, "$inc": {"revision": 1}})
             if doc is not None:
-                return TerminalRecord.from_document(doc)
+                return TerminalRecord.from_document(doc), True
         raise CatalogError(f"terminal {terminal_id} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     async def heartbeat(self, terminal_id: str, at: datetime | None = None) -> tuple[TerminalRecord, bool]:
-        """Record a heartbeat; also whether the terminal came (back) online with it."""
+        """Record a heartbeat; also whether the terminal came (back) online with it. A retired
+        terminal stays offline (its key is refused anyway; this closes the race with a retire)."""
         at = at or db_now()
         before = await self.get(terminal_id)
         if before is None:
             raise UnknownTerminal(terminal_id)
-        after = await self._change(terminal_id, {"online": True, "last_heartbeat": at})
-        return after, not before.online
+        after, changed = await self._change(terminal_id, {"online": True, "last_heartbeat": at},
+                                            still=lambda t: t.active)
+        return after, changed and not before.online
 
     async def mark_offline(self, terminal_id: str, silent_since: datetime) -> bool:
         """Mark the terminal offline if it is still silent since ``silent_since`` (a heartbeat
@@ -103,12 +102,16 @@ class Terminals:
         before = await self.get(terminal_id)
         if before is None or not still_silent(before):
             return False
-        after = await self._change(terminal_id, {"online": False}, still=still_silent)
-        return after.revision != before.revision and not after.online
+        _, changed = await self._change(terminal_id, {"online": False}, still=still_silent)
+        return changed
 
     async def set_active(self, terminal_id: str, active: bool) -> TerminalRecord:
-        return await self._change(terminal_id, {"active": active, **({} if active else {"online": False})})
+        """Retire (False: never assigned again, its key refused, its open exams reassigned by
+        the next sweep) or reinstate a terminal."""
+        record, _ = await self._change(terminal_id, {"active": active, **({} if active else {"online": False})})
+        return record
 
     async def set_key(self, terminal_id: str, digest: str) -> TerminalRecord:
         """A new key (rotation): the old one stops working at once."""
-        return await self._change(terminal_id, {"key_digest": digest})
+        record, _ = await self._change(terminal_id, {"key_digest": digest})
+        return record

@@ -4,6 +4,8 @@ value always wins; there is no built-in default that two installs could share.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -42,6 +44,26 @@ def install_secret(directory: Path, name: str, configured: SecretStr | None = No
     if len(value) < nbytes:
         raise ValueError(f"{path} holds a secret shorter than {nbytes} bytes; delete it to make a new one")
     return value
+
+
+# Bearer keys of machines (HIS senders, reading terminals): 32 random bytes, URL-safe base64.
+# A random 256-bit key cannot be guessed, so only its SHA-256 digest is kept and compared (in
+# constant time); it needs no slow password hash.
+KEY_BYTES = 32
+
+
+def encode_key(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def new_key() -> str:
+    """A fresh random bearer key (43 characters); keep only its ``key_digest``."""
+    return encode_key(secrets.token_bytes(KEY_BYTES))
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest of a key: what a registry or a setting keeps of it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 # The S3 root key pair of an install whose storage credentials are not configured.

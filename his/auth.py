@@ -11,33 +11,20 @@ for production); when none is configured the install's own key is made once with
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from core.secrets import install_secret
+from core.secrets import encode_key, install_secret, key_digest, new_key
 from core.settings import Settings
+
+# The key helpers live in core.secrets (terminal keys use them too); re-exported for callers.
+__all__ = ["KEY_FILE", "LOCAL_SENDER", "ApiKeys", "install_key", "key_digest", "key_file", "new_key"]
 
 KEY_FILE = "his-api.key"
 LOCAL_SENDER = "local"  # the sender name of the install's own key
 SCHEME = "bearer"
-
-
-def encode_key(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def new_key() -> str:
-    """A fresh random sender key (to configure by its digest)."""
-    return encode_key(secrets.token_bytes(32))
-
-
-def key_digest(key: str) -> str:
-    """The SHA-256 hex digest of a key: what ``settings.his.api_keys`` holds."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def key_file(settings: Settings) -> Path:

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from core.settings import Settings
 from viewer import http_errors
 from viewer.context import ViewerContext, open_viewer
-from viewer.routes import admin, auth, exams, iiif, reports, slides
+from viewer.routes import admin, auth, exams, iiif, reports, slides, terminal
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -39,7 +39,7 @@ def create_app(settings: Settings, context: ViewerContext | None = None) -> Fast
                   # No Swagger page: FastAPI's loads its assets from a CDN, and the viewer works offline.
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     http_errors.install(app)
-    for module in (auth, exams, slides, iiif, reports, admin):
+    for module in (auth, exams, slides, iiif, reports, admin, terminal):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])
