@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,8 @@ import pytest
 
 from catalog.assignments import Assignments
 from catalog.terminals import TerminalExists, Terminals
-from core.kafka import EventSink, tail_from_end
+from core.kafka import EventSink, producer, tail_from_end, wait_for
+from core.logging import log_salt, patient_ref
 from core.secrets import key_digest, new_key
 from core.settings import Settings
 from distribution.policy import Policy, PolicySource
@@ -32,11 +33,12 @@ from distribution.precompute import ForgedAssignment
 from distribution.service import DistributionService
 from schemas.catalog import ReportRecord, TerminalRecord
 from schemas.common import ImageState, ObjectRef, StorageTier
-from schemas.events import DistributionAssigned, Event, SlideStored, UpscaleRequested
+from schemas.events import DeadLetter, DistributionAssigned, Event, SlideStored, UpscaleRequested
 from schemas.layout import hr_provenance_key, hr_tile_key, sr_levels
 from schemas.topics import Priority, Topic, priority_partitions
 from storage.runtime import Services
-from tests.integration.tierkit import services, stage_slide, uid
+from tests.integration.test_tier_services import matching
+from tests.integration.tierkit import WorkerProcess, commit_offsets, end_offsets, services, stage_slide, uid
 
 pytestmark = pytest.mark.integration
 SMALL = 200  # LR px: x8 gives 69 SR tiles, few enough to fill the hr-cache afterwards
@@ -437,3 +439,55 @@ async def test_forged_events_are_permanent_errors_and_stale_ones_are_skipped(env
     before = len(sink.events)
     stale = await service.precompute(event(a, 0))  # a held it at revision 0: stale, skipped quietly
     assert stale.stale and len(sink.events) == before
+
+
+# --- the agent in a real Faust worker -----------------------------------------------------
+
+
+@pytest.fixture
+def worker(stack: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    group = uid("distribution-")
+    topics = (Topic.SLIDE_STORED.value, Topic.DISTRIBUTION_ASSIGNED.value)
+    asyncio.run(commit_offsets(stack, group, asyncio.run(end_offsets(stack, topics))))
+    # Its sweep timer stays out of the way (the other tests sweep with their own clocks).
+    process = WorkerProcess(stack, group, ("agents.distribution",), tmp_path / f"{group}.log",
+                            extra_env={"SLIDESTREAM_DISTRIBUTION__SWEEP_INTERVAL_S": "3600"}).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+async def test_the_agent_assigns_stored_slides_and_dead_letters_forged_events(env: Env, stack: Settings,
+                                                                             worker: WorkerProcess) -> None:
+
+    tid = uid("TG")
+    terminals = Terminals(env.svc.catalog.db)
+    key = new_key()
+    await terminals.register(TerminalRecord(terminal_id=tid, task_classes=["general"], capacity_per_day=10,
+                                            owner_kind="department", owner="GI pathology",
+                                            key_digest=key_digest(key)))
+    env.registered.append(tid)
+    await terminals.heartbeat(tid)
+    patient, exam_id = uid("PD"), uid("ED")
+    await env.svc.catalog.ensure_patient(patient)
+    await env.svc.catalog.ensure_exam(exam_id, patient, datetime.now(UTC), body_part="lung")
+    forged = DistributionAssigned(terminal_id=tid, exam_id=uid("ED"), slide_numbers=[1],
+                                  priority=Priority.DISTRIBUTION, policy="x", assignment_revision=0)
+    async with producer(stack) as prod, tail_from_end(stack, Topic.DEAD_LETTER.value) as letters:
+        await prod.send_and_wait(Topic.SLIDE_STORED.value, stored(exam_id).to_json_bytes(), key=exam_id.encode())
+        await prod.send_and_wait(Topic.DISTRIBUTION_ASSIGNED.value, forged.to_json_bytes(),
+                                 key=forged.exam_id.encode())
+        letter = await wait_for(letters, matching(DeadLetter, source_topic=Topic.DISTRIBUTION_ASSIGNED.value,
+                                                  key_ref=patient_ref(forged.exam_id, log_salt(stack))),
+                                timeout=120)
+        assert "not backed by the catalog" in letter.error
+    assignments = Assignments(env.svc.catalog.db)
+    for _ in range(120):
+        record = await assignments.get(exam_id)
+        if record is not None:
+            break
+        await asyncio.sleep(0.5)
+    assert record is not None and (record.state, record.terminal_id, record.rule) == ("assigned", tid, "default")
+    await terminals.set_active(tid, False)
+
