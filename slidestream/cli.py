@@ -39,10 +39,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from infra.stack import down
+    from slidestream.terminal_process import stop_terminal
     from slidestream.viewer_process import stop_viewer
     from slidestream.workers import stop_workers
 
     settings = _settings()
+    if stop_terminal(settings):
+        print("stopped the terminal agent")
     if stop_viewer(settings):
         print("stopped the viewer")
     print(f"stopped {stop_workers(settings)} worker(s)")
@@ -139,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     from slidestream.commands.viewer import add_commands as add_viewer_commands
 
     add_viewer_commands(sub, _settings)  # viewer, user add, assign
+
+    from slidestream.commands.terminal import add_commands as add_terminal_commands
+
+    add_terminal_commands(sub, _settings)  # terminal register/list/retire/rotate-key/run
 
     # Listed for --help only; main() hands their arguments to model_zoo before parsing.
     sub.add_parser("train", help="train a super-resolution model (slidestream train --help)", add_help=False)
