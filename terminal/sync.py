@@ -32,6 +32,7 @@ from terminal.progress import ProgressDisplay
 log = structlog.get_logger(__name__)
 
 MAX_OUTAGE_DELAY_S = 60.0
+MAX_CHECKSUM_MISMATCHES = 20  # per --once run
 
 
 class SyncError(Exception):
@@ -244,6 +245,11 @@ class Syncer:
                 raise SyncError(result.error)
             if result.complete:
                 return result
+            # The loop retries a corrupt download on the next poll; one that keeps arriving
+            # corrupt is a fault to report, not to retry forever.
+            if self.status.checksum_mismatches > MAX_CHECKSUM_MISMATCHES:
+                raise SyncError(f"{self.status.checksum_mismatches} tile downloads did not match the server's "
+                                "SHA-256; nothing corrupt was kept; check the network path to the server")
             await sleep(self.poll_s)  # the server is still computing some tiles
 
     # ---- what the local server shows -----------------------------------------------------------

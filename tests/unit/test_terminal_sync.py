@@ -101,6 +101,16 @@ async def test_a_checksum_mismatch_is_counted_and_the_tile_fetched_again(tmp_pat
     assert (await syncer.poll()).complete
 
 
+async def test_once_gives_up_on_a_tile_that_keeps_arriving_corrupt(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_exam("E1")
+    server.bad_checksum.add(("E1", 1, 12, 0, 1))
+    syncer = make_syncer(server, tmp_path)
+    with pytest.raises(SyncError, match="did not match the server's SHA-256"):
+        await syncer.run_until_complete(sleep=no_sleep)
+    assert not syncer.cache.has(TileKey("E1", 1, 12, 0, 1))
+
+
 async def test_a_corrupt_local_tile_is_downloaded_again(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_exam("E1")
