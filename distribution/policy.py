@@ -43,8 +43,10 @@ class Rule(BaseModel):
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # A terminal silent this long is offline, and its open exams go to another terminal.
-    grace_period_s: float = Field(300.0, gt=0, le=7 * 86400)
+    # A terminal silent this long is offline, and its open exams go to another terminal. At
+    # least 10 s: the terminal API records a heartbeat at most every 5 s (not one write per
+    # tile), so a shorter grace would take busy terminals offline.
+    grace_period_s: float = Field(300.0, ge=10, le=7 * 86400)
     rules: list[Rule] = Field(default_factory=list, max_length=1000)  # first match wins
     default_task_class: TaskClass = "general"
     prefer_owner: bool = True

@@ -73,6 +73,7 @@ def test_the_built_in_policy_sends_everything_to_general() -> None:
 @pytest.mark.parametrize(("name", "text", "expected"), [
     ("unknown.toml", 'grace_period_s = 60\nsecret_patient = "Jane Doe 1970-01-01"\n', "secret_patient"),
     ("negative.toml", "grace_period_s = -5\n", "grace_period_s"),
+    ("shorter than heartbeats.toml", "grace_period_s = 4\n", "grace_period_s"),
     ("class.toml", '[[rules]]\nname = "r"\nbody_parts = ["x"]\ntask_class = "Jane Doe"\n', "rules.0.task_class"),
     ("empty_parts.yaml", "rules:\n  - name: r\n    body_parts: []\n    task_class: gi\n", "rules.0.body_parts"),
     ("dupes.yaml", "rules:\n  - {name: r, body_parts: [a], task_class: gi}\n"
