@@ -34,7 +34,6 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
@@ -43,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from catalog import moves
 from catalog.db import connect, database
 from catalog.exam_search import ExamQuery, ExamScope, lr_slides_of, search_exams
@@ -359,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(result, f"server {args.mongo_url}"))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` still stops our servers
-    state_dir = Path(tempfile.mkdtemp(prefix="slidestream-catalog-bench-"))
-    state_dir.chmod(0o755)  # PostgreSQL may run as its own system user (see infra.postgres_server)
+    state_dir = stack_state_dir("slidestream-catalog-bench-")
     settings = _bench_settings(state_dir, args.backend)
     names = stack.catalog_server_names(settings)
     try:

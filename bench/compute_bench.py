@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from compute.engine import ComputeEngine, EngineConfig
 from compute.samples import downsample, load_rgb, shared_images, tile_mosaic, write_lr_slide
 from compute.slides import DirectorySlides
@@ -497,7 +497,7 @@ async def stack_part(settings: Settings, quick: bool) -> None:
 def with_stack(quick: bool) -> None:
     from infra import stack
 
-    state_dir = Path(tempfile.mkdtemp(prefix="compute-bench-stack-"))
+    state_dir = stack_state_dir("compute-bench-stack-")
     os.environ.update(PORTS)
     os.environ["SLIDESTREAM_STATE_DIR"] = str(state_dir)
     get_settings.cache_clear()

@@ -18,13 +18,12 @@ import asyncio
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from scanner.ids import validate_ids
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--running", action="store_true", help="use the configured stack and its workers")
     args = parser.parse_args(argv)
 
-    state_dir = Path(tempfile.mkdtemp(prefix="slidestream-qc-bench-"))
+    state_dir = stack_state_dir("slidestream-qc-bench-")
     settings = get_settings() if args.running else None
     try:
         if settings is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -24,3 +26,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def stack_state_dir(prefix: str) -> Path:
+    """A fresh state directory for a bench's own stack. Readable by others (0755): the
+    catalog's PostgreSQL runs as its own system user when infra runs as root
+    (infra.postgres_server), and it must reach its data directory below this one."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path

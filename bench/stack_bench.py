@@ -13,11 +13,10 @@ import argparse
 import asyncio
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from core.settings import Settings, get_settings
 from infra import stack
 from slidestream.probe import probe_agents, probe_many
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=300)
     args = parser.parse_args(argv)
     stack.build(get_settings())  # make sure nothing below includes build time
-    state_dir = Path(tempfile.mkdtemp(prefix="slidestream-bench-"))
+    state_dir = stack_state_dir("slidestream-bench-")
     settings = _bench_settings(state_dir)
     try:
         cold = _timed_start(settings)

@@ -27,12 +27,11 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from catalog.indexes import ensure_indexes
 from catalog.repository import document
 from catalog.tiering import TierPolicy
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A SIGTERM (e.g. from `timeout`) still stops the bench's servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    state_dir = Path(tempfile.mkdtemp(prefix="slidestream-tier-bench-"))
+    state_dir = stack_state_dir("slidestream-tier-bench-")
     settings = _bench_settings(state_dir)
     try:
         stack.up(settings, echo=lambda _msg: None)

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.report import machine, percentiles, table
+from bench.report import machine, percentiles, stack_state_dir, table
 from core.settings import Settings, get_settings
 from schemas.layout import TILE_SIZE, tile_grid
 
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from infra import stack
 
-    state_dir = Path(tempfile.mkdtemp(prefix="viewer-bench-"))
+    state_dir = stack_state_dir("viewer-bench-")
     os.environ.update(PORTS)
     os.environ["SLIDESTREAM_STATE_DIR"] = str(state_dir)
     os.environ["SLIDESTREAM_APP_ID"] = f"bench-viewer-{uuid.uuid4().hex[:6]}"
