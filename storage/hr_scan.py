@@ -151,6 +151,16 @@ class ScannedHrCutter:
                     raise MissingObject(event.hr_candidate, "HR scan") from None
                 raise
             tiles = await self._cut_file(path, event, scale)
+        if await self._status(marker) != "cutting":
+            # The slide's HR was dropped while we cut (a discharge empties the hr-cache): the
+            # tiles written after that would stay as a partial set under a marker claiming a
+            # complete scan, and nothing would ever fill the rest. Drop them too; compute
+            # fills the slide if it is read again.
+            await self.store.delete_prefix(marker.bucket, hr_prefix(event.exam_id, event.slide_number, scale))
+            if (await self.release.release(event)).saved:
+                await self.store.delete(event.hr_candidate)  # dropped HR is not cut again (a redelivery finds it gone)
+            log.warning("hr_scan.dropped_while_cutting", exam_id=event.exam_id, slide=event.slide_number)
+            return None
         await self._mark(marker, event, scale, "complete", tiles=tiles)
         await self._record(event, scale)
         await self.release.release(event)

@@ -178,6 +178,28 @@ async def test_a_crash_between_cut_and_release_and_a_cut_repeated_after_eviction
         assert await svc.store.list_prefix(svc.store.bucket(StorageTier.TEMPORARY), f"hr/{event.exam_id}/") == []
 
 
+async def test_hr_dropped_while_the_scan_is_cut_leaves_no_partial_scanned_set(stack: Settings, hr_scan) -> None:
+    """A discharge that empties the hr-cache in the middle of a cut: no marker claiming a
+    complete scan over a partial set of tiles (distribution would skip the slide as scanned and
+    a terminal would wait for the missing tiles forever)."""
+    async with services(stack) as svc:
+        event = await stage_pass(svc, hr_scan=hr_scan, size=125)
+        await svc.saver.save(event)
+        racing = cutter(svc)
+        cut_file = racing._cut_file
+        bucket = svc.store.bucket(StorageTier.TEMPORARY)
+
+        async def cut_then_discharge(*args, **kwargs):  # type: ignore[no-untyped-def]
+            count = await cut_file(*args, **kwargs)
+            await svc.store.delete_prefix(bucket, f"hr/{event.exam_id}/")  # the discharge's drop
+            return count
+
+        racing._cut_file = cut_then_discharge  # type: ignore[method-assign]
+        assert await racing.cut(event) is None
+        assert await svc.store.list_prefix(bucket, f"hr/{event.exam_id}/") == []
+        assert left_over(await ingest_objects(svc, event.exam_id), event.exam_id) == []
+
+
 async def test_a_refused_or_unsaved_slide_is_left_to_the_expiry_rules(stack: Settings) -> None:
     async with services(stack) as svc:
         event = await stage_pass(svc)
