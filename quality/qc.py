@@ -134,11 +134,12 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
         reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
     standard = _standard(config, standard) if config.colour.enabled else None
     sharpness: list[blur_mod.TileSharpness] = []
+    pixel_size = blur_mod.pixel_size(source.mpp, source.effective_magnification())  # focus is judged at a standard one
     colour = empty_stats(config.colour) if reference is not None else None
     profile = ColourProfile.empty() if config.colour.enabled else None
     for tile in judged:
         pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
-        sharpness.append(blur_mod.tile_sharpness(pixels, config.blur))
+        sharpness.append(blur_mod.tile_sharpness(pixels, config.blur, pixel_size))
         if colour is None and profile is None:
             continue
         mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
@@ -223,7 +224,8 @@ def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
     if not judgeable.any():
         return not_judged("blur", f"none of the {len(m.sharpness)} tissue tiles has structure that shows focus "
                                   "(no nuclei, no coarse texture: fat, mucus, lumen or sparse stroma)")
-    threshold = c.min_sharpness_at(m.mpp)
+    pixel_size = blur_mod.pixel_size(m.mpp, m.magnification)
+    threshold = c.min_sharpness_at(pixel_size)
     all_values = np.array([s.get(c.metric) for s in m.sharpness])
     values = all_values[judgeable]
     flags = judgeable & (all_values < threshold)
@@ -235,10 +237,14 @@ def judge_blur(m: QcMeasurements, config: QcConfig) -> CheckResult:
     passed = fraction <= c.max_blurred_fraction
     skipped = len(all_values) - len(values)
     left_out = f"; {skipped} tile(s) without structure to show focus left out" if skipped else ""
+    judged_at = max(pixel_size, c.reference_mpp) if pixel_size and c.resample else pixel_size
+    scale = f", at {judged_at:.3g} um/px" if judged_at else ", pixel size unknown"
     reason = (f"{blurred} of {len(values)} judged tissue tiles ({fraction:.0%}) are blurred "
-              f"({c.metric.replace('_', ' ')} < {threshold:.3g}); at most {c.max_blurred_fraction:.0%} allowed"
+              f"({c.metric.replace('_', ' ')} < {threshold:.3g}{scale}); at most {c.max_blurred_fraction:.0%} allowed"
               f"{left_out}")
-    details = {"metric": c.metric, "tile_threshold": threshold, "median_sharpness": float(np.median(values)),
+    details = {"metric": c.metric, "tile_threshold": threshold, "pixel_size_um": pixel_size,
+               "judged_at_um": judged_at,
+               "median_sharpness": float(np.median(values)),
                "blurred_tiles": blurred, "judged_tiles": len(values), "not_focus_judgeable_tiles": skipped}
     for name in blur_mod.METRICS:
         details[f"median_{name}"] = float(np.median([s.get(name) for s, j in zip(m.sharpness, judgeable) if j]))

@@ -77,3 +77,39 @@ def test_only_structured_tiles_count_towards_the_blurred_fraction() -> None:
     soft = np.concatenate([gaussian_blur(nuclear, 3.0), flat], axis=1)
     check = run_qc(soft).check("blur")
     assert not check.passed and check.score == 1.0  # all structured tiles are blurred, not half the tissue
+
+
+def test_focus_is_judged_at_the_standard_pixel_size() -> None:
+    """An oversampled capture (here a 40x image interpolated to 0.125 um/px) looks soft per pixel;
+    with its pixel size known it is area-averaged back to 0.25 um/px and judged as the original."""
+    from scipy import ndimage as ndi
+
+    from quality.blur import to_pixel_size
+    from quality.colourspace import luminance
+    from slide_io import ArraySlideSource
+
+    he = load(DATA / "monuseg2018/TCGA-A7-A13E-01Z-00-DX1.tif")[:512, :512]
+    oversampled = np.clip(np.rint(ndi.zoom(he.astype(np.float32), (2, 2, 1), order=3)), 0, 255).astype(np.uint8)
+    config = QcConfig().blur
+    assert config.min_sharpness_at(0.125) == config.min_sharpness  # resampled: the tuned threshold holds
+    gray = luminance(he)
+    repeated = np.repeat(np.repeat(gray, 2, axis=0), 2, axis=1)
+    assert np.allclose(to_pixel_size(repeated, 0.5), gray)  # area averaging undoes a 2x pixel replication
+    unknown = run_qc(oversampled).check("blur")
+    stated = run_qc(ArraySlideSource(oversampled, mpp=0.125)).check("blur")
+    by_magnification = run_qc(ArraySlideSource(oversampled, magnification=80.0)).check("blur")
+    assert not unknown.passed
+    assert stated.judged and stated.passed and stated.details["judged_at_um"] == 0.25
+    assert by_magnification.details["pixel_size_um"] == pytest.approx(0.125) and by_magnification.passed
+    native = run_qc(ArraySlideSource(he, mpp=0.25)).check("blur")
+    assert stated.details["median_sharpness"] == pytest.approx(native.details["median_sharpness"], rel=0.5)
+
+
+def test_evaluation_images_carry_their_data_sets_pixel_size() -> None:
+    from quality.datasets import CleanImage, breakhis_mpp
+
+    assert breakhis_mpp("SOB_B_F-14-14134E-400-001.png") == pytest.approx(0.25)  # 400X: 40x objective
+    assert breakhis_mpp("SOB_B_TA-14-16184-200-025.png") == pytest.approx(0.5)
+    assert breakhis_mpp("unnamed.png") is None
+    assert CleanImage("glas", DATA / "glas/x.png").mpp == pytest.approx(0.62)
+    assert CleanImage("histolab_tiles", DATA / "histolab_tiles/x.png").mpp is None
