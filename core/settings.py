@@ -389,6 +389,9 @@ class DistributionSettings(_Group):
     sweep_interval_s: float = Field(10.0, gt=0)
     # Tiles per pre-computation request (upscale.requested at distribution priority).
     chunk_tiles: int = Field(64, ge=1, le=1024)
+    # An assigned exam whose computed tiles have not grown for this long while some are
+    # missing gets them asked for again (a lost or skipped pre-computation).
+    stall_s: float = Field(120.0, gt=0)
 
 
 class TerminalSettings(_Group):

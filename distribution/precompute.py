@@ -76,6 +76,32 @@ class Precomputer:
     async def __call__(self, event: DistributionAssigned) -> Precomputed:
         if verdict(event, await self.assignments.get(event.exam_id)) == "stale":
             return Precomputed(stale=True)
+        return await self._request(event, job_tag="")
+
+    async def top_up(self, record: AssignmentRecord, round_: int) -> Precomputed:
+        """Ask again for the assigned exam's SR tiles that are still missing: a pre-computation
+        skipped or lost on the way (a slide counted as scanned while its scan was being cut, and
+        the cut then dropped by a discharge; tiles evicted before the terminal copied them).
+        ``round_`` keeps each round's request ids apart from earlier ones."""
+        assert record.terminal_id is not None
+        event = DistributionAssigned(terminal_id=record.terminal_id, exam_id=record.exam_id,
+                                     slide_numbers=record.slide_numbers, priority=Priority.DISTRIBUTION,
+                                     policy=record.rule, assignment_revision=record.revision)
+        return await self._request(event, job_tag=f"/top-up-{round_}")
+
+    async def missing(self, record: AssignmentRecord) -> tuple[int, int]:
+        """(tiles present, tiles expected) over the exam's slides that compute fills (not
+        scanned ones): the progress the sweep watches for a stall."""
+        present = expected = 0
+        for number in record.slide_numbers:
+            slide = await self.slides.levels(record.exam_id, number)
+            if slide is None or slide.scanned:
+                continue
+            present += len(await self.slides.present(slide))
+            expected += slide.expected
+        return present, expected
+
+    async def _request(self, event: DistributionAssigned, job_tag: str) -> Precomputed:
         requests = tiles = scanned = 0
         for number in sorted(set(event.slide_numbers)):
             slide = await self.slides.levels(event.exam_id, number)
@@ -84,24 +110,26 @@ class Precomputer:
             if slide.scanned:
                 scanned += 1  # its 40x tiles come from the scan
                 continue
-            sent = await self._send(slide, event)
+            sent = await self._send(slide, event, job_tag)
             requests += len(sent)
             tiles += sum(len(r.tiles or ()) for r, _ in sent)
         return Precomputed(requests, tiles, scanned)
 
     def requests_for(self, slide: SlideLevels, missing: list[TileRef],
-                     event: DistributionAssigned) -> list[tuple[UpscaleRequested, int]]:
-        job = uuid.uuid5(_JOBS, f"{event.exam_id}/{slide.slide_number}/{event.terminal_id}/{event.assignment_revision}")
+                     event: DistributionAssigned, job_tag: str = "") -> list[tuple[UpscaleRequested, int]]:
+        job = uuid.uuid5(_JOBS, f"{event.exam_id}/{slide.slide_number}/{event.terminal_id}/"
+                                f"{event.assignment_revision}{job_tag}")
         planned = chunk_requests(event.exam_id, slide.slide_number, slide.scale, Priority.DISTRIBUTION,
                                  _chunks(missing, self.chunk_tiles), job)
         # No deadline: pre-computation may wait behind interactive work for as long as it takes.
         return [(request.model_copy(update={"requested_by": event.terminal_id}), partition)
                 for request, partition in planned]
 
-    async def _send(self, slide: SlideLevels, event: DistributionAssigned) -> list[tuple[UpscaleRequested, int]]:
+    async def _send(self, slide: SlideLevels, event: DistributionAssigned,
+                    job_tag: str) -> list[tuple[UpscaleRequested, int]]:
         present = await self.slides.present(slide)
         missing = [TileRef(level=lv, col=c, row=r) for lv, c, r in slide.tiles() if (lv, c, r) not in present]
-        planned = self.requests_for(slide, missing, event)
+        planned = self.requests_for(slide, missing, event, job_tag)
         for request, partition in planned:
             await self.sink(request, partition=partition)
         return planned

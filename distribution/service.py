@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ class SweepReport:
     reassigned: int = 0
     to_waiting: int = 0
     from_waiting: int = 0
+    topped_up: int = 0
 
 
 class DistributionService:
@@ -74,6 +76,10 @@ class DistributionService:
         self._precompute = Precomputer(self.assignments, slides, sink, settings.distribution.chunk_tiles)
         self.sweep_lease = Lease(db, SWEEP_LEASE, worker_id,
                                  timedelta(seconds=max(60.0, 3 * settings.distribution.sweep_interval_s)))
+        self.stall_s = settings.distribution.stall_s
+        # exam -> (revision, tiles present, when that count was first seen, top-up rounds):
+        # what the sweep watches to find a pre-computation that stopped moving.
+        self._progress: dict[str, tuple[int, int, float, int]] = {}
 
     # --- choosing ---------------------------------------------------------------------
 
@@ -179,7 +185,8 @@ class DistributionService:
         for waiting in await self.assignments.waiting():
             record = await self._place_waiting(waiting, policy, now)
             report.from_waiting += record is not None
-        if report.offline or report.reassigned or report.to_waiting or report.from_waiting or report.done:
+        await self._top_up_stalled(report)
+        if any(vars(report).values()):
             log.info("distribution.swept", **vars(report))
         return report
 
@@ -232,6 +239,29 @@ class DistributionService:
         if placed is not None:
             await self._announce(placed, "reassigned" if placed.history else "new")
         return placed
+
+    async def _top_up_stalled(self, report: SweepReport) -> None:
+        """An assigned exam whose computed tiles have not grown for ``stall_s`` while some are
+        missing gets the missing ones asked for again (at most once per ``stall_s``)."""
+        now_s = time.monotonic()
+        open_ = await self.assignments.in_state("assigned")
+        for gone in set(self._progress) - {a.exam_id for a in open_}:
+            del self._progress[gone]
+        for record in open_:
+            revision, count, since, rounds = self._progress.get(record.exam_id, (-1, -1, now_s, 0))
+            if revision == record.revision and count >= 0 and now_s - since < self.stall_s:
+                continue  # looked at recently
+            present, expected = await self._precompute.missing(record)
+            if present >= expected:
+                self._progress[record.exam_id] = (record.revision, present, now_s, rounds)
+                continue
+            if revision == record.revision and present == count:  # no progress for stall_s
+                done = await self._precompute.top_up(record, rounds + 1)
+                report.topped_up += done.tiles > 0
+                log.warning("distribution.top_up", exam_id=record.exam_id, terminal_id=record.terminal_id,
+                            missing=expected - present, tiles=done.tiles, round=rounds + 1)
+                rounds += 1
+            self._progress[record.exam_id] = (record.revision, present, now_s, rounds)
 
     # --- pre-computation and the terminal's view ------------------------------------------
 

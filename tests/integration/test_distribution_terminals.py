@@ -28,7 +28,9 @@ from catalog.db import connect, database
 from core.kafka import KafkaSink, producer, tail_from_end
 from core.settings import Settings
 from schemas.catalog import AssignmentRecord, ReportRecord
+from schemas.common import StorageTier
 from schemas.events import DistributionAssigned
+from schemas.layout import hr_provenance_key
 from schemas.topics import Priority, Topic
 from terminal.cache import TEMP_SUFFIX, LocalCache
 from tests.integration.tierkit import WorkerProcess, commit_offsets, end_offsets, services, stage_slide, uid
@@ -50,11 +52,18 @@ task_class = "gi"
 name = "breast"
 body_parts = ["breast"]
 task_class = "breast"
+
+[[rules]]
+name = "renal"
+body_parts = ["kidney"]
+task_class = "renal"
 """
 WORKER_MODULES = ("agents.probe", "agents.distribution", "agents.upscale", "agents.tiering")
 CONSUMED = (Topic.SLIDE_STORED.value, Topic.DISTRIBUTION_ASSIGNED.value, Topic.UPSCALE_REQUESTED.value,
             Topic.UPSCALE_CANCELLED.value, Topic.UPSCALE_DONE.value)
 SLIDE_PX = 160
+STALL_S = 3
+WORKER_LOG: dict[str, Path] = {}  # the module's worker log (what the distribution agent said)
 
 
 class Terminal:
@@ -118,9 +127,11 @@ def distribution_worker(stack: Settings, policy_file: Path, tmp_path_factory: py
     compute) what earlier tests left on the topics."""
     group = uid("dist-")
     asyncio.run(commit_offsets(stack, group, asyncio.run(end_offsets(stack, CONSUMED))))
-    worker = WorkerProcess(stack, group, WORKER_MODULES, tmp_path_factory.mktemp("worker") / "worker.log",
+    WORKER_LOG["path"] = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker = WorkerProcess(stack, group, WORKER_MODULES, WORKER_LOG["path"],
                            {"SLIDESTREAM_DISTRIBUTION__POLICY_FILE": str(policy_file),
-                            "SLIDESTREAM_DISTRIBUTION__SWEEP_INTERVAL_S": "1"}).start()
+                            "SLIDESTREAM_DISTRIBUTION__SWEEP_INTERVAL_S": "1",
+                            "SLIDESTREAM_DISTRIBUTION__STALL_S": str(STALL_S)}).start()
     try:
         from slidestream.probe import probe_agents
 
@@ -273,3 +284,38 @@ async def test_a_forged_assignment_event_is_dead_lettered(distribution_worker: S
                         assert "not backed by the catalog" in letter["error"]
                         return
         raise AssertionError("the forged distribution.assigned never reached the dead-letter topic")
+
+
+async def test_a_precomputation_skipped_for_a_scan_cut_that_was_then_dropped_is_topped_up(
+        distribution_worker: Settings, viewer: str, tmp_path: Path) -> None:
+    """The demo's case: slide 1 counts as scanned while its scan is being cut, so its
+    pre-computation is skipped; the cut is then dropped (a discharge). The sweep sees the
+    exam's computed tiles not growing and asks for the missing ones; the terminal completes."""
+    settings = distribution_worker
+    terminal = Terminal(uid("T-r-"), tmp_path, viewer)
+    terminal.register("renal")
+    exam = uid("ED-R")
+    async with services(settings) as svc:
+        marker = svc.store.ref(StorageTier.TEMPORARY, hr_provenance_key(exam, 1, 8))
+        await svc.store.put_bytes(marker, json.dumps({"source": "scanned", "status": "cutting"}).encode(),
+                                  content_type="application/json")
+        async with Heartbeats(terminal):
+            await _store(settings, exam, "kidney")
+            assert (await _assignment(settings, exam, until=lambda a: a.state == "assigned")).terminal_id == terminal.id
+            await _logged(f'"exam_id": "{exam}"', '"scanned_slides": 1')  # pre-computation skipped the slide
+            await svc.store.delete(marker)  # the cut was dropped
+            done = await terminal.sync_once()
+            assert done.returncode == 0, done.stderr[-2000:]
+    assert len(terminal.local_tiles(exam)) == 25 + 9 + 4
+    await _logged('"event": "distribution.top_up"', f'"exam_id": "{exam}"')
+
+
+async def _logged(*parts: str, timeout: float = 60) -> str:
+    """The first worker log line holding every one of ``parts``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in WORKER_LOG["path"].read_text(errors="replace").splitlines():
+            if all(part in line for part in parts):
+                return line
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no worker log line with {parts}")

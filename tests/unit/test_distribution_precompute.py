@@ -159,3 +159,20 @@ async def test_present_counts_only_tile_names_inside_the_pyramid() -> None:
     slide = await slides.levels(EXAM, 1)
     assert slide is not None and slide.expected == expected
     assert await slides.present(slide) == {(top, 0, 0), (top - 1, 1, 1)}
+
+
+async def test_a_top_up_asks_only_for_what_is_still_missing_under_new_request_ids() -> None:
+    scale, expected = geometry()
+    top = sr_levels(SIZE, SIZE, scale)[-1]
+    present = {hr_tile_key(EXAM, 1, scale, top, c, 0) for c in range(3)}
+    slides = HrSlides(FakeCatalog(), FakeStore(present), 40.0)  # type: ignore[arg-type]
+    rec = record(slide_numbers=[1])
+    first, again = Recorder(), Recorder()
+    precomputer = Precomputer(FakeAssignments(rec), slides, first, 64)  # type: ignore[arg-type]
+    await precomputer(event(slides=(1,)))
+    assert await precomputer.missing(rec) == (3, expected)
+    topped = await Precomputer(FakeAssignments(rec), slides, again, 64).top_up(rec, 1)  # type: ignore[arg-type]
+    assert topped.tiles == expected - 3
+    asked = {(t.level, t.col, t.row) for r, _ in again.sent for t in r.tiles or ()}  # type: ignore[attr-defined]
+    assert not {(top, c, 0) for c in range(3)} & asked
+    assert not {r.request_id for r, _ in first.sent} & {r.request_id for r, _ in again.sent}  # type: ignore[attr-defined]
