@@ -54,17 +54,22 @@ def run_demo(settings: Settings, stop_after: bool = False) -> int:
     try:
         status, exam_id = asyncio.run(_flow(settings))
         if status == 0 and exam_id is not None:
-            from slidestream.demo.viewer import start_demo_viewer
+            from slidestream.demo.terminal import start_demo_terminal
+            from slidestream.demo.viewer import DEMO_DEPARTMENT, DEMO_PATHOLOGIST, start_demo_viewer
 
             _banner("diagnosis viewer: sign in, open the demo slide, zoom to 40x (computed on demand)")
-            start_demo_viewer(settings, exam_id)
+            passwords = start_demo_viewer(settings, exam_id)
+            _banner("distribution: a reading terminal receives the demo exam, its 40x pre-computed and copied")
+            start_demo_terminal(settings, exam_id, DEMO_DEPARTMENT, DEMO_PATHOLOGIST, passwords[DEMO_PATHOLOGIST])
         return status
     finally:
         if stop_after:
             from infra.stack import down
+            from slidestream.terminal_process import stop_terminal
             from slidestream.viewer_process import stop_viewer
             from slidestream.workers import stop_workers
 
+            stop_terminal(settings)
             stop_viewer(settings)
             stop_workers(settings)
             down(settings)

@@ -41,7 +41,8 @@ async def prepare_viewer(settings: Settings, exam_id: str) -> dict[str, str]:
     return passwords
 
 
-def start_demo_viewer(settings: Settings, exam_id: str) -> str:
+def start_demo_viewer(settings: Settings, exam_id: str) -> dict[str, str]:
+    """Start the viewer for the demo exam; the demo accounts' passwords."""
     from slidestream.viewer_process import start_viewer, viewer_url
 
     passwords = asyncio.run(prepare_viewer(settings, exam_id))
@@ -51,4 +52,4 @@ def start_demo_viewer(settings: Settings, exam_id: str) -> str:
     print(f"  sign in as {DEMO_PATHOLOGIST} / {passwords[DEMO_PATHOLOGIST]}  (exam {exam_id} is on the worklist)")
     print(f"  administrator: {DEMO_ADMIN} / {passwords[DEMO_ADMIN]}")
     print("  (demo passwords are new on every run)")
-    return url
+    return passwords
