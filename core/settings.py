@@ -391,7 +391,7 @@ class DistributionSettings(_Group):
     chunk_tiles: int = Field(64, ge=1, le=1024)
     # An assigned exam whose computed tiles have not grown for this long while some are
     # missing gets them asked for again (a lost or skipped pre-computation).
-    stall_s: float = Field(120.0, gt=0)
+    stall_s: float = Field(60.0, gt=0)
 
 
 class TerminalSettings(_Group):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from catalog.assignments import Assignments
 from catalog.db import connect, database
 from catalog.terminals import TerminalExists, Terminals
 from core.secrets import key_digest, new_key
@@ -19,14 +20,23 @@ from schemas.catalog import TerminalRecord
 from slidestream.terminal_process import start_terminal, terminal_url
 
 DEMO_TERMINAL = "demo-terminal"
+DEMO_EXAM_PREFIX = "DEMO-"  # slidestream.demo.ingest names its exams DEMO-<time>
 
 
-async def register_demo_terminal(settings: Settings, department: str) -> Path:
-    """Register the demo terminal (or give it a new key) and write its key to a 0600 file."""
+async def register_demo_terminal(settings: Settings, department: str, exam_id: str) -> Path:
+    """Register the demo terminal (or give it a new key) and write its key to a 0600 file.
+    Earlier demo runs' exams still open on it are closed (as if reported), so that this run's
+    exam is the one it receives, not a queue of old ones."""
     key = new_key()
     client = connect(settings.mongo)
     try:
-        terminals = Terminals(database(client, settings.mongo))
+        db = database(client, settings.mongo)
+        assignments = Assignments(db)
+        for old in await assignments.of_terminal(DEMO_TERMINAL):
+            if old.exam_id != exam_id and old.exam_id.startswith(DEMO_EXAM_PREFIX):
+                await assignments.update(old.exam_id, lambda a: a.model_copy(update={"state": "done"})
+                                         if a.state == "assigned" else None)
+        terminals = Terminals(db)
         record = TerminalRecord(terminal_id=DEMO_TERMINAL, task_classes=["general"], capacity_per_day=1000,
                                 owner_kind="department", owner=department, key_digest=key_digest(key))
         try:
@@ -45,7 +55,7 @@ async def register_demo_terminal(settings: Settings, department: str) -> Path:
 
 
 async def _wait_until_local(settings: Settings, exam_id: str, username: str, password: str,
-                            timeout_s: float, stall_s: float = 180.0) -> dict[str, object]:
+                            timeout_s: float, stall_s: float = 240.0) -> dict[str, object]:
     """The terminal's view of the exam once it is complete locally, or when it stops moving
     for ``stall_s`` or ``timeout_s`` passes (the view then says why)."""
     viewer = f"http://{settings.viewer.host}:{settings.viewer.port}"
@@ -78,7 +88,7 @@ async def _wait_until_local(settings: Settings, exam_id: str, username: str, pas
 
 def start_demo_terminal(settings: Settings, exam_id: str, department: str, username: str, password: str,
                         timeout_s: float = 900.0) -> str:
-    key_file = asyncio.run(register_demo_terminal(settings, department))
+    key_file = asyncio.run(register_demo_terminal(settings, department, exam_id))
     start_terminal(settings, DEMO_TERMINAL, key_file)
     print(f"terminal {DEMO_TERMINAL} registered and running; exam {exam_id} is assigned to it, its 40x "
           "computed at distribution priority and copied to the terminal's cache")
