@@ -22,7 +22,15 @@ from schemas.layout import hr_prefix
 from schemas.topics import Priority, priority_partitions
 from slide_io import Compression, TiledTiff
 from storage.objects import ObjectStore
-from tests.integration.upscale_harness import Answers, SubprocessWorker, group_settings, send, unique, wait_until
+from tests.integration.upscale_harness import (
+    Answers,
+    SubprocessWorker,
+    group_settings,
+    send,
+    start_at_end,
+    unique,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,6 +70,7 @@ async def test_two_workers_share_a_slide_exactly_once_and_interactive_overtakes(
     settings = group_settings(stack, unique("it-scaleout"), max_batch=MAX_BATCH)
     exam = unique("IT-SCALE")
     await store_sample_slide(stack, exam, 1, lr_pixels)
+    await start_at_end(settings)  # count only this test's tiles, not older tests' leftovers
     workers = [SubprocessWorker(settings, f"worker-{i}", tmp_path,
                                 env={"SLIDESTREAM_COMPUTE__MAX_BATCH": str(MAX_BATCH)}) for i in range(WORKERS)]
     for worker in workers:

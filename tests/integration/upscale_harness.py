@@ -77,10 +77,27 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str, p
         await asyncio.sleep(poll)
 
 
+COMPUTE_TOPICS = (Topic.UPSCALE_REQUESTED.value, Topic.UPSCALE_CANCELLED.value)
+
+
+async def start_at_end(settings: Settings) -> None:
+    """Position a new consumer group (``settings.app_id``) at the current end of the compute
+    topics, so its workers see only what the test sends. A fresh group otherwise reads every
+    earlier test's requests from the start: those without a deadline (distribution's
+    pre-computation) are computed again, take the batches a test counts or controls, and
+    outrank its background requests. A group that already has offsets is left alone."""
+    from tests.integration.tierkit import commit_offsets, committed_offsets, end_offsets
+
+    if not await committed_offsets(settings, settings.app_id):
+        await commit_offsets(settings, settings.app_id, await end_offsets(settings, COMPUTE_TOPICS))
+
+
 @asynccontextmanager
 async def inprocess_worker(settings: Settings, upscaler: Any, workdir: Path,
                            timeout: float = 180) -> AsyncIterator[tuple[faust.App, UpscaleService]]:
-    """A compute worker in this process (so the test can look inside it)."""
+    """A compute worker in this process (so the test can look inside it), in a group that
+    starts at the end of the compute topics."""
+    await start_at_end(settings)
     previous = Path.cwd()
     os.chdir(workdir)  # Faust creates its data directory in the working directory
     try:
