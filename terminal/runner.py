@@ -80,10 +80,11 @@ def build(opts: AgentOptions, t: TerminalSettings, key: str) -> Syncer:
                   progress=ProgressDisplay())
 
 
-async def run_once(syncer: Syncer) -> None:
-    """Download until every assigned exam is complete locally; SyncError otherwise."""
+async def run_once(syncer: Syncer, timeout_s: float | None = None) -> None:
+    """Download until every assigned exam is complete locally; SyncError otherwise (also when
+    ``timeout_s`` passes first)."""
     try:
-        await syncer.run_until_complete()
+        await syncer.run_until_complete(timeout_s=timeout_s)
     finally:
         await syncer.client.aclose()
         syncer.cache.close()

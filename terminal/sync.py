@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -234,8 +235,13 @@ class Syncer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
 
-    async def run_until_complete(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> PollResult:
-        """Poll until every assigned exam is complete locally; SyncError on the first error."""
+    async def run_until_complete(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, *,
+                                 timeout_s: float | None = None,
+                                 clock: Callable[[], float] = time.monotonic) -> PollResult:
+        """Poll until every assigned exam is complete locally; SyncError on the first error, or
+        when ``timeout_s`` passes first (tiles the server has not computed: still queued, or
+        their super-resolution failed; the message names the exams and what is missing)."""
+        deadline = None if timeout_s is None else clock() + timeout_s
         await self.heartbeat()
         if self.status.error_kind:
             raise SyncError(self.status.last_error or "heartbeat refused")
@@ -250,6 +256,12 @@ class Syncer:
             if self.status.checksum_mismatches > MAX_CHECKSUM_MISMATCHES:
                 raise SyncError(f"{self.status.checksum_mismatches} tile downloads did not match the server's "
                                 "SHA-256; nothing corrupt was kept; check the network path to the server")
+            if deadline is not None and clock() >= deadline:
+                pending = {exam: n for exam, n in self.status.slides_pending.items() if n > 0}
+                listed = ", ".join(f"{exam} ({n} tiles)" for exam, n in sorted(pending.items())) or "none listed"
+                raise SyncError(f"not complete after {timeout_s:.0f} s; missing on the server: {listed}. They are "
+                                "still being computed, or their super-resolution failed (see `slidestream slide "
+                                "EXAM SLIDE` on the server); what is complete is kept and served")
             await sleep(self.poll_s)  # the server is still computing some tiles
 
     # ---- what the local server shows -----------------------------------------------------------

@@ -30,7 +30,7 @@ def _run(settings: Callable[[], Settings]) -> Callable[[argparse.Namespace], int
         syncer = build(opts, config.terminal, key)
         if args.once:
             try:
-                asyncio.run(run_once(syncer))
+                asyncio.run(run_once(syncer, args.timeout))
             except SyncError as exc:
                 print(f"slidestream terminal run --once: {exc}", file=sys.stderr)
                 return 1
@@ -53,4 +53,6 @@ def add_agent_commands(sub: argparse._SubParsersAction, settings: Callable[[], S
     p.add_argument("--port", type=int, help="loopback port for the browser (default: settings terminal.port)")
     p.add_argument("--once", action="store_true",
                    help="sync until every assigned exam is complete locally, then exit (0: complete, 1: error)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --once: give up after this long with the exams and tiles still missing (default: wait)")
     p.set_defaults(func=_run(settings))

@@ -88,9 +88,11 @@ class Terminal:
             (await client.post("/api/terminal/heartbeat", headers=self.headers)).raise_for_status()
 
     async def sync_once(self, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        # --timeout below the process timeout: a stuck sync ends with the terminal's own account
+        # of what is missing instead of a killed process.
         return await asyncio.to_thread(_cli, "terminal", "run", "--id", self.id, "--key-file", str(self.key_file),
                                        "--server", self.server, "--cache-dir", str(self.cache), "--once",
-                                       env=env, timeout=timeout)
+                                       "--timeout", str(timeout - 30), env=env, timeout=timeout)
 
     def local_tiles(self, exam_id: str) -> list[Path]:
         return sorted((self.cache / exam_id).rglob("*.png")) if (self.cache / exam_id).exists() else []

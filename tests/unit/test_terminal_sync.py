@@ -111,6 +111,21 @@ async def test_once_gives_up_on_a_tile_that_keeps_arriving_corrupt(tmp_path: Pat
     assert not syncer.cache.has(TileKey("E1", 1, 12, 0, 1))
 
 
+async def test_once_with_a_timeout_names_what_the_server_never_computed(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_exam("E1")
+    server.exams["E1"][0].present.discard((12, 0, 1))  # never computed: e.g. its super-resolution failed
+    syncer = make_syncer(server, tmp_path)
+    now = [0.0]
+
+    async def tick(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(SyncError, match=r"not complete after 10 s; missing on the server: E1 \(1 tiles\)"):
+        await syncer.run_until_complete(sleep=tick, timeout_s=10, clock=lambda: now[0])
+    assert syncer.cache.exam("E1") is not None and syncer.cache.exam("E1").done == syncer.cache.exam("E1").expected - 1
+
+
 async def test_a_corrupt_local_tile_is_downloaded_again(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_exam("E1")
