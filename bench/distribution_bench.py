@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from bench.report import machine, stack_state_dir, table
-from core.settings import Settings, get_settings
+from bench.report import machine, own_stack, table
+from core.settings import Settings
 
 PORTS = {
     "SLIDESTREAM_KAFKA__PORT": "39402",
@@ -155,21 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiles-per-side", type=int, nargs=2, default=(4, 3), metavar=("C", "R"),
                         help="MoNuSeg tiles (125 px at 5x) per slide across and down")
     args = parser.parse_args(argv)
-    from infra import stack
-
-    state_dir = stack_state_dir("distribution-bench-")
-    os.environ.update(PORTS)
-    os.environ["SLIDESTREAM_STATE_DIR"] = str(state_dir)
-    os.environ["SLIDESTREAM_APP_ID"] = f"bench-dist-{uuid.uuid4().hex[:6]}"
-    os.environ["SLIDESTREAM_DISTRIBUTION__SWEEP_INTERVAL_S"] = "2"
-    get_settings.cache_clear()
-    settings = get_settings()
-    try:
-        stack.up(settings, echo=lambda _m: None)
-        asyncio.run(run(settings, args.slides, *args.tiles_per_side, state_dir))
-    finally:
-        stack.down(settings, echo=lambda _m: None)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with own_stack("distribution-bench-", {**PORTS, "SLIDESTREAM_DISTRIBUTION__SWEEP_INTERVAL_S": "2"}) as settings:
+        asyncio.run(run(settings, args.slides, *args.tiles_per_side, settings.state_dir))
     return 0
 
 

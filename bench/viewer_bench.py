@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,8 +28,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.report import machine, percentiles, stack_state_dir, table
-from core.settings import Settings, get_settings
+from bench.report import machine, own_stack, percentiles, table
+from core.settings import Settings
 from schemas.layout import TILE_SIZE, tile_grid
 
 PORTS = {
@@ -249,20 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smaller slide and fewer samples")
     args = parser.parse_args(argv)
-    from infra import stack
-
-    state_dir = stack_state_dir("viewer-bench-")
-    os.environ.update(PORTS)
-    os.environ["SLIDESTREAM_STATE_DIR"] = str(state_dir)
-    os.environ["SLIDESTREAM_APP_ID"] = f"bench-viewer-{uuid.uuid4().hex[:6]}"
-    get_settings.cache_clear()
-    settings = get_settings()
-    try:
-        stack.up(settings, echo=lambda _m: None)
-        asyncio.run(run(settings, args.quick, state_dir))
-    finally:
-        stack.down(settings, echo=lambda _m: None)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with own_stack("viewer-bench-", PORTS) as settings:
+        asyncio.run(run(settings, args.quick, settings.state_dir))
     return 0
 
 

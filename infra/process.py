@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -189,3 +191,35 @@ def port_taken(host: str, port: int) -> bool:
                 return True
             raise
     return False
+
+
+def answers_health(url: str, timeout_s: float = 2.0) -> bool:
+    """Does ``url`` (a loopback service's health endpoint) answer 200?"""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:  # noqa: S310 - our own loopback URL
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_service(name: str, argv: Sequence[str], *, pid_path: Path, log_path: Path, host: str, port: int,
+                  port_setting: str, health_url: str, env: Mapping[str, str] | None = None,
+                  wait_s: float = 60.0) -> int:
+    """Start a background service unless its pid file names a running one; its pid once
+    ``health_url`` answers. A port held by another program, an exit at start or no answer
+    within ``wait_s`` is a RuntimeError naming the service and its log."""
+    record = running_record(pid_path)
+    if record is None:
+        if port_taken(host, port):
+            raise RuntimeError(f"port {port} is taken by another program; set {port_setting}")
+        pid = spawn(argv, log_path=log_path, pid_path=pid_path, env=env).pid
+    else:
+        pid = record.pid
+    deadline = time.monotonic() + wait_s
+    while not answers_health(health_url):
+        if running_record(pid_path) is None:
+            raise RuntimeError(f"the {name} exited at start; see {log_path}:\n{tail(log_path, 20)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not answer within {wait_s:.0f} s; see {log_path}")
+        time.sleep(0.3)
+    return pid

@@ -17,6 +17,7 @@ from catalog.terminals import TerminalExists, Terminals
 from core.secrets import key_digest, new_key
 from core.settings import Settings
 from schemas.catalog import TerminalRecord
+from slidestream.commands.terminal_admin import write_key_file
 from slidestream.terminal_process import start_terminal, terminal_url
 
 DEMO_TERMINAL = "demo-terminal"
@@ -48,9 +49,8 @@ async def register_demo_terminal(settings: Settings, department: str, exam_id: s
         await client.close()
     key_file = settings.state_dir / "secrets" / "demo-terminal.key"
     key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_file.touch(mode=0o600)
-    key_file.chmod(0o600)
-    key_file.write_text(key + "\n", encoding="utf-8")
+    key_file.unlink(missing_ok=True)  # the last run's key, rotated above
+    write_key_file(key_file, key)
     return key_file
 
 
