@@ -64,6 +64,18 @@ def test_box_downsample_means_blocks() -> None:
         box_downsample(image, 4)
 
 
+@pytest.mark.parametrize("factor", [2, 3, 8, 16, 32])
+def test_box_downsample_of_uint8_equals_the_float_mean_bit_for_bit(factor: int) -> None:
+    # The uint8 path sums integers (uint16 up to x16): saturated white must not overflow.
+    image = np.random.default_rng(factor).integers(0, 256, (2 * factor, 3 * factor, 3), dtype=np.uint8)
+    image[:factor, :factor] = 255
+    expected = image.astype(np.float32).reshape(2, factor, 3, factor, 3).mean(axis=(1, 3))
+    got = box_downsample(image, factor)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, 0, 0] == 255.0
+
+
 @pytest.mark.parametrize("factor", [2, 4, 8])
 @pytest.mark.parametrize("cfg", [DegradationConfig(), DegradationConfig(blur_prob=1, noise_prob=1, jpeg_prob=1)])
 def test_degradation_shape_dtype_range(factor: int, cfg: DegradationConfig) -> None:
