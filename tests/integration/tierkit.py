@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -125,13 +126,26 @@ async def commit_offsets(settings: Settings, group: str, offsets: dict) -> None:
         await consumer.stop()
 
 
-async def committed_offsets(settings: Settings, group: str) -> dict:
+async def committed_offsets(settings: Settings, group: str, wait_s: float = 30.0) -> dict:
+    """A group's committed offsets. On a broker where no group has committed yet, the offsets
+    topic is created by the first coordinator lookup, which answers "not available" until it
+    exists: asked again for up to ``wait_s``."""
+    from aiokafka.errors import CoordinatorNotAvailableError
+
     from core.kafka import new_admin
 
     admin = new_admin(settings)
     await admin.start()
+    deadline = asyncio.get_running_loop().time() + wait_s
     try:
-        return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+        while True:
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+                return {tp: meta.offset for tp, meta in offsets.items()}
+            except CoordinatorNotAvailableError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
