@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from catalog.claims import Claims, compare_and_delete, compare_and_set
 from schemas.catalog import db_now, utc_from_bson
@@ -28,6 +28,7 @@ from schemas.catalog import db_now, utc_from_bson
 log = structlog.get_logger(__name__)
 
 COLLECTION = "leases"
+DUPLICATE_KEY = 11000  # MongoDB's (and FerretDB's) error code for a taken unique key
 
 
 def _state(held: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,6 +66,29 @@ class Leases:
         if held.get("owner") == owner:
             fresh["acquired_at"] = held.get("acquired_at", now)
         return await compare_and_set(self._coll, self._claims, key, _state(held), {"$set": fresh}) is not None
+
+    async def acquire_many(self, keys: list[str], owner: str, ttl: timedelta) -> dict[str, bool]:
+        """``acquire`` for many keys in few round trips (a viewport's tiles): one read of
+        them all, one unordered insert of the free ones (the unique ``_id`` still decides each
+        race), and ``acquire`` one by one only for keys that already had a lease document."""
+        now = self._clock()
+        held = {doc["_id"] async for doc in self._coll.find({"_id": {"$in": keys}}, {"_id": 1})}
+        free = [key for key in dict.fromkeys(keys) if key not in held]
+        granted: dict[str, bool] = dict.fromkeys(free, True)
+        if free:
+            fresh = {"owner": owner, "acquired_at": now, "expires_at": now + ttl}
+            try:
+                await self._coll.insert_many([{"_id": key, **fresh} for key in free], ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    raise
+                for error in errors:  # another worker inserted these first
+                    granted[free[error["index"]]] = False
+        taken = [key for key in dict.fromkeys(keys) if key in held]
+        for key, ok in zip(taken, await asyncio.gather(*(self.acquire(key, owner, ttl, now=now) for key in taken))):
+            granted[key] = ok
+        return granted
 
     async def release(self, key: str, owner: str) -> None:
         """Drop our lease on ``key`` (nothing happens if someone else holds it now)."""

@@ -76,11 +76,11 @@ class EngineConfig:
     # keeps one window per tile; compute.runtime turns it on for the service.
     blocks: bool = False
     # Estimated model memory (Upscaler.window_bytes) of one window and of one model call:
-    # bounds the blocks and how many equal windows run together (~400 MB real on CPU).
+    # bounds the blocks and how many equal windows run together (~0.8 of it real on CPU).
     max_window_bytes: int = DEFAULT_CALL_BYTES
     # Cap on the LR context per side. None: the model's declared margin (its receptive
     # field: tiles are bit-exact however they are grouped). The declared bound is loose for
-    # the shipped weights: 13 px keeps tiles >= 90 dB from the full margin (core.settings).
+    # the shipped weights: 8 px keeps tiles within one 8-bit level of the full margin (core.settings).
     max_margin: int | None = None
     # Computed tiles below this consistency with the LR are counted in upscale.done's summary.
     consistency_threshold_db: float = CONSISTENCY_THRESHOLD_DB
@@ -264,6 +264,7 @@ class ComputeEngine:
             batch = self.scheduler.next_batch(self.clock())
             if batch is None:
                 if not self.scheduler:
+                    await self.pipeline.drain()  # idle means no lease of ours is left either
                     self._idle.set()
                 await self._sleep_until_work()
                 continue
@@ -275,6 +276,7 @@ class ComputeEngine:
                 self._requeue_unanswered(batch, delay=self.config.error_backoff_s)
             self.stats.busy_s += self.clock() - started
             self._notify_backlog()
+        await self.pipeline.drain()
 
     def _requeue_unanswered(self, batch: Batch, delay: float) -> None:
         """Tiles of a failed batch whose requests still wait for them go back in the queue."""

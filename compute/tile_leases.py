@@ -25,6 +25,10 @@ class LeaseStore(Protocol):
         """Take (or renew) the lease on ``key``; False if another owner holds it unexpired."""
         ...
 
+    async def acquire_many(self, keys: list[str], owner: str, ttl_s: float) -> dict[str, bool]:
+        """``acquire`` on each key (a batch's tiles), in as few round trips as the store allows."""
+        ...
+
     async def release(self, key: str, owner: str) -> None:
         """Drop our lease on ``key`` (no-op if it expired and someone else took it)."""
         ...
@@ -53,6 +57,9 @@ class LocalLeases:
         self._leases[key] = (owner, now + timedelta(seconds=ttl_s))
         return True
 
+    async def acquire_many(self, keys: list[str], owner: str, ttl_s: float) -> dict[str, bool]:
+        return {key: await self.acquire(key, owner, ttl_s) for key in keys}
+
     async def release(self, key: str, owner: str) -> None:
         held = self._leases.get(key)
         if held is not None and held[0] == owner:
@@ -79,6 +86,9 @@ class MongoLeases:
 
     async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
         return await self._leases.acquire(key, owner, timedelta(seconds=ttl_s))
+
+    async def acquire_many(self, keys: list[str], owner: str, ttl_s: float) -> dict[str, bool]:
+        return await self._leases.acquire_many(keys, owner, timedelta(seconds=ttl_s))
 
     async def release(self, key: str, owner: str) -> None:
         await self._leases.release(key, owner)

@@ -44,7 +44,10 @@ from slide_io import SlideError
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_CALL_BYTES = 512 << 20
+# Estimated model memory of one call (``Upscaler.window_bytes``; real use is ~0.8 of it on CPU):
+# at x8 a whole viewport with its ring is one 346 x 250 LR window (~0.8 GB estimated), the
+# same activation budget model_zoo's own tiling uses on CPU.
+DEFAULT_CALL_BYTES = 1 << 30
 
 
 @dataclass
@@ -89,6 +92,7 @@ class TilePipeline:
         """``blocks``: neighbouring tiles share LR windows; ``max_call_bytes``: estimated
         model memory of one model call (equal windows are batched up to it)."""
         self.upscaler = upscaler
+        self._releasing: set[asyncio.Future[None]] = set()
         self.blocks = blocks
         self.max_call_bytes = max_call_bytes
         self.cache = cache
@@ -101,6 +105,7 @@ class TilePipeline:
     async def run(self, by_key: dict[str, list[QueuedTile]],
                   slide_of: Callable[[QueuedTile], LrSlide]) -> PipelineResult:
         """Answer or compute each tile key (one key asked by several requests is computed once)."""
+        await self.drain()  # the previous batch's leases are gone before we take new ones
         result = PipelineResult()
         t_start = self.clock()
         leased = await self._lease_uncached(by_key, result)
@@ -109,11 +114,28 @@ class TilePipeline:
         if leased:
             try:
                 read_s, compute_s, write_s = await self._compute(leased, by_key, slide_of, result)
-            finally:
-                await asyncio.gather(*(self.leases.release(k, self.worker_id) for k in leased))
+            except BaseException:
+                await self._release(leased)
+                raise
+            # The tiles are in the hr-cache: the answers go out while the leases are dropped
+            # (a worker that sees one still held defers the tile and then finds it cached).
+            release = asyncio.ensure_future(self._release(leased))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
         result.timings_ms = {"read": read_s * 1000, "compute": compute_s * 1000, "write": write_s * 1000,
                              "lookup": (t_checked - t_start) * 1000}
         return result
+
+    async def _release(self, keys: list[str]) -> None:
+        try:
+            await asyncio.gather(*(self.leases.release(k, self.worker_id) for k in keys))
+        except Exception as exc:  # noqa: BLE001 - an unreleased lease simply expires
+            log.warning("upscale.lease_release_failed", tiles=len(keys), error=f"{type(exc).__name__}: {exc}")
+
+    async def drain(self) -> None:
+        """Wait for leases still being released (before the next batch, and at stop)."""
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def _lease_uncached(self, by_key: dict[str, list[QueuedTile]], result: PipelineResult) -> list[str]:
         keys = list(by_key)
@@ -124,9 +146,9 @@ class TilePipeline:
                 result.outcomes[k] = TileOutcome(by_key[k][0], cached=True)
             else:
                 to_lease.append(k)
-        granted = await asyncio.gather(*(self.leases.acquire(k, self.worker_id, self.lease_ttl_s) for k in to_lease))
-        leased = [k for k, ok in zip(to_lease, granted) if ok]
-        result.deferred = [item for k, ok in zip(to_lease, granted) if not ok for item in by_key[k]]
+        granted = await self.leases.acquire_many(to_lease, self.worker_id, self.lease_ttl_s) if to_lease else {}
+        leased = [k for k in to_lease if granted[k]]
+        result.deferred = [item for k in to_lease if not granted[k] for item in by_key[k]]
         if leased:  # a worker may have finished between our check and our lease
             recheck = await asyncio.gather(*(self.cache.exists(k) for k in leased))
             for k, hit in zip(list(leased), recheck):

@@ -333,14 +333,16 @@ class ComputeSettings(_Group):
     # larger batch wastes less on context margins; a batch is also the preemption granularity
     # (about 0.5 s of work at x8 on 2 CPU threads for 24 tiles).
     max_batch: int = Field(24, ge=1, le=256)
-    # Interactive batches: a 1920x1080 viewport at 40x is 40 tiles, computed as one batch of a few
-    # windows (a pathologist waits for all of them anyway; lower classes keep max_batch).
-    interactive_max_batch: int = Field(48, ge=1, le=256)
+    # Interactive batches: a 1920x1080 viewport at 40x is 40 tiles, 70 with its one-tile prefetch
+    # ring; one batch of as few windows as memory allows (a pathologist waits for all of them
+    # anyway, and each window pays the context margin once; lower classes keep max_batch).
+    interactive_max_batch: int = Field(72, ge=1, le=256)
     # LR context read around each window, capped below the model's declared reach: for the shipped
-    # weights 13 px keeps every tile >= 90 dB from the full margin at x2/x4/x8 on real H&E
-    # (tests/unit/test_compute_margin.py keeps it true; v1's weights needed 12, the v2 weights
-    # give 87.4 dB at x8 with 12). None: the model's own margin (20 px at x8).
-    max_margin: int | None = Field(13, ge=0)
+    # weights 8 px keeps every output value within one 8-bit level of the full margin's at x2/x4/x8
+    # on real H&E (>= 70 dB; tests/unit/test_compute_margin.py keeps it true). 6 px already moves
+    # values by 3 levels. Each window pays it on every side: at x8, 13 px instead of 8 cost a
+    # viewport 13 % more model time. None: the model's own margin (20 px at x8).
+    max_margin: int | None = Field(8, ge=0)
     lease_ttl_s: float = Field(120.0, gt=0)  # a dead worker's in-flight tiles free up after this
     max_tiles_per_request: int = Field(1024, ge=1)  # larger work: whole-slide generation (chunked)
     # Queued tiles of one priority class at which a worker pauses that class's partitions
@@ -376,6 +378,12 @@ class ViewerSettings(_Group):
     # An on-demand tile request nobody waits for after this long is dropped by compute.
     tile_deadline_s: float = Field(20.0, gt=0)
     lr_tile_quality: int = Field(90, ge=50, le=100)  # JPEG quality of tiles cut from the LR pyramid
+    # hr-cache tiles kept in the viewer's memory (recently read, prefetched, or just computed for
+    # a slide someone has open): a hit costs no object-store round trip. 0: none.
+    hr_memory_mb: int = Field(128, ge=0, le=1 << 16)
+    # When a slide is opened, its LR levels are cut ahead from the smallest up while they fit
+    # this many tiles in all (the overview a reader sees first; on a small slide every LR level).
+    precut_tiles: int = Field(256, ge=0, le=100_000)
 
 
 class DistributionSettings(_Group):

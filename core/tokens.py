@@ -7,6 +7,7 @@ from a built-in default.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ import jwt
 ALGORITHM = "HS256"
 ISSUER = "slidestream"
 MIN_KEY_BYTES = 32
+MAX_VERIFIED = 4096  # verified tokens kept (about one per signed-in browser)
 
 
 class InvalidToken(Exception):
@@ -36,6 +38,7 @@ class TokenSigner:
         self._key = key
         self.ttl = ttl
         self.audience = audience
+        self._verified: dict[str, tuple[float, Principal]] = {}  # token -> (expiry, epoch s; principal)
 
     def issue(self, principal: Principal, *, now: datetime | None = None) -> tuple[str, datetime]:
         issued = now or datetime.now(UTC)
@@ -45,6 +48,20 @@ class TokenSigner:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), expires
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; InvalidToken if it is not one this signer issued and still valid.
+
+        A browser sends the same token with every tile, so tokens already verified are kept
+        until their own expiry (a token cannot change; bounded, cleared when full)."""
+        known = self._verified.get(token)
+        if known is not None and known[0] > time.time():
+            return known[1]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = (expires, principal)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], audience=self.audience, issuer=ISSUER,
                                 options={"require": ["exp", "iat", "sub", "role"]})
@@ -55,4 +72,4 @@ class TokenSigner:
         sub, role, dept = claims.get("sub"), claims.get("role"), claims.get("dept")
         if not isinstance(sub, str) or not isinstance(role, str) or not (dept is None or isinstance(dept, str)):
             raise InvalidToken("invalid token (claims of the wrong type)")
-        return Principal(sub, role, dept)
+        return Principal(sub, role, dept), float(claims["exp"])

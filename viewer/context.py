@@ -3,12 +3,10 @@ upscale client and the sign-in machinery; opened inside the event loop, closed w
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Generic, TypeVar
 
 from catalog.db import connect, database
 from catalog.errors import UnknownExam
@@ -23,38 +21,14 @@ from core.upscale_client import UpscaleClient
 from schemas.catalog import ExamRecord, UserRecord
 from storage.objects import ObjectStore
 from viewer.consistency import ConsistencyMaps
+from viewer.expiring import Expiring
 from viewer.live import TileNewsHub
 from viewer.login_guard import LoginGuard
 from viewer.on_demand import OnDemand
 from viewer.tile_service import TileService
 
-K = TypeVar("K")
-V = TypeVar("V")
 USER_CACHE_S = 30.0  # a deactivated user's tokens stop working within this long
 EXAM_CACHE_S = 10.0  # a reassigned exam's readers change within this long
-
-
-class Expiring(Generic[K, V]):
-    """Values kept for ``ttl_s`` seconds (the viewer checks users and exams on every tile)."""
-
-    def __init__(self, ttl_s: float, max_items: int = 10_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_items = max_items
-        self._items: dict[K, tuple[float, V]] = {}
-
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        now = time.monotonic()
-        cached = self._items.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        value = await load()
-        if len(self._items) >= self.max_items:  # bounded: a flood of names must not grow it
-            self._items.clear()
-        self._items[key] = (now + self.ttl_s, value)
-        return value
-
-    def forget(self, key: K) -> None:
-        self._items.pop(key, None)
 
 
 @dataclass
@@ -106,6 +80,10 @@ async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncItera
         store = ObjectStore(settings.storage)
         exits.callback(store.close)
         hub = TileNewsHub()
+        viewer = settings.viewer
+        tiles = TileService(catalog, store, viewer, hub=hub, hr_memory_bytes=viewer.hr_memory_mb << 20,
+                        precut_tiles=viewer.precut_tiles)
+        exits.push_async_callback(tiles.close)
         on_demand: OnDemand | None = None
         if compute:
             upscale = await exits.enter_async_context(UpscaleClient(settings))
@@ -113,12 +91,14 @@ async def open_viewer(settings: Settings, *, compute: bool = True) -> AsyncItera
             async def send(request):  # type: ignore[no-untyped-def]
                 await upscale.send([(request, None)])
 
-            on_demand = OnDemand(send, hub, deadline_s=settings.viewer.tile_deadline_s, cancel=upscale.cancel)
+            on_demand = OnDemand(send, hub, deadline_s=viewer.tile_deadline_s, cancel=upscale.cancel)
             exits.push_async_callback(on_demand.close)
+            tiles.on_demand = on_demand
+            # The tile service first: its read of a new tile starts before the browsers hear of it.
+            upscale.listen(tiles.on_answer)
             upscale.listen(on_demand.on_answer)
-        viewer = settings.viewer
         yield ViewerContext(
             settings=settings, catalog=catalog, users=Users(db), store=store,
-            tiles=TileService(catalog, store, viewer, on_demand), hub=hub, on_demand=on_demand,
+            tiles=tiles, hub=hub, on_demand=on_demand,
             signer=token_signer(settings), guard=LoginGuard(viewer.login_max_failures, viewer.login_window_s),
             consistency=ConsistencyMaps(store))

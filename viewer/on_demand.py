@@ -43,11 +43,25 @@ class _Asked:
 
 
 @dataclass
+class _Gathering:
+    tiles: list[TileRef]
+    first: float  # event-loop time of the first and the latest tile
+    last: float
+
+
+@dataclass
 class OnDemand:
     send: Send
     hub: TileNewsHub
     deadline_s: float = 20.0
-    gather_s: float = 0.015  # one viewport's tile requests arrive within a few ms of each other
+    # A browser asks for a screen's tiles six at a time, each next one as soon as a placeholder
+    # comes back, so a screen's misses arrive as a stream. They are gathered until ``gather_s``
+    # passes without a new one (at most ``max_gather_s`` after the first) and sent as one
+    # request. Longer gathering (50 ms) merged more of a screen but made it sharp later on 2
+    # cores (1.9-2.1 s against 1.4-1.7 s): the first batch starts computing while the viewer is
+    # still cutting the rest of the screen's placeholders.
+    gather_s: float = 0.015
+    max_gather_s: float = 0.12
     max_tiles: int = 256
     clock: Callable[[], float] = time.monotonic
     cancel: Cancel | None = None  # None: tiles nobody wants any more run to their deadline
@@ -55,7 +69,7 @@ class OnDemand:
     _in_flight: dict[TileKey, tuple[float, int]] = field(default_factory=dict)
     _request_of: dict[TileKey, tuple[UUID, Priority]] = field(default_factory=dict)  # the latest ask
     _views: dict[str, set[TileKey]] = field(default_factory=dict)  # browser view -> tiles it shows or prefetches
-    _gathering: dict[tuple[str, int, int, Priority], list[TileRef]] = field(default_factory=dict)
+    _gathering: dict[tuple[str, int, int, Priority], _Gathering] = field(default_factory=dict)
     _asked: dict[UUID, _Asked] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -79,27 +93,34 @@ class OnDemand:
             return False
         self._in_flight[key] = (now + self.deadline_s, priority.rank)
         group = (exam_id, slide_number, scale, priority)
-        tiles = self._gathering.get(group)
-        if tiles is None:
-            self._gathering[group] = [tile]
-            task = asyncio.get_running_loop().create_task(self._flush_later(group))
+        loop = asyncio.get_running_loop()
+        gathering = self._gathering.get(group)
+        if gathering is None:
+            self._gathering[group] = _Gathering([tile], loop.time(), loop.time())
+            task = loop.create_task(self._flush_later(group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            tiles.append(tile)
-            if len(tiles) >= self.max_tiles:
+            gathering.tiles.append(tile)
+            gathering.last = loop.time()
+            if len(gathering.tiles) >= self.max_tiles:
                 self._flush_now(group)
         return True
 
     async def _flush_later(self, group: tuple[str, int, int, Priority]) -> None:
-        await asyncio.sleep(self.gather_s)
-        tiles = self._gathering.pop(group, None)
-        if tiles:
-            await self._send_group(group, tiles)
+        loop = asyncio.get_running_loop()
+        while (gathering := self._gathering.get(group)) is not None:
+            due = min(gathering.last + self.gather_s, gathering.first + self.max_gather_s)
+            if loop.time() >= due:
+                break
+            await asyncio.sleep(due - loop.time())
+        gathering = self._gathering.pop(group, None)
+        if gathering is not None and gathering.tiles:
+            await self._send_group(group, gathering.tiles)
 
     def _flush_now(self, group: tuple[str, int, int, Priority]) -> None:
         # Taken out of the gathering now, so later wants start a new request.
-        tiles = self._gathering.pop(group)
+        tiles = self._gathering.pop(group).tiles
         task = asyncio.get_running_loop().create_task(self._send_group(group, tiles))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -34,7 +34,7 @@ class TerminalApi:
     manifests: ExamManifests
 
 
-def terminal_api(request: Request, ctx: Ctx) -> TerminalApi:
+async def terminal_api(request: Request, ctx: Ctx) -> TerminalApi:  # async: no worker-thread hop
     api: TerminalApi | None = getattr(request.app.state, "terminal_api", None)
     if api is None or getattr(request.app.state, "terminal_api_of", None) is not ctx:
         db = ctx.catalog.db

@@ -11,10 +11,10 @@ whether a pixel was scanned, cut from the stored LR, or computed.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 from minio.error import S3Error
@@ -24,14 +24,17 @@ from catalog.repository import Catalog
 from compute.consistency_map import METADATA_KEY, parse_value
 from compute.slides import CatalogSlides, LrSlide, UnknownSlide
 from core.settings import ViewerSettings
+from core.upscale_client import Answer
 from schemas.catalog import ImageRecord
 from schemas.common import ImageState, StorageTier
-from schemas.events import TileRef
-from schemas.layout import hr_provenance_key, hr_scale_for, hr_tile_key
+from schemas.events import TileRef, UpscaleDone
+from schemas.layout import hr_provenance_key, hr_scale_for, hr_tile_key, tile_grid
 from schemas.topics import Priority
 from storage.errors import is_missing
 from storage.objects import ObjectStore
 from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange
+from viewer.expiring import Expiring
+from viewer.live import TileNewsHub
 from viewer.lr_tiles import cut_tile, decode, encode
 from viewer.on_demand import OnDemand
 
@@ -55,50 +58,70 @@ class Tile:
 class _SlideEntry:
     """What every tile of a slide needs, looked up once per ``VIEW_TTL_S``."""
 
-    until: float
     image: ImageRecord
     view: SlideView
     scanned: bool  # HR tiles cut from a real HR scan (provenance marker present)
 
 
-class ByteLru:
-    """Least-recently-used byte strings up to a total size."""
+V = TypeVar("V")
 
-    def __init__(self, capacity: int) -> None:
+
+class ByteLru(Generic[V]):
+    """Least-recently-used values up to a total size in bytes (``size_of`` each)."""
+
+    def __init__(self, capacity: int, size_of: Callable[[V], int] = len) -> None:  # type: ignore[assignment]  # len fits bytes
         self.capacity = capacity
         self.size = 0
-        self._items: OrderedDict[object, bytes] = OrderedDict()
+        self._size_of = size_of
+        self._items: OrderedDict[object, V] = OrderedDict()
 
-    def get(self, key: object) -> bytes | None:
+    def get(self, key: object) -> V | None:
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: object, value: bytes) -> None:
-        if len(value) > self.capacity:
+    def put(self, key: object, value: V) -> None:
+        if self._size_of(value) > self.capacity:
             return
-        old = self._items.pop(key, None)
-        self.size += len(value) - (len(old) if old is not None else 0)
+        self.drop(key)
+        self.size += self._size_of(value)
         self._items[key] = value
         while self.size > self.capacity:
             _, dropped = self._items.popitem(last=False)
-            self.size -= len(dropped)
+            self.size -= self._size_of(dropped)
+
+    def drop(self, key: object) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= self._size_of(old)
 
 
 class TileService:
     def __init__(self, catalog: Catalog, store: ObjectStore, settings: ViewerSettings,
                  on_demand: OnDemand | None = None, *, slides: CatalogSlides | None = None,
-                 max_views: int = 256, cut_cache_bytes: int = 64 << 20) -> None:
+                 max_views: int = 256, cut_cache_bytes: int = 64 << 20, hr_memory_bytes: int = 128 << 20,
+                 hub: TileNewsHub | None = None, precut_tiles: int = 0) -> None:
+        """``hub``: tiles computed for a slide someone has open are read into memory when
+        their answer arrives, before the browser (told by the same answer) asks for them.
+        ``precut_tiles``: LR tiles cut ahead when a slide is opened (``_warm``)."""
         self.catalog = catalog
         self.store = store
         self.settings = settings
         self.on_demand = on_demand
         self.slides = slides or CatalogSlides(catalog, store, capacity=32)
-        self._views: OrderedDict[tuple[str, int], _SlideEntry] = OrderedDict()
-        self._max_views = max_views
+        self._views: Expiring[tuple[str, int], _SlideEntry] = Expiring(VIEW_TTL_S, max_items=max_views)
         # LR cuts never change (a stored LR is immutable), so encoded ones are kept for re-reads.
-        self._cuts = ByteLru(cut_cache_bytes)
+        self._cuts: ByteLru[bytes] = ByteLru(cut_cache_bytes)
+        # hr-cache tiles most recently read or computed, so a tile on several screens (or
+        # prefetched, or just announced) costs no object-store round trip. Dropped when an
+        # answer says a tile was written again.
+        self._hr_memory: ByteLru[Tile] = ByteLru(hr_memory_bytes, lambda tile: len(tile.body))
+        self.hub = hub
+        self._loading: set[asyncio.Task[None]] = set()
+        self._hr_reading: dict[tuple[str, int, int, int, int, int], asyncio.Future[Tile | None]] = {}
+        self._cutting: dict[tuple[str, int, int, int, int, str], asyncio.Future[bytes]] = {}
+        self.precut_tiles = precut_tiles
         self._warming: set[asyncio.Task[LrSlide]] = set()
 
     async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
@@ -110,11 +133,9 @@ class TileService:
         return (await self._entry(exam_id, slide_number)).scanned
 
     async def _entry(self, exam_id: str, slide_number: int) -> _SlideEntry:
-        key = (exam_id, slide_number)
-        cached = self._views.get(key)
-        if cached is not None and cached.until > time.monotonic():
-            self._views.move_to_end(key)
-            return cached
+        return await self._views.get((exam_id, slide_number), lambda: self._load_entry(exam_id, slide_number))
+
+    async def _load_entry(self, exam_id: str, slide_number: int) -> _SlideEntry:
         image = await self.catalog.get_image(exam_id, slide_number, ImageState.LR)
         if image is None:
             if await self.catalog.get_exam(exam_id) is None:
@@ -125,22 +146,16 @@ class TileService:
         view = SlideView(image.width, image.height,
                          hr_scale_for(image.magnification, self.settings.target_magnification), image.magnification)
         marker = self.store.ref(StorageTier.TEMPORARY, hr_provenance_key(exam_id, slide_number, view.scale))
-        entry = _SlideEntry(time.monotonic() + VIEW_TTL_S, image, view, await self.store.exists(marker))
-        self._views[key] = entry
-        if len(self._views) > self._max_views:
-            self._views.popitem(last=False)
-        return entry
+        return _SlideEntry(image, view, await self.store.exists(marker))
 
     async def _hr(self, exam_id: str, slide_number: int, entry: _SlideEntry, level: int, col: int,
                   row: int, viewer: str | None = None) -> Tile | None:
         """The hr-cache tile of an SR level, or None (then asked for, unless a scan fills it)."""
         view = entry.view
-        cached = await self._hr_cached(exam_id, slide_number, view.scale, level, col, row)
-        if cached is not None:
-            body, metadata = cached
-            if entry.scanned:
-                return Tile(body, "image/png", "scanned")
-            return Tile(body, "image/png", "computed", parse_value(metadata.get(METADATA_KEY)))
+        tile = await self._hr_tile(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row),
+                                   entry.scanned)
+        if tile is not None:
+            return tile
         if self.on_demand is not None and not entry.scanned:  # a scanned slide's tiles come from its scan
             self.on_demand.want(exam_id, slide_number, view.scale, TileRef(level=level, col=col, row=row),
                                 viewer=viewer)
@@ -176,14 +191,15 @@ class TileService:
         """Ask for those of ``tiles`` not in the hr-cache; how many were asked for."""
         if self.on_demand is None or not tiles:
             return 0
-        _, view = await self.view(exam_id, slide_number)
+        entry = await self._entry(exam_id, slide_number)
+        view = entry.view
         checks = asyncio.Semaphore(16)
 
         async def cached(tile: TileRef) -> bool:
-            ref = self.store.ref(StorageTier.TEMPORARY,
-                                 hr_tile_key(exam_id, slide_number, view.scale, tile.level, tile.col, tile.row))
+            # A GET where a stat would do: a miss costs the same, and a hit is then in memory
+            # when the pan reaches it.
             async with checks:
-                return await self.store.exists(ref)
+                return await self._hr_tile(exam_id, slide_number, view.scale, tile, entry.scanned) is not None
 
         present = await asyncio.gather(*(cached(tile) for tile in tiles))
         return sum(self.on_demand.want(exam_id, slide_number, view.scale, tile, priority, viewer=viewer)
@@ -195,6 +211,63 @@ class TileService:
             return 0
         _, view = await self.view(exam_id, slide_number)
         return await self.on_demand.view_moved(viewer, exam_id, slide_number, view.scale, tiles)
+
+    async def _hr_tile(self, exam_id: str, slide_number: int, scale: int, ref: TileRef,
+                       scanned: bool) -> Tile | None:
+        """The hr-cache tile, from memory or the object store (then kept in memory)."""
+        key = (exam_id, slide_number, scale, ref.level, ref.col, ref.row)
+        kept = self._hr_memory.get(key)
+        if kept is not None and (kept.source == "scanned") == scanned:  # a scan replaces computed tiles
+            return kept
+        reading = self._hr_reading.get(key)
+        if reading is None:  # one GET per tile however many ask at once (an answer's load, the browser)
+            reading = asyncio.ensure_future(self._hr_read(key, scanned))
+            self._hr_reading[key] = reading
+            reading.add_done_callback(lambda _: self._hr_reading.pop(key, None))
+        return await asyncio.shield(reading)
+
+    async def _hr_read(self, key: tuple[str, int, int, int, int, int], scanned: bool) -> Tile | None:
+        cached = await self._hr_cached(*key)
+        if cached is None:
+            return None
+        body, metadata = cached
+        tile = (Tile(body, "image/png", "scanned") if scanned
+                else Tile(body, "image/png", "computed", parse_value(metadata.get(METADATA_KEY))))
+        self._hr_memory.put(key, tile)
+        return tile
+
+    def on_answer(self, answer: Answer) -> None:
+        """Listener of the upscale client (every answer): a tile written again is dropped from
+        memory; tiles of a slide that a browser has open are read into memory right away."""
+        if not isinstance(answer, UpscaleDone):
+            return
+        tiles = [result.tile for result in answer.results]
+        for tile in tiles:
+            self._hr_memory.drop((answer.exam_id, answer.slide_number, answer.scale, tile.level, tile.col, tile.row))
+        if self.hub is None or not tiles or not self.hub.subscribers(answer.exam_id, answer.slide_number):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._load(answer.exam_id, answer.slide_number, answer.scale, tiles))
+        self._loading.add(task)
+        task.add_done_callback(self._loading.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the tile request
+
+    async def _load(self, exam_id: str, slide_number: int, scale: int, tiles: list[TileRef]) -> None:
+        entry = await self._entry(exam_id, slide_number)
+        if entry.view.scale != scale:
+            return
+        reads = asyncio.Semaphore(8)
+
+        async def one(tile: TileRef) -> None:
+            async with reads:
+                await self._hr_tile(exam_id, slide_number, scale, tile, entry.scanned)
+
+        await asyncio.gather(*(one(tile) for tile in tiles))
+
+    async def close(self) -> None:
+        for task in list(self._loading) + list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._loading, *self._warming, return_exceptions=True)
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
                          row: int) -> tuple[bytes, dict[str, str]] | None:
@@ -214,11 +287,28 @@ class TileService:
             raise SlideUnavailable(str(exc)) from exc
 
     def warm(self, exam_id: str, slide_number: int) -> None:
-        """Open the LR slide in the background (when a browser opens a slide, before its tiles)."""
-        task = asyncio.get_running_loop().create_task(self._open(exam_id, slide_number))
+        """Open the LR slide and cut its overview in the background (when a browser opens a
+        slide, before it asks for tiles)."""
+        task = asyncio.get_running_loop().create_task(self._warm(exam_id, slide_number))
         self._warming.add(task)
         task.add_done_callback(self._warming.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the tile requests
+
+    async def _warm(self, exam_id: str, slide_number: int) -> None:
+        """The LR levels from the smallest up, whole, while they fit ``precut_tiles`` in all:
+        the home view and the first zooms a reader sees (on a small slide, every LR level)
+        are then cut before the browser asks for them."""
+        await self._open(exam_id, slide_number)
+        view = (await self._entry(exam_id, slide_number)).view
+        budget = self.precut_tiles
+        for level in range(view.lr_level + 1):
+            cols, rows = tile_grid(view.width, view.height, level)
+            budget -= cols * rows
+            if budget < 0:
+                break
+            for row in range(rows):
+                for col in range(cols):
+                    await self._cut(exam_id, slide_number, view, level, col, row, TILE_FORMATS["jpeg"])
 
     async def _cut(self, exam_id: str, slide_number: int, view: SlideView, level: int, col: int, row: int,
                    media_type: str) -> bytes:
@@ -226,7 +316,13 @@ class TileService:
         cached = self._cuts.get(key)
         if cached is not None:
             return cached
-        body = await self._cut_uncached(exam_id, slide_number, view, level, col, row, media_type)
+        cutting = self._cutting.get(key)
+        if cutting is None:  # the overview being cut and a browser asking for the same tile: once
+            cutting = asyncio.ensure_future(self._cut_uncached(exam_id, slide_number, view, level, col, row,
+                                                               media_type))
+            self._cutting[key] = cutting
+            cutting.add_done_callback(lambda _: self._cutting.pop(key, None))
+        body = await asyncio.shield(cutting)
         self._cuts.put(key, body)
         return body
 
@@ -242,7 +338,7 @@ class TileService:
             return await asyncio.to_thread(cut_tile, slide, view, level, col, row)
         except S3Error as exc:  # the LR moved tier meanwhile: look it up again next time
             self.slides.forget(exam_id, slide_number)
-            self._views.pop((exam_id, slide_number), None)
+            self._views.forget((exam_id, slide_number))
             if is_missing(exc):
                 raise SlideUnavailable(f"LR image of slide {slide_number} of exam {exam_id} moved; retry") from exc
             raise

@@ -62,6 +62,23 @@ async def test_expired_leases_are_taken_over_and_purged(leases: MongoLeases) -> 
     assert await leases.holder("tile-a") == "live-worker"
 
 
+async def test_racing_workers_taking_a_viewport_of_leases_at_once_get_each_tile_once(leases: MongoLeases) -> None:
+    keys = [f"hr/EX/0001/x8/12/{c}_0.png" for c in range(24)]
+    assert await leases.acquire("hr/EX/0001/x8/12/5_0.png", "earlier", ttl_s=30)  # one already held
+    assert await leases.acquire("hr/EX/0001/x8/12/6_0.png", "expired", ttl_s=0.2)  # one about to expire
+    await asyncio.sleep(0.4)
+    grants = await asyncio.gather(*(leases.acquire_many(keys, f"worker-{i}", ttl_s=30) for i in range(4)))
+    for key in keys:
+        winners = [i for i, granted in enumerate(grants) if granted[key]]
+        if key.endswith("/5_0.png"):
+            assert winners == [] and await leases.holder(key) == "earlier"
+        else:  # the free keys by the unordered insert, the expired one by compare-and-set
+            assert len(winners) == 1, (key, winners)
+            assert await leases.holder(key) == f"worker-{winners[0]}"
+    again = await leases.acquire_many(keys[:3], "worker-x", ttl_s=30)
+    assert not any(again.values())
+
+
 @pytest.fixture(scope="module")
 def lr_pixels() -> np.ndarray:
     from core.settings import get_settings

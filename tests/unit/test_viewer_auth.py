@@ -33,6 +33,22 @@ def test_token_round_trip_and_expiry() -> None:
         signer.verify(old)
 
 
+def test_a_verified_token_is_kept_only_until_its_own_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.tokens
+
+    signer = TokenSigner(KEY, timedelta(minutes=15))
+    token, expires = signer.issue(DR)
+    calls = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(core.tokens.jwt, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k))
+    assert signer.verify(token) == DR and signer.verify(token) == DR
+    assert len(calls) == 1  # the second request did not decode the token again
+    later = expires.timestamp() + 1
+    monkeypatch.setattr(core.tokens.time, "time", lambda: later)
+    signer.verify(token)  # past its expiry the token is judged by PyJWT again (which refuses it then)
+    assert len(calls) == 2
+
+
 def test_forged_tokens_are_refused() -> None:
     signer = TokenSigner(KEY, timedelta(minutes=15))
     other, _ = TokenSigner(b"x" * 32, timedelta(minutes=15)).issue(DR)

@@ -199,3 +199,28 @@ async def test_without_a_cancel_channel_moving_away_cancels_nothing() -> None:
     assert await demand.view_moved("ann", "E1", 1, 8, []) == 0
     assert demand.pending("E1", 1) == 1
     await demand.close()
+
+
+async def test_a_screen_whose_misses_trickle_in_is_still_one_request_until_a_pause_or_the_cap() -> None:
+    sent: list[UpscaleRequested] = []
+
+    async def send(request: UpscaleRequested) -> None:
+        sent.append(request)
+
+    # Margins wide enough for a loaded machine: a 10 ms sleep would have to take 200 ms to split.
+    demand = OnDemand(send, TileNewsHub(), gather_s=0.2, max_gather_s=5.0)
+    stream = tiles(12)
+    for tile in stream[:8]:  # a browser's placeholders coming back: a new miss every 10 ms
+        demand.want("E1", 1, 8, tile)
+        await asyncio.sleep(0.01)
+    assert sent == []  # they keep coming: nothing sent yet
+    await asyncio.sleep(0.5)  # a pause longer than gather_s: the screen goes out as one request
+    assert [r.tiles for r in sent] == [stream[:8]]
+    capped = OnDemand(send, TileNewsHub(), gather_s=5.0, max_gather_s=0.08)
+    for tile in stream[8:]:  # never a pause, but no request waits more than 80 ms for more
+        capped.want("E1", 1, 8, tile)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert len(sent) >= 3 and [t for r in sent[1:] for t in r.tiles] == stream[8:]
+    await demand.close()
+    await capped.close()
