@@ -2,7 +2,7 @@
 preemption, one vs two workers.
 
     python -m bench.compute_bench [--quick] [--skip-stack] [--threads 1]
-    python -m bench.compute_bench --viewport [--threads 2] [--repeats 3] [--max-batch 40] [--max-margin 12]
+    python -m bench.compute_bench --viewport [--threads 2] [--repeats 3] [--max-batch 72] [--max-margin 8]
 
 Part 1, in process (no servers: local tile cache, in-process leases, LR TIFFs on disk), so
 the numbers are the engine's and the model's: output Mpx/s per worker, interactive latency

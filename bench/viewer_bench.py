@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -57,13 +58,16 @@ def lr_slide(settings: Settings, columns: int, rows: int) -> np.ndarray:
 class Viewer:
     """One simulated browser: a signed-in client and the slide's news stream."""
 
-    def __init__(self, client: httpx.AsyncClient, headers: dict[str, str], info: dict) -> None:
+    def __init__(self, client: httpx.AsyncClient, tiles: aiohttp.ClientSession, headers: dict[str, str],
+                 info: dict) -> None:
         self.client = client
+        self.tiles = tiles
         self.connections = asyncio.Semaphore(BROWSER_CONNECTIONS)
         self.headers = headers
         self.info = info
         self.files = info["dzi_url"].removesuffix(".dzi") + "_files"
         self.announced: dict[tuple[int, int, int], float] = {}
+        self.fetched: set[tuple[int, int, int]] = set()  # what a browser's own cache would hold
         self._news: asyncio.Task[None] | None = None
 
     async def follow_news(self) -> None:
@@ -86,13 +90,22 @@ class Viewer:
         if self._news is not None:
             self._news.cancel()
 
-    async def tile(self, level: int, col: int, row: int) -> tuple[float, str]:
-        """Latency of one tile from when a connection is free (as a browser's network panel shows)."""
+    async def tile(self, level: int, col: int, row: int) -> tuple[float, str, bool]:
+        """Latency of one tile from when a connection is free (as a browser's network panel
+        shows), its source, and whether this viewer fetches it for the first time. Tiles are
+        asked again on every step, as if the browser kept none: the first fetches alone are
+        what a browser that keeps its tiles (OpenSeadragon does) would ask for."""
         async with self.connections:
             t0 = time.perf_counter()
-            reply = await self.client.get(f"{self.files}/{level}/{col}_{row}.jpeg", headers=self.headers)
-        reply.raise_for_status()
-        return 1000 * (time.perf_counter() - t0), reply.headers["x-tile-source"]
+            async with self.tiles.get(f"{self.files}/{level}/{col}_{row}.jpeg", headers=self.headers) as reply:
+                reply.raise_for_status()
+                await reply.read()
+                ms = 1000 * (time.perf_counter() - t0)
+                source = reply.headers["x-tile-source"]
+        first = (level, col, row) not in self.fetched
+        if source != "placeholder":
+            self.fetched.add((level, col, row))
+        return ms, source, first
 
     def screen(self, level: int, x: int, y: int) -> list[tuple[int, int, int]]:
         """Tiles of a screen at (x, y) of ``level``, clipped to the level."""
@@ -101,7 +114,7 @@ class Viewer:
         return [(level, c, r) for r in range(y // TILE_SIZE, min(rows, (y + h - 1) // TILE_SIZE + 1))
                 for c in range(x // TILE_SIZE, min(cols, (x + w - 1) // TILE_SIZE + 1))]
 
-    async def show(self, level: int, x: int, y: int) -> list[tuple[float, str]]:
+    async def show(self, level: int, x: int, y: int) -> list[tuple[float, str, bool]]:
         return list(await asyncio.gather(*(self.tile(*t) for t in self.screen(level, x, y))))
 
     async def sharp(self, level: int, x: int, y: int, *, prefetch: bool,
@@ -113,7 +126,7 @@ class Viewer:
         answers = await self.show(level, x, y)
         if prefetch:
             await self.viewport(level, x, y)
-        waiting = {t for t, (_, source) in zip(tiles, answers, strict=True) if source == "placeholder"}
+        waiting = {t for t, (_, source, _) in zip(tiles, answers, strict=True) if source == "placeholder"}
         while waiting - set(self.announced):
             if time.perf_counter() - t0 > timeout:
                 raise TimeoutError(f"{len(waiting - set(self.announced))} tiles never announced")
@@ -126,23 +139,39 @@ class Viewer:
                                 headers=self.headers)).raise_for_status()
 
 
-async def pan_latencies(viewers: list[Viewer], level: int, start_y: int, steps: int) -> list[float]:
-    """Every viewer pans right half a screen per step over ``level``; per-tile latencies (ms)."""
-    async def one(index: int, v: Viewer) -> list[float]:
+async def pan_latencies(viewers: list[Viewer], level: int, start_y: int, steps: int) -> list[tuple[float, bool]]:
+    """Every viewer pans right half a screen per step over ``level``; per-tile latencies (ms)
+    and whether it was the viewer's first fetch of the tile."""
+    async def one(index: int, v: Viewer) -> list[tuple[float, bool]]:
         out = []
         y = start_y + (index % 4) * TILE_SIZE
         for step in range(steps):
-            out += [ms for ms, _ in await v.show(level, step * SCREEN[0] // 2, y)]
+            out += [(ms, first) for ms, _, first in await v.show(level, step * SCREEN[0] // 2, y)]
         return out
 
-    return [ms for part in await asyncio.gather(*(one(i, v) for i, v in enumerate(viewers))) for ms in part]
+    return [s for part in await asyncio.gather(*(one(i, v) for i, v in enumerate(viewers))) for s in part]
+
+
+def latency_rows(kind: str, viewers: int, samples: list[tuple[float, bool]]) -> list[list[object]]:
+    """All requests, and the first fetches alone (at one viewer: nothing warmed by others)."""
+    rows: list[list[object]] = [[kind, viewers, len(samples), *percentiles([ms for ms, _ in samples])]]
+    first = [ms for ms, is_first in samples if is_first]
+    if viewers == 1 and first:
+        rows.append([f"{kind}, first fetch", viewers, len(first), *percentiles(first)])
+    return rows
 
 
 @asynccontextmanager
 async def viewers(url: str, headers: dict[str, str], info: dict, count: int) -> AsyncIterator[list[Viewer]]:
     limits = httpx.Limits(max_connections=8 * count, max_keepalive_connections=8 * count)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        group = [Viewer(client, headers, info) for _ in range(count)]
+    # Tiles through aiohttp (C HTTP parser): the simulated browsers share the viewer's two
+    # cores, and httpx spent ~3 ms of CPU per tile there, three times the viewer's own, which
+    # the latencies then showed as server time. A browser's network stack runs elsewhere.
+    connector = aiohttp.TCPConnector(limit=BROWSER_CONNECTIONS * count)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client, \
+            aiohttp.ClientSession(base_url=url, connector=connector,
+                                  timeout=aiohttp.ClientTimeout(total=120)) as tiles:
+        group = [Viewer(client, tiles, headers, info) for _ in range(count)]
         for v in group:
             await v.follow_news()
         try:
@@ -190,9 +219,9 @@ async def run(settings: Settings, quick: bool, workdir: Path) -> None:
                 async with viewers(url, headers, info, count) as group:
                     lr = await pan_latencies(group, lr_level - 1, 0, steps)
                     lr += await pan_latencies(group, lr_level, 0, steps)
-                    rows_lat.append(["LR tile", count, len(lr), *percentiles(lr)])
+                    rows_lat += latency_rows("LR tile", count, lr)
                     hits = await pan_latencies(group, top, 0, steps)
-                    rows_lat.append(["hr-cache hit", count, len(hits), *percentiles(hits)])
+                    rows_lat += latency_rows("hr-cache hit", count, hits)
             sharp: list[float] = []
             misses: list[float] = []
             pans: dict[bool, list[float]] = {True: [], False: []}
