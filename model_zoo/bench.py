@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", choices=("auto", "yes", "no", "only"), default="auto",
                    help="only: skip the CPU columns (a GPU machine's CPUs are not the deployment's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model on the GPU")
+    p.add_argument("--onnx", action="store_true",
+                   help="only: the default model through ONNX Runtime vs PyTorch on CPU (model_zoo/onnx_cpu.py)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.onnx:
+        return onnx_table(args.scales, args.lr_size, args.repeats, args.threads)
     devices = [] if args.gpu == "only" else ["cpu"]
     if args.gpu in ("yes", "only") or (args.gpu == "auto" and torch.cuda.is_available()):
         devices.append("cuda")
@@ -92,6 +96,27 @@ def main(argv: list[str] | None = None) -> int:
                 best, median = output_mpx_per_second(resolver, scale, args.lr_size, args.repeats)
                 cells += [f"{best:.2f}", f"{median:.2f}"]
             print("| " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+def onnx_table(scales: list[int], lr_size: int, repeats: int, threads: int) -> int:
+    from .onnx_cpu import compare
+    from .registry import get_spec, load_generator
+
+    spec = get_spec(DEFAULT_MODEL)
+    model = load_generator(spec, "cpu")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{spec.name}, raw network forward on a float (1, 3, {lr_size}, {lr_size}) input, {threads} threads, "
+          f"output Mpx/s best and median of {repeats} alternating runs; load average at start {load}")
+    print("| scale | PyTorch best | PyTorch median | ONNX Runtime best | ONNX Runtime median | ORT / PyTorch (median) "
+          "| max abs difference |")
+    print("|---|---|---|---|---|---|---|")
+    for scale in scales:
+        if scale not in model.scales:
+            continue
+        t = compare(model, scale, lr_size, repeats, threads)
+        print(f"| x{scale} | {t.torch_best:.2f} | {t.torch_median:.2f} | {t.onnx_best:.2f} | {t.onnx_median:.2f} "
+              f"| {t.onnx_median / t.torch_median:.2f} | {t.max_abs_diff:.1e} |", flush=True)
     return 0
 
 
