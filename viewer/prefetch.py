@@ -1,7 +1,8 @@
 """Low-resolution reading mode (SPEC 4): what to compute for a viewport.
 
 The tiles in view are asked for at interactive priority; a ring of neighbouring tiles (one
-viewport wide on each side, capped) at a lower priority, so a pan usually lands on tiles
+viewport wide on each side, capped; nearest first in fractions of the screen, so it reaches as
+far sideways as up and down in screens) at a lower priority, so a pan usually lands on tiles
 already computed. Pure geometry: which tiles, in which order (nearest the centre first).
 """
 
@@ -44,7 +45,15 @@ def viewport_tiles(view: SlideView, level: int, x: int, y: int, width: int, heig
     ring_cols, ring_rows = span(x - pad_x, width + 2 * pad_x, cols), span(y - pad_y, height + 2 * pad_y, rows)
     shown = set(visible)
     cx, cy = (x + width / 2) / TILE_SIZE, (y + height / 2) / TILE_SIZE
+    half_w, half_h = width / 2 / TILE_SIZE, height / 2 / TILE_SIZE
+
+    def screens_away(t: TileRef) -> tuple[float, float]:
+        # In fractions of the screen, not in tiles: a wide screen's ring reaches as far to the
+        # sides (in screens) as above and below, so a pan in any direction finds the same share
+        # of its new screen computed. Nearest in tiles breaks ties.
+        dx, dy = t.col + 0.5 - cx, t.row + 0.5 - cy
+        return max(abs(dx) / half_w, abs(dy) / half_h), dx * dx + dy * dy
+
     ring = sorted((TileRef(level=level, col=c, row=r) for r in ring_rows for c in ring_cols
-                   if TileRef(level=level, col=c, row=r) not in shown),
-                  key=lambda t: (t.col + 0.5 - cx) ** 2 + (t.row + 0.5 - cy) ** 2)
+                   if TileRef(level=level, col=c, row=r) not in shown), key=screens_away)
     return ViewportTiles(level, visible, ring[:max_ring])
