@@ -31,7 +31,7 @@ from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
 from .data import Batch
-from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, to_uint8
+from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, jpegxl_roundtrip, to_uint8
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class LrVariant:
     jpeg_quality: int | None = None
     full_chroma: bool = True
     blur_sigma_lr: float = 0.0
+    jpegxl_distance: float | None = None  # through JPEG XL at this distance (ingest's default LR codec)
 
 
 
@@ -56,6 +57,8 @@ def lr_versions(hr: np.ndarray, scale: int, variants: Sequence[LrVariant]) -> li
                                                          mode="reflect"), scale))
         if variant.jpeg_quality is not None:
             lr = jpeg_roundtrip(lr, variant.jpeg_quality, full_chroma=variant.full_chroma)
+        if variant.jpegxl_distance is not None:
+            lr = jpegxl_roundtrip(lr, variant.jpegxl_distance)
         out.append(lr)
     return out
 
@@ -70,6 +73,20 @@ STORED_MIX: tuple[LrVariant, ...] = (
     LrVariant("jpeg420-q85", 0.05, jpeg_quality=85, full_chroma=False),
     LrVariant("blur", 0.10, blur_sigma_lr=0.4),
 )
+
+
+# Since the rate-distortion study ingest stores LR as JPEG XL distance 1: the mix for the next
+# weights puts that first and keeps the rest for robustness (``model_zoo.train --lr-mix jxl``).
+STORED_JXL_MIX: tuple[LrVariant, ...] = (
+    LrVariant("jpegxl-d1", 0.35, jpegxl_distance=1.0),
+    LrVariant("lossless", 0.20),
+    LrVariant("jpegxl-d2", 0.10, jpegxl_distance=2.0),
+    LrVariant("jpeg444-q90", 0.15, jpeg_quality=90),
+    LrVariant("jpeg420-q85", 0.05, jpeg_quality=85, full_chroma=False),
+    LrVariant("jpegxl-d0.5", 0.05, jpegxl_distance=0.5),
+    LrVariant("blur", 0.10, blur_sigma_lr=0.4),
+)
+LR_MIXES = {"stored": STORED_MIX, "jxl": STORED_JXL_MIX}
 
 
 def _chw(image: np.ndarray, device: torch.device) -> torch.Tensor:

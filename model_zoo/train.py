@@ -25,7 +25,7 @@ from .architecture import CascadeGenerator
 from .data import PatchSampler, default_data_dir, list_sources, split_sources
 from .datapack import read_pack
 from .degradation import DegradationConfig
-from .device_sampler import DeviceSampler
+from .device_sampler import LR_MIXES, DeviceSampler
 from .images import load_rgb
 from .registry import ARCHITECTURES, get_spec, load_generator, save_weights
 from .training import StepStats, TrainConfig, Trainer
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default: settings)")
     p.add_argument("--data-pack", type=Path, default=None,
                    help="train on a pack written by model_zoo.datapack instead (no validation set)")
+    p.add_argument("--lr-mix", choices=("stored", "jxl"), default="stored",
+                   help="device sampler: LR codecs trained on (model_zoo.device_sampler LR_MIXES)")
     p.add_argument("--sampler", choices=("auto", "cpu", "device"), default="auto",
                    help="where crops are made: device keeps sources in GPU memory (auto: device on CUDA)")
     p.add_argument("--time-budget", type=float, default=None,
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sampler: PatchSampler | DeviceSampler
     if args.sampler == "device" or (args.sampler == "auto" and device.type == "cuda"):
-        sampler = DeviceSampler(images, ARCHITECTURES[cfg.arch].scales, device=device, seed=cfg.seed)
+        sampler = DeviceSampler(images, ARCHITECTURES[cfg.arch].scales, variants=LR_MIXES[args.lr_mix],
+                                device=device, seed=cfg.seed)
     else:
         degradation = DegradationConfig.mild() if cfg.degradation == "mild" else DegradationConfig()
         sampler = PatchSampler(images, degradation=degradation, seed=cfg.seed)

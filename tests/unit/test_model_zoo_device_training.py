@@ -75,6 +75,19 @@ def test_lr_versions_lossless_is_the_area_mean_and_jpeg_differs_from_it() -> Non
     assert not np.array_equal(blurred, lossless)
 
 
+def test_the_jpeg_xl_mix_stores_lr_as_ingest_does() -> None:
+    from model_zoo.degradation import jpegxl_roundtrip
+    from model_zoo.device_sampler import LR_MIXES
+
+    hr = smooth_image(128, 128, 2)
+    lossless, jxl = lr_versions(hr, 4, [LrVariant("l", 1), LrVariant("x", 1, jpegxl_distance=1.0)])
+    np.testing.assert_array_equal(jxl, jpegxl_roundtrip(lossless, 1.0))
+    assert not np.array_equal(jxl, lossless)
+    mix = LR_MIXES["jxl"]
+    assert abs(sum(v.weight for v in mix) - 1.0) < 1e-9
+    assert max(mix, key=lambda v: v.weight).jpegxl_distance == 1.0  # what storage holds comes first
+
+
 @pytest.mark.parametrize("scale", [2, 4, 8])
 def test_device_batches_align_input_and_targets(scale: int) -> None:
     lossless_only = (LrVariant("lossless", 1.0),)
