@@ -75,8 +75,8 @@ REGISTRY: dict[str, ModelSpec] = {
             name="sr-cascade-small-psnr",
             architecture="small",
             weights="sr-cascade-small-psnr.pt",
-            sha256="97c3b34702d541f5bbe43878c832278cbce440b98593f17e3a4ccb20e7c60a26",
-            description="default (v2): pixel phase only, the closest to the scanned 40x (MODEL_CARD.md)",
+            sha256="dfc2234114f87c1a16e876c4ca2be70180a11d8bed070bdd997603c4fe72f504",
+            description="default (v3): pixel phase only, fine-tuned on LR stored as JPEG XL (MODEL_CARD.md)",
             x2_path="lanczos",
         ),
     )
