@@ -119,10 +119,10 @@ class TileService:
         self._hr_memory: ByteLru[Tile] = ByteLru(hr_memory_bytes, lambda tile: len(tile.body))
         self.hub = hub
         self._loading: set[asyncio.Task[None]] = set()
-        self._hr_reading: dict[tuple[str, int, int, int, int, int], asyncio.Future[Tile | None]] = {}
+        self._hr_reading: dict[tuple[str, int, int, int, int, int, bool], asyncio.Future[Tile | None]] = {}
         self._cutting: dict[tuple[str, int, int, int, int, str], asyncio.Future[bytes]] = {}
         self.precut_tiles = precut_tiles
-        self._warming: set[asyncio.Task[LrSlide]] = set()
+        self._warming: set[asyncio.Task[None]] = set()
 
     async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
         entry = await self._entry(exam_id, slide_number)
@@ -219,11 +219,12 @@ class TileService:
         kept = self._hr_memory.get(key)
         if kept is not None and (kept.source == "scanned") == scanned:  # a scan replaces computed tiles
             return kept
-        reading = self._hr_reading.get(key)
+        flight = (*key, scanned)  # a read labels its tile scanned or computed: one flight per label
+        reading = self._hr_reading.get(flight)
         if reading is None:  # one GET per tile however many ask at once (an answer's load, the browser)
             reading = asyncio.ensure_future(self._hr_read(key, scanned))
-            self._hr_reading[key] = reading
-            reading.add_done_callback(lambda _: self._hr_reading.pop(key, None))
+            self._hr_reading[flight] = reading
+            reading.add_done_callback(lambda _: self._hr_reading.pop(flight, None))
         return await asyncio.shield(reading)
 
     async def _hr_read(self, key: tuple[str, int, int, int, int, int], scanned: bool) -> Tile | None:
