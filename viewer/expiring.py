@@ -18,13 +18,34 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+class Flights(Generic[K, V]):
+    """One running load per key: whoever asks while it runs shares it. A failure reaches
+    whoever awaits it; a load nobody awaits (a refresh ahead) fails quietly."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Future[V]] = {}
+
+    def start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(load())
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+            running.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return running
+
+    async def run(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The load's result; a caller that is cancelled does not cancel it for the others."""
+        return await asyncio.shield(self.start(key, load))
+
+
 class Expiring(Generic[K, V]):
     def __init__(self, ttl_s: float, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.max_items = max_items
         self.clock = clock
         self._items: dict[K, tuple[float, V]] = {}  # key -> (loaded at, value)
-        self._loads: dict[K, asyncio.Future[V]] = {}
+        self._loads: Flights[K, V] = Flights()
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         cached = self._items.get(key)
@@ -33,20 +54,9 @@ class Expiring(Generic[K, V]):
             if age < self.ttl_s / 2:
                 return cached[1]
             if age < self.ttl_s:
-                self._start(key, load)  # refresh ahead; errors surface on the next blocking load
+                self._loads.start(key, lambda: self._load(key, load))  # refresh ahead; errors surface on the next blocking load
                 return cached[1]
-        return await asyncio.shield(self._start(key, load))
-
-    def _start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
-        """One load per key at a time, whoever asks."""
-        running = self._loads.get(key)
-        if running is not None:
-            return running
-        task = asyncio.ensure_future(self._load(key, load))
-        self._loads[key] = task
-        task.add_done_callback(lambda _: self._loads.pop(key, None))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen by whoever awaits it
-        return task
+        return await self._loads.run(key, lambda: self._load(key, load))
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         loaded_at = self.clock()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -33,7 +33,7 @@ from schemas.topics import Priority
 from storage.errors import is_missing
 from storage.objects import ObjectStore
 from viewer.deepzoom import TILE_FORMATS, SlideView, TileOutOfRange
-from viewer.expiring import Expiring
+from viewer.expiring import Expiring, Flights
 from viewer.live import TileNewsHub
 from viewer.lr_tiles import cut_tile, decode, encode
 from viewer.on_demand import OnDemand
@@ -118,11 +118,10 @@ class TileService:
         # answer says a tile was written again.
         self._hr_memory: ByteLru[Tile] = ByteLru(hr_memory_bytes, lambda tile: len(tile.body))
         self.hub = hub
-        self._loading: set[asyncio.Task[None]] = set()
-        self._hr_reading: dict[tuple[str, int, int, int, int, int, bool], asyncio.Future[Tile | None]] = {}
-        self._cutting: dict[tuple[str, int, int, int, int, str], asyncio.Future[bytes]] = {}
+        self._hr_reading: Flights[tuple[str, int, int, int, int, int, bool], Tile | None] = Flights()
+        self._cutting: Flights[tuple[str, int, int, int, int, str], bytes] = Flights()
         self.precut_tiles = precut_tiles
-        self._warming: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # warm-ups and read-aheads, cancelled at close
 
     async def view(self, exam_id: str, slide_number: int) -> tuple[ImageRecord, SlideView]:
         entry = await self._entry(exam_id, slide_number)
@@ -219,13 +218,9 @@ class TileService:
         kept = self._hr_memory.get(key)
         if kept is not None and (kept.source == "scanned") == scanned:  # a scan replaces computed tiles
             return kept
-        flight = (*key, scanned)  # a read labels its tile scanned or computed: one flight per label
-        reading = self._hr_reading.get(flight)
-        if reading is None:  # one GET per tile however many ask at once (an answer's load, the browser)
-            reading = asyncio.ensure_future(self._hr_read(key, scanned))
-            self._hr_reading[flight] = reading
-            reading.add_done_callback(lambda _: self._hr_reading.pop(flight, None))
-        return await asyncio.shield(reading)
+        # One GET per tile however many ask at once (an answer's read-ahead, the browser); a read
+        # labels its tile scanned or computed, so one flight per label.
+        return await self._hr_reading.run((*key, scanned), lambda: self._hr_read(key, scanned))
 
     async def _hr_read(self, key: tuple[str, int, int, int, int, int], scanned: bool) -> Tile | None:
         cached = await self._hr_cached(*key)
@@ -247,11 +242,7 @@ class TileService:
             self._hr_memory.drop((answer.exam_id, answer.slide_number, answer.scale, tile.level, tile.col, tile.row))
         if self.hub is None or not tiles or not self.hub.subscribers(answer.exam_id, answer.slide_number):
             return
-        task = asyncio.get_running_loop().create_task(
-            self._load(answer.exam_id, answer.slide_number, answer.scale, tiles))
-        self._loading.add(task)
-        task.add_done_callback(self._loading.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the tile request
+        self._in_background(self._load(answer.exam_id, answer.slide_number, answer.scale, tiles))
 
     async def _load(self, exam_id: str, slide_number: int, scale: int, tiles: list[TileRef]) -> None:
         entry = await self._entry(exam_id, slide_number)
@@ -265,10 +256,17 @@ class TileService:
 
         await asyncio.gather(*(one(tile) for tile in tiles))
 
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` unawaited; a failure shows on the tile requests that follow."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def close(self) -> None:
-        for task in list(self._loading) + list(self._warming):
+        for task in list(self._background):
             task.cancel()
-        await asyncio.gather(*self._loading, *self._warming, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _hr_cached(self, exam_id: str, slide_number: int, scale: int, level: int, col: int,
                          row: int) -> tuple[bytes, dict[str, str]] | None:
@@ -290,10 +288,7 @@ class TileService:
     def warm(self, exam_id: str, slide_number: int) -> None:
         """Open the LR slide and cut its overview in the background (when a browser opens a
         slide, before it asks for tiles)."""
-        task = asyncio.get_running_loop().create_task(self._warm(exam_id, slide_number))
-        self._warming.add(task)
-        task.add_done_callback(self._warming.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the tile requests
+        self._in_background(self._warm(exam_id, slide_number))
 
     async def _warm(self, exam_id: str, slide_number: int) -> None:
         """The LR levels from the smallest up, whole, while they fit ``precut_tiles`` in all:
@@ -317,13 +312,9 @@ class TileService:
         cached = self._cuts.get(key)
         if cached is not None:
             return cached
-        cutting = self._cutting.get(key)
-        if cutting is None:  # the overview being cut and a browser asking for the same tile: once
-            cutting = asyncio.ensure_future(self._cut_uncached(exam_id, slide_number, view, level, col, row,
-                                                               media_type))
-            self._cutting[key] = cutting
-            cutting.add_done_callback(lambda _: self._cutting.pop(key, None))
-        body = await asyncio.shield(cutting)
+        # the overview being cut and a browser asking for the same tile: cut once
+        body = await self._cutting.run(key, lambda: self._cut_uncached(exam_id, slide_number, view, level, col, row,
+                                                                         media_type))
         self._cuts.put(key, body)
         return body
 
