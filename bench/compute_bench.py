@@ -522,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="--viewport: timed runs of each path")
     parser.add_argument("--max-batch", type=int, default=VIEWPORT_MAX_BATCH,
                         help="--viewport: tiles per batch (and per window); default: compute.interactive_max_batch")
-    parser.add_argument("--max-margin", type=int, default=get_settings().compute.max_margin or 0,
+    from model_zoo import DEFAULT_MODEL
+    from model_zoo.registry import get_spec
+
+    parser.add_argument("--max-margin", type=int,
+                        default=get_settings().compute.max_margin or get_spec(DEFAULT_MODEL).margin_cap or 0,
                         help="--viewport: also time blocks with the context margin capped at this (0: skip)")
     args = parser.parse_args(argv)
     import logging

@@ -38,7 +38,7 @@ from compute.slides import LrSlide, SlideRepository, UnknownSlide
 from compute.tile_cache import TileCache
 from compute.tile_leases import LeaseStore
 from compute.tile_pipeline import DEFAULT_CALL_BYTES, PipelineResult, TilePipeline
-from compute.upscaler import Upscaler, method_name, window_bytes
+from compute.upscaler import Upscaler, method_name, window_bytes, window_margin
 from core.settings import CONSISTENCY_THRESHOLD_DB
 from schemas.events import Event, TileRef, UpscaleCancelled, UpscaleFailed, UpscaleRequested, UpscaleTileResult
 from schemas.topics import Priority
@@ -78,9 +78,9 @@ class EngineConfig:
     # Estimated model memory (Upscaler.window_bytes) of one window and of one model call:
     # bounds the blocks and how many equal windows run together (~0.8 of it real on CPU).
     max_window_bytes: int = DEFAULT_CALL_BYTES
-    # Cap on the LR context per side. None: the model's declared margin (its receptive
-    # field: tiles are bit-exact however they are grouped). The declared bound is loose for
-    # the shipped weights: 8 px keeps tiles within one 8-bit level of the full margin (core.settings).
+    # Cap on the LR context per side. None: the upscaler's own measured cap (``margin_cap``,
+    # from the model registry), else its declared margin (its receptive field: tiles are
+    # bit-exact however they are grouped). A number overrides both (core.settings).
     max_margin: int | None = None
     # Computed tiles below this consistency with the LR are counted in upscale.done's summary.
     consistency_threshold_db: float = CONSISTENCY_THRESHOLD_DB
@@ -191,8 +191,7 @@ class ComputeEngine:
         self._wake.set()
 
     def _margin_for(self, scale: int) -> int:
-        margin = self.upscaler.margin_for(scale)
-        return margin if self.config.max_margin is None else min(margin, self.config.max_margin)
+        return window_margin(self.upscaler, scale, self.config.max_margin)
 
     async def _open_slide(self, request: UpscaleRequested) -> LrSlide:
         delay = 0.5

@@ -78,6 +78,8 @@ class ModelUpscaler:
         self._resolver = resolver
         self.name = name
         self.context_margin = int(resolver.context_margin)
+        cap = getattr(resolver, "margin_cap", None)  # measured per model (model_zoo registry)
+        self.margin_cap: int | None = None if cap is None else int(cap)
 
     def margin_for(self, scale: int) -> int:
         per_scale = getattr(self._resolver, "margin_for", None)
@@ -141,3 +143,11 @@ def load_upscaler(name: str = "default", device: str = "cpu", threads: int | Non
         return InterpolationUpscaler()
     model_name = str(getattr(resolver, "name", None) or (name if name != "default" else "model_zoo.default"))
     return ModelUpscaler(resolver, model_name)
+
+
+def window_margin(upscaler: Upscaler, scale: int, override: int | None = None) -> int:
+    """LR context read around a window: the upscaler's declared margin, capped by ``override``
+    or else by its own measured ``margin_cap`` (model registry) where it has one."""
+    margin = upscaler.margin_for(scale)
+    cap = override if override is not None else getattr(upscaler, "margin_cap", None)
+    return margin if cap is None else min(margin, cap)

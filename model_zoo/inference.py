@@ -30,13 +30,16 @@ class SuperResolver:
     def __init__(self, model: CascadeGenerator, *, name: str = "custom",
                  device: str | torch.device = "cpu", tile: int | None = None,
                  max_batch_bytes: int | None = None, max_output_bytes: int = 8 << 30,
-                 compile: bool = False, x2_path: X2Path = "model") -> None:
+                 compile: bool = False, x2_path: X2Path = "model", margin_cap: int | None = None) -> None:
         """``x2_path``: how x2 is answered - the cascade's own x2 stage ("model"), its x4
         output area-averaged by 2 ("x4"), or Lanczos ("lanczos") where neither beats it
-        (see MODEL_CARD.md, "x2")."""
+        (see MODEL_CARD.md, "x2"). ``margin_cap``: the registry's measured context cap for
+        these weights, for callers that cut windows themselves (the compute service); this
+        class's own tiling keeps the full margin."""
         if x2_path not in X2_PATHS:
             raise ValueError(f"x2_path must be one of {X2_PATHS}, got {x2_path!r}")
         self.name = name
+        self.margin_cap = margin_cap
         self.x2_path: X2Path = "model" if x2_path == "x4" and 4 not in model.scales else x2_path
         self.device = torch.device(device)
         self.tile = tile
@@ -195,4 +198,5 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu", *,
         torch.set_num_threads(threads)
     spec = get_spec(name)
     options.setdefault("x2_path", spec.x2_path)
+    options.setdefault("margin_cap", spec.margin_cap)
     return SuperResolver(load_generator(spec, device), name=spec.name, device=device, **options)

@@ -50,6 +50,11 @@ class ModelSpec:
     description: str = ""
     # Whichever answer to x2 measured closest to the scanned image (MODEL_CARD.md, "x2").
     x2_path: X2Path = "model"
+    # LR context (px) a tile needs at most for these weights: its declared margin (receptive
+    # field) is loose, and with this much every output value stays within one 8-bit level of
+    # the full margin's, at >= 65 dB on real H&E (tests/unit/test_compute_margin.py keeps it
+    # true). None: the full margin. The compute service reads this much around each window.
+    margin_cap: int | None = None
 
     @property
     def config(self) -> GeneratorConfig:
@@ -70,14 +75,26 @@ REGISTRY: dict[str, ModelSpec] = {
             sha256="9df4689033be705405d15ad6c9fe93cef1a22ffeeb36fbf180bd864ee7deacd0",
             description="v2 pixel phase + adversarial/perceptual fine-tune: sharper texture, 0.1 dB lower PSNR (MODEL_CARD.md)",
             x2_path="lanczos",
+            margin_cap=8,
         ),
         ModelSpec(
             name="sr-cascade-small-psnr",
             architecture="small",
             weights="sr-cascade-small-psnr.pt",
-            sha256="dfc2234114f87c1a16e876c4ca2be70180a11d8bed070bdd997603c4fe72f504",
-            description="default (v3): pixel phase only, fine-tuned on LR stored as JPEG XL (MODEL_CARD.md)",
+            sha256="7a6af27e802a6613451f7c48c66a07f752567258bd7128f4dbf33d6d179a09ae",
+            description="default (v4): pixel phase only, v3 fine-tuned on a GPU on LR stored as JPEG XL (MODEL_CARD.md)",
             x2_path="lanczos",
+            margin_cap=8,  # 6 px moves values by 3 levels
+        ),
+        ModelSpec(
+            name="sr-cascade-large-psnr",
+            architecture="large",
+            weights="sr-cascade-large-psnr.pt",
+            sha256="f9376b99c0036425823bacb0b4f2504ea232df80c4163f8aad3924325f6aa6d3",
+            description="GPU size, 5 min from scratch on an H100: level with the default at 4x the cost; "
+                        "a start for longer GPU runs (--init-from), not a default (MODEL_CARD.md)",
+            x2_path="lanczos",
+            margin_cap=9,  # 8 px: still within one level, but 64.7 dB at x8
         ),
     )
 }

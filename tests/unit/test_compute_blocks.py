@@ -254,3 +254,23 @@ def test_a_capped_margin_keeps_model_tiles_within_rounding_of_exact(lr_pixels: n
         for cell, tile in block_tiles(lr_pixels, [window], up.upscale_batch).items():
             assert psnr(tile, tiles[cell]) > 60
             assert int(np.abs(tile.astype(int) - tiles[cell].astype(int)).max()) <= 1
+
+
+
+def test_windows_read_the_models_own_cap_unless_settings_override() -> None:
+    """``EngineConfig.max_margin`` None: each model's measured ``margin_cap`` (registry); a
+    number overrides it; an upscaler without a cap keeps its full margin."""
+    from compute.upscaler import InterpolationUpscaler, ModelUpscaler, window_margin
+
+    class Resolver:  # the parts of a SuperResolver the adapter reads
+        context_margin = 20
+        margin_cap = 8
+
+        def margin_for(self, scale: int) -> int:
+            return 20
+
+    capped = ModelUpscaler(Resolver(), "m")
+    assert window_margin(capped, 8) == 8
+    assert window_margin(capped, 8, 12) == 12
+    assert window_margin(capped, 8, 30) == 20  # never more than the model's declared reach
+    assert window_margin(InterpolationUpscaler(), 8) == InterpolationUpscaler.context_margin

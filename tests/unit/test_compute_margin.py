@@ -1,5 +1,6 @@
-"""The compute service reads less LR context than the model declares (``compute.max_margin``):
-for the shipped weights that must not change the output. A window with the capped margin and
+"""The compute service reads less LR context than the model declares (the registry's
+``margin_cap`` per model, unless ``compute.max_margin`` overrides it): for every registered
+model's weights that must not change the output. A window with the capped margin and
 one with the full margin give the same core within one 8-bit level, on real H&E, at every scale."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 from compute.samples import downsample, load_rgb, shared_images
 from core.settings import Settings
 from model_zoo.inference import load_model
+from model_zoo.registry import REGISTRY
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +21,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_the_capped_margin_changes_no_tile(scale: int) -> None:
+def test_the_capped_margin_changes_no_tile(scale: int, name: str) -> None:
     settings = Settings()
-    cap = settings.compute.max_margin
+    assert settings.compute.max_margin is None  # by default each model's own measured cap applies
+    cap = REGISTRY[name].margin_cap
     assert cap is not None
-    model = load_model()
+    model = load_model(name)
+    assert model.margin_cap == cap
     full = model.margin_for(scale)
     if cap >= full:
         pytest.skip(f"the cap ({cap}) does not cut the x{scale} margin ({full})")

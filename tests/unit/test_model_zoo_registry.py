@@ -77,12 +77,14 @@ def test_registered_weights_match_their_checksum(name: str) -> None:
     spec = REGISTRY[name]
     assert spec.weights and spec.sha256
     assert sha256_of(WEIGHTS_DIR / spec.weights) == spec.sha256
+    assert (WEIGHTS_DIR / spec.weights).stat().st_size < 25 << 20  # small enough to ship in the repository
 
 
 @pytest.mark.skipif(not (default_data_dir() / "monuseg2018").is_dir(), reason="shared data not present")
-def test_default_model_beats_bicubic_on_a_held_out_crop() -> None:
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registered_models_beat_bicubic_on_a_held_out_crop(name: str) -> None:
     assert DEFAULT_MODEL in available_models()
-    resolver = load_model(DEFAULT_MODEL)
+    resolver = load_model(name)
     image = load_rgb(default_data_dir() / "monuseg2018" / "TCGA-B0-5710-01Z-00-DX1.tif")
     hr = image[300:556, 300:556]
     lr = to_uint8(box_downsample(hr, 4))
