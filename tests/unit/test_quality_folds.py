@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from core.settings import get_settings
 from quality import QcConfig, run_qc
@@ -109,3 +110,22 @@ def test_doubled_bands_of_clean_tissue_are_mostly_found() -> None:
 def test_fold_detector_keeps_the_detector_protocol() -> None:
     assert isinstance(FoldDetector(), Detector)
     assert FoldDetector().detect(np.full((64, 64, 3), 255, np.uint8), np.zeros((64, 64), bool)).area_px == 0
+
+
+def test_synthetic_fold_is_two_layers_of_tissue_and_nothing_else() -> None:
+    # The evaluation's fold row is only as honest as its generator: a fold is the section lying
+    # on itself, so over tissue the band's optical density roughly doubles (0.8-1.0 x a second
+    # layer), and nothing outside the band changes. Guards against a generator drifting fainter
+    # (unfair misses) or darker (easy hits).
+    from quality.colourspace import optical_density
+
+    clean = load(DATA / "monuseg2018/TCGA-AR-A1AS-01Z-00-DX1.tif")
+    for seed in range(3):
+        folded, band = add_fold(clean, np.random.default_rng(seed))
+        tissue = tissue_mask(clean)
+        inside = band & tissue
+        assert inside.mean() > 0.02
+        ratio = np.median(optical_density(folded).mean(-1)[inside]) / np.median(optical_density(clean).mean(-1)[inside])
+        assert 1.6 < ratio < 2.4, (seed, ratio)  # the copy may come from denser tissue
+        soft_edge = ndi.binary_dilation(band, iterations=3)
+        assert np.array_equal(folded[~soft_edge], clean[~soft_edge])
