@@ -60,7 +60,7 @@ async def open_runtime(settings: Settings, publish: Publish, *, upscaler: Upscal
     slides = CatalogSlides(Catalog(db), store)
     if upscaler is None:
         c = settings.compute
-        upscaler = upscaler_factory() if upscaler_factory else load_upscaler(c.model, c.device, c.threads)
+        upscaler = upscaler_factory() if upscaler_factory else load_upscaler(c.model, c.device, c.threads, c.x2_path)
     engine = ComputeEngine(upscaler=upscaler, slides=slides, cache=cache, leases=MongoLeases(leases_coll),
                            publish=publish, config=engine_config(settings), worker_id=worker_id,
                            on_backlog=on_backlog)

@@ -124,8 +124,10 @@ def window_bytes(upscaler: Upscaler, height: int, width: int, scale: int) -> int
     return int(per_window(height, width, scale))
 
 
-def load_upscaler(name: str = "default", device: str = "cpu", threads: int | None = None) -> Upscaler:
-    """The configured model, or bicubic interpolation when no model can be loaded."""
+def load_upscaler(name: str = "default", device: str = "cpu", threads: int | None = None,
+                  x2_path: str | None = None) -> Upscaler:
+    """The configured model, or bicubic interpolation when no model can be loaded.
+    ``x2_path`` overrides the registry's way of answering x2 (None: keep it)."""
     if threads is not None:
         import torch
 
@@ -135,8 +137,9 @@ def load_upscaler(name: str = "default", device: str = "cpu", threads: int | Non
     try:
         import model_zoo
 
-        loader = model_zoo.load_model
-        resolver = loader(device=device) if name == "default" else loader(name, device=device)
+        options = {} if x2_path is None else {"x2_path": x2_path}
+        resolver = model_zoo.load_model(model_zoo.DEFAULT_MODEL if name == "default" else name,
+                                        device=device, **options)
     except Exception as exc:  # noqa: BLE001 - any failure to load means: no usable weights
         log.warning("compute.model_unavailable", model=name, error=f"{type(exc).__name__}: {exc}",
                     fallback=BICUBIC)

@@ -328,6 +328,11 @@ class ComputeSettings(_Group):
     # model_zoo model name ("default": its default); "bicubic": interpolation, no model.
     model: str = "default"
     device: str = "cpu"
+    # How x2 (10x views of a 5x slide) is answered: the model's x2 stage, its x4 output averaged
+    # by 2, or Lanczos. None: the registry's choice for the model (Lanczos for the default: on
+    # stored LR its x2 stage is 0.39 dB better but the dearest scale per pixel; "model" pays off
+    # on a GPU worker; model_zoo/MODEL_CARD.md, "x2").
+    x2_path: Literal["model", "x4", "lanczos"] | None = None
     threads: int = Field(1, ge=1, le=256)  # torch intra-op threads per worker process
     # Tiles per batch: neighbours in a batch run as a few large LR windows (compute.blocks), so a
     # larger batch wastes less on context margins; a batch is also the preemption granularity

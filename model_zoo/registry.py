@@ -83,6 +83,10 @@ REGISTRY: dict[str, ModelSpec] = {
             weights="sr-cascade-small-psnr.pt",
             sha256="7a6af27e802a6613451f7c48c66a07f752567258bd7128f4dbf33d6d179a09ae",
             description="default (v4): pixel phase only, v3 fine-tuned on a GPU on LR stored as JPEG XL (MODEL_CARD.md)",
+            # On LR as ingest stores it (JPEG XL d1) its x2 stage beats Lanczos by 0.39 dB, but at
+            # 183 kFLOP per output pixel a 10x screen costs ~2.7 s of 2-thread CPU (a 40x one ~0.5 s);
+            # on lossless LR Lanczos is ahead. CPU workers keep Lanczos; GPU workers can set
+            # compute.x2_path=model (MODEL_CARD.md, "x2").
             x2_path="lanczos",
             margin_cap=8,  # 6 px moves values by 3 levels
         ),
@@ -93,7 +97,7 @@ REGISTRY: dict[str, ModelSpec] = {
             sha256="f9376b99c0036425823bacb0b4f2504ea232df80c4163f8aad3924325f6aa6d3",
             description="GPU size, 5 min from scratch on an H100: level with the default at 4x the cost; "
                         "a start for longer GPU runs (--init-from), not a default (MODEL_CARD.md)",
-            x2_path="lanczos",
+            x2_path="lanczos",  # its x2 is not measured yet
             margin_cap=9,  # 8 px: still within one level, but 64.7 dB at x8
         ),
     )

@@ -28,7 +28,7 @@ def test_the_capped_margin_changes_no_tile(scale: int, name: str) -> None:
     assert settings.compute.max_margin is None  # by default each model's own measured cap applies
     cap = REGISTRY[name].margin_cap
     assert cap is not None
-    model = load_model(name)
+    model = load_model(name, x2_path="model")  # the x2 stage too: compute.x2_path may select it
     assert model.margin_cap == cap
     full = model.margin_for(scale)
     if cap >= full:
