@@ -49,6 +49,11 @@ def output_mpx_per_second(resolver: SuperResolver, scale: int, lr_size: int, rep
     return mpx / min(times), mpx / statistics.median(times)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: printed with every table (a shared machine)."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def model_label(arch: str) -> str:
     names = [s.name for s in REGISTRY.values() if s.architecture == arch]
     default = " (default)" if REGISTRY[DEFAULT_MODEL].architecture == arch else ""
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in devices:
         label = f"CPU {args.threads} thr" if d == "cpu" else f"GPU bf16{' compiled' if args.compile else ''}"
         header += [f"{label} Mpx/s best", f"{label} Mpx/s median"]
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    load = load_average()
     gpu = f"; {torch.cuda.get_device_name()}" if "cuda" in devices else ""
     print(f"LR input {args.lr_size}x{args.lr_size} uint8 -> output Mpx/s, best and median of {args.repeats} "
           f"runs; {os.cpu_count()} CPUs, load average at start {load}{gpu}")
@@ -105,7 +110,7 @@ def onnx_table(scales: list[int], lr_size: int, repeats: int, threads: int) -> i
 
     spec = get_spec(DEFAULT_MODEL)
     model = load_generator(spec, "cpu")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    load = load_average()
     print(f"{spec.name}, raw network forward on a float (1, 3, {lr_size}, {lr_size}) input, {threads} threads, "
           f"output Mpx/s best and median of {repeats} alternating runs; load average at start {load}")
     print("| scale | PyTorch best | PyTorch median | ONNX Runtime best | ONNX Runtime median | ORT / PyTorch (median) "

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default: settings)")
     p.add_argument("--data-pack", type=Path, default=None,
                    help="train on a pack written by model_zoo.datapack instead (no validation set)")
-    p.add_argument("--lr-mix", choices=("stored", "jxl"), default="stored",
+    p.add_argument("--lr-mix", choices=sorted(LR_MIXES), default="stored",
                    help="device sampler: LR codecs trained on (model_zoo.device_sampler LR_MIXES)")
     p.add_argument("--sampler", choices=("auto", "cpu", "device"), default="auto",
                    help="where crops are made: device keeps sources in GPU memory (auto: device on CUDA)")

@@ -256,7 +256,6 @@ def test_a_capped_margin_keeps_model_tiles_within_rounding_of_exact(lr_pixels: n
             assert int(np.abs(tile.astype(int) - tiles[cell].astype(int)).max()) <= 1
 
 
-
 def test_windows_read_the_models_own_cap_unless_settings_override() -> None:
     """``EngineConfig.max_margin`` None: each model's measured ``margin_cap`` (registry); a
     number overrides it; an upscaler without a cap keeps its full margin."""

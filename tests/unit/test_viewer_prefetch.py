@@ -29,8 +29,8 @@ def test_the_ring_reaches_as_far_sideways_as_up_and_down_in_screens() -> None:
     rows = [t.row for t in tiles.ring]
     # A 16:9 screen (7.5 x 4.2 tiles): 96 ring tiles reach 4 columns to each side and 2 rows up
     # and down, about half a screen each way. Nearest in tiles alone reached 2-3 columns sideways
-    # (and 4-5 rows up and down),
-    # so a sideways pan found a quarter of its screen computed instead of half.
+    # (and 4-5 rows up and down), so a sideways pan found a quarter of its screen computed
+    # instead of half.
     assert min(cols) == 12 and max(cols) == 27
     assert min(rows) == 14 and max(rows) == 22
     right = sum(1 for t in tiles.ring if t.col > 23 and 16 <= t.row <= 20)
