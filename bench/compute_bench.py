@@ -41,7 +41,7 @@ from compute.samples import downsample, load_rgb, shared_images, tile_mosaic, wr
 from compute.slides import DirectorySlides
 from compute.tile_cache import DirectoryTileCache
 from compute.tile_leases import LocalLeases
-from compute.upscaler import InterpolationUpscaler, ModelUpscaler, Upscaler
+from compute.upscaler import InterpolationUpscaler, ModelUpscaler, Upscaler, window_margin
 from core.settings import Settings, get_settings
 from schemas.events import Event, Region, TileRef, UpscaleDone, UpscaleFailed, UpscaleRequested
 from schemas.layout import lr_key
@@ -253,6 +253,7 @@ class CountingUpscaler:
         self.inner = inner
         self.name = inner.name
         self.context_margin = inner.context_margin
+        self.margin_cap = getattr(inner, "margin_cap", None)  # the measured cap the engine applies
         self.calls = self.windows = 0
 
     def margin_for(self, scale: int) -> int:
@@ -323,7 +324,8 @@ def tiles_differ(a: Path, b: Path) -> str:
     return "identical to exact" if largest == 0 else f"vs exact: >= {worst:.0f} dB, max diff {largest}"
 
 
-async def viewport_part(settings: Settings, threads: int, repeats: int, max_batch: int, max_margin: int) -> None:
+async def viewport_part(settings: Settings, threads: int, repeats: int, max_batch: int,
+                        max_margin: int | None) -> None:
     """Model alone (large input, same threads) and the service on a viewport request, side by
     side. Each repeat times the model right before each service path, so the load of a
     shared machine hits both alike: the ratio column is the median of those pairs."""
@@ -336,9 +338,12 @@ async def viewport_part(settings: Settings, threads: int, repeats: int, max_batc
     torch.set_num_threads(threads)
     resolver, label = model_resolver()
     up = ModelUpscaler(resolver, label)
-    paths = [ServicePath("service, blocks", True), ServicePath("service, one window per tile", False)]
-    if max_margin:
-        paths.insert(1, ServicePath(f"service, blocks, margin <= {max_margin}", True, max_margin))
+    # The exact paths name the model's whole declared margin: None would mean "as deployed"
+    # (compute.max_margin, else the registry's measured cap; compute.upscaler.window_margin).
+    full = up.context_margin
+    paths = [ServicePath("service, blocks", True, full), ServicePath("service, one window per tile", False, full)]
+    if max_margin != 0:
+        paths.insert(1, ServicePath("service, blocks, capped margin", True, max_margin))
     root = Path(tempfile.mkdtemp(prefix="compute-bench-viewport-"))
     rows: list[list[object]] = []
     try:
@@ -362,8 +367,9 @@ async def viewport_part(settings: Settings, threads: int, repeats: int, max_batc
                 mpx = [r.mpx_s for r in runs[path]]
                 last = runs[path][-1]
                 note = f"{last.calls} model calls, {last.windows} windows"
-                if path.max_margin:
-                    note += "; " + tiles_differ(exact, last.cache)
+                if path.max_margin != full:
+                    margin = window_margin(up, scale, path.max_margin)
+                    note += f"; margin {margin} px, " + tiles_differ(exact, last.cache)
                 rows.append([f"x{scale}", path.label, max(mpx), statistics.median(mpx), f"{max(mpx) / max(model):.0%}",
                              f"{statistics.median(ratios[path]):.0%}", note])
     finally:
@@ -522,12 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="--viewport: timed runs of each path")
     parser.add_argument("--max-batch", type=int, default=VIEWPORT_MAX_BATCH,
                         help="--viewport: tiles per batch (and per window); default: compute.interactive_max_batch")
-    from model_zoo import DEFAULT_MODEL
-    from model_zoo.registry import get_spec
-
-    parser.add_argument("--max-margin", type=int,
-                        default=get_settings().compute.max_margin or get_spec(DEFAULT_MODEL).margin_cap or 0,
-                        help="--viewport: also time blocks with the context margin capped at this (0: skip)")
+    parser.add_argument("--max-margin", type=int, default=get_settings().compute.max_margin,
+                        help="--viewport: also time blocks with the context margin capped at this "
+                             "(default: as deployed, the model's measured cap; 0: skip)")
     args = parser.parse_args(argv)
     import logging
 
