@@ -343,11 +343,11 @@ class ComputeSettings(_Group):
     # anyway, and each window pays the context margin once; lower classes keep max_batch).
     interactive_max_batch: int = Field(72, ge=1, le=256)
     # LR context read around each window. None (default): the model's measured cap from the
-    # registry (model_zoo.registry ModelSpec.margin_cap: 8 px for the default, which keeps every
+    # registry (model_zoo.registry ModelSpec.margin_cap: 10 px for the default, which keeps every
     # output value within one 8-bit level of its full 20-px margin's at x2/x4/x8 on real H&E;
-    # tests/unit/test_compute_margin.py keeps it true), or its full margin where it has none.
-    # Each window pays it on every side: at x8, 13 px instead of 8 cost a viewport 13 % more
-    # model time. A number overrides the registry for every model.
+    # tests/unit/test_compute_margin.py keeps it true on a grid of windows), or its full margin
+    # where it has none. Each window pays it on every side. A number overrides the registry for
+    # every model.
     max_margin: int | None = Field(None, ge=0)
     lease_ttl_s: float = Field(120.0, gt=0)  # a dead worker's in-flight tiles free up after this
     max_tiles_per_request: int = Field(1024, ge=1)  # larger work: whole-slide generation (chunked)
