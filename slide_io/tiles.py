@@ -3,7 +3,8 @@
 tifffile parses the header and IFDs (through ``RangeReaderIO`` for remote objects: a few
 block-sized ranged reads); then each tile is fetched with exactly one range read of its
 ``[offset, offset + bytecount)`` and decoded by tifffile's own codec dispatch
-(``TiffPage.decode``, which also handles shared JPEG tables as in Aperio SVS).
+(``TiffPage.decode``, which also handles shared JPEG tables as in Aperio SVS); AVIF tiles, which
+no TIFF compression value names, carry ``AVIF_COMPRESSION_TAG`` and are decoded here.
 
 Stripped (untiled) TIFFs work the same way with strips as the chunks, so a region read
 decodes only the strips it overlaps.
@@ -18,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import tifffile
 
@@ -27,6 +29,10 @@ from slide_io.pixels import blank, to_rgb8
 from slide_io.remote import FileRangeReader, RangeReader, RangeReaderIO
 
 LR_METADATA_KEY = "slidestream_lr"  # marks the JSON ImageDescription written by pyramid.py
+# Private TIFF Compression value (>= 32768) for tiles that are each a complete AVIF image: TIFF
+# has no AVIF code. Outside every value tifffile knows (50000-50002 Zstd/WebP/JPEG XL, 65000+
+# EER); only slidestream's reader decodes such files.
+AVIF_COMPRESSION_TAG = 60001
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ class TiledTiff:
             if len(data) != length:
                 raise UnreadableSlide(f"tile {index} is truncated ({len(data)} of {length} bytes)", name=self.name)
             try:
-                decoded = page.decode(data, index, jpegtables=page.jpegtables)[0]
+                decoded = _decode_tile(page, data, index)
             except Exception as exc:
                 raise UnreadableSlide(f"tile {index} of level {level} does not decode ({exc})", name=self.name) from exc
             if decoded is None:
@@ -260,6 +266,12 @@ class TiledTiff:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return tile
+
+
+def _decode_tile(page: tifffile.TiffPage, data: bytes, index: int) -> np.ndarray | None:
+    if page.compression == AVIF_COMPRESSION_TAG:
+        return np.asarray(imagecodecs.avif_decode(data))
+    return page.decode(data, index, jpegtables=page.jpegtables)[0]
 
 
 def verify_ifd_chain(reader: RangeReader, *, max_ifds: int = 100_000) -> int:

@@ -1,4 +1,5 @@
-"""``slidestream export``: gather a patient's images and a manifest in a directory or S3 prefix."""
+"""``slidestream export``: gather a patient's images and a manifest in a directory or S3 prefix;
+``slidestream convert-lr``: re-encode one LR file for software other than slidestream."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from core.settings import Settings
 
@@ -52,6 +54,25 @@ async def run_export(settings: Settings, patient_id: str, to: str, *, include_hr
     return 0
 
 
+def run_convert_lr(source: Path, destination: Path, compression: str) -> int:
+    """Re-encode one LR file for other software (exports carry the stored bytes as they are)."""
+    from slide_io import Compression, SlideError, transcode_pyramid
+
+    if destination.exists():
+        print(f"slidestream convert-lr: {destination} exists; nothing written", file=sys.stderr)
+        return 2
+    partial = destination.with_name(destination.name + ".partial")
+    try:
+        metadata = transcode_pyramid(source, partial, compression=Compression(compression))
+        partial.replace(destination)
+    except (SlideError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        print(f"slidestream convert-lr: {exc}", file=sys.stderr)
+        return 2
+    print(f"{source.name} ({metadata.get('compression', 'unknown')}) -> {destination} ({compression})")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Settings]) -> None:
     p = sub.add_parser("export", help="copy all images of a patient, with a manifest, to a directory or S3 prefix")
     p.add_argument("--patient", required=True, help="patient ID")
@@ -71,3 +92,12 @@ def add_commands(sub: argparse._SubParsersAction, settings: Callable[[], Setting
                                       request_hr_scale=args.request_hr, hr_timeout_s=args.hr_timeout))
 
     p.set_defaults(func=run)
+
+    p = sub.add_parser("convert-lr", help="re-encode a stored or exported LR slide for other software "
+                                          "(the default AVIF tiles are read by slidestream only)")
+    p.add_argument("source", type=Path, help="LR TIFF (e.g. slide-0001.lr.tiff from an export)")
+    p.add_argument("destination", type=Path, help="new file (must not exist)")
+    p.add_argument("--compression", choices=["zstd", "jpeg"], default="zstd",
+                   help="zstd: the decoded pixels exactly, read by tifffile and OpenSlide 4; "
+                        "jpeg: q90 4:4:4, read by any TIFF viewer (default: zstd)")
+    p.set_defaults(func=lambda args: run_convert_lr(args.source, args.destination, args.compression))

@@ -71,3 +71,26 @@ def test_operator_commands_parse_their_arguments() -> None:
     assert parser.parse_args(["dead-letters"]).since < datetime.now(UTC)  # default: the last 24 h
     with pytest.raises(SystemExit):
         parser.parse_args(["dead-letters", "--since", "yesterday-ish"])
+
+
+def test_convert_lr_writes_an_openslide_readable_copy_and_never_overwrites(tmp_path, capsys) -> None:
+    import numpy as np
+    import openslide
+
+    from slide_io import Compression, write_pyramid
+
+    pixels = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    source, target = tmp_path / "slide-0001.lr.tiff", tmp_path / "slide-0001.zstd.tiff"
+    write_pyramid(pixels, source, mpp=2.0, magnification=5.0, compression=Compression.AVIF)
+    assert main(["convert-lr", str(source), str(target)]) == 0
+    assert "(avif)" in capsys.readouterr().out
+    with openslide.OpenSlide(str(target)) as slide:
+        assert slide.level_dimensions[0] == (400, 300)
+    before = target.read_bytes()
+    assert main(["convert-lr", str(source), str(target), "--compression", "jpeg"]) == 2
+    assert "exists" in capsys.readouterr().err and target.read_bytes() == before
+    broken = tmp_path / "broken.tiff"
+    broken.write_bytes(source.read_bytes()[:2000])  # truncated upload
+    assert main(["convert-lr", str(broken), str(tmp_path / "out.tiff")]) == 2
+    assert "slidestream convert-lr:" in capsys.readouterr().err
+    assert not (tmp_path / "out.tiff").exists() and not (tmp_path / "out.tiff.partial").exists()

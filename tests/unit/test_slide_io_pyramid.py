@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import openslide
 import pytest
@@ -10,14 +12,18 @@ import tifffile
 from core.settings import get_settings
 from slide_io import (
     ArraySlideSource,
+    AvifSettings,
     Compression,
     FileRangeReader,
     TiledTiff,
+    UnreadableSlide,
     UnsupportedFormat,
     downsample_to_magnification,
     open_slide,
+    transcode_pyramid,
     write_pyramid,
 )
+from slide_io.tiles import AVIF_COMPRESSION_TAG
 
 DATA = get_settings().shared_data
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
@@ -94,6 +100,85 @@ def test_jpegxl_pyramid_reads_back_by_ranged_tiles_and_is_smaller_than_jpeg(he_m
     with pytest.raises(ValueError, match="distance"):
         write_pyramid(he_mosaic, tmp_path / "bad.tif", mpp=2.0, magnification=5.0,
                       compression=Compression.JPEGXL, jpegxl_distance=0.0)
+
+
+def test_avif_pyramid_reads_back_by_ranged_tiles_and_is_smaller_than_jpegxl(he_mosaic, tmp_path) -> None:
+    jxl, avif = tmp_path / "jxl.tif", tmp_path / "avif.tif"
+    write_pyramid(he_mosaic, jxl, mpp=2.0, magnification=5.0, compression=Compression.JPEGXL)
+    write_pyramid(he_mosaic, avif, mpp=2.0, magnification=5.0, compression=Compression.AVIF)
+    with tifffile.TiffFile(avif) as tif:  # every level carries the private AVIF value
+        assert {page.compression for page in tif.pages} == {AVIF_COMPRESSION_TAG}
+    reader = CountingReader(avif)
+    with TiledTiff(reader) as tiff:
+        assert tiff.metadata["compression"] == "avif"
+        assert (tiff.metadata["avif_quality"], tiff.metadata["avif_speed"]) == (AvifSettings().quality,
+                                                                              AvifSettings().speed)
+        assert [(lv.width, lv.height) for lv in tiff.levels] == [(1500, 1000), (750, 500), (375, 250), (188, 125)]
+        reader.requests.clear()
+        tile = tiff.read_tile(0, 3, 2)
+        assert reader.requests == [tiff.tile_byte_range(0, 3, 2)]  # one ranged read per tile
+        assert psnr(tile, he_mosaic[512:768, 768:1024]) > 33
+        edge = tiff.read_tile(0, 5, 3)  # padded when written, cropped when read
+        assert edge.shape == (232, 220, 3) and psnr(edge, he_mosaic[768:1000, 1280:1500]) > 33
+        assert psnr(tiff.read_region(0, 0, 0, 1500, 1000), he_mosaic) > 33
+        level1 = tiff.read_region(1, 0, 0, 750, 500).astype(float)
+    halved = he_mosaic.reshape(500, 2, 750, 2, 3).mean(axis=(1, 3))
+    assert psnr(level1, halved) > 33
+    assert avif.stat().st_size < jxl.stat().st_size
+    with open_slide(avif) as source:  # the generic reader goes through the same tile reader
+        assert source.level_count == 4 and psnr(source.read_region(0, 10, 20, 300, 200),
+                                                he_mosaic[20:220, 10:310]) > 33
+
+
+def test_avif_pyramid_to_a_stream_equals_the_file_and_bad_settings_are_refused(he_mosaic, tmp_path) -> None:
+    small = he_mosaic[:300, :400].copy()
+    path = tmp_path / "a.tif"
+    write_pyramid(small, path, mpp=2.0, magnification=5.0, compression="avif")
+    stream = io.BytesIO()
+    write_pyramid(small, stream, mpp=2.0, magnification=5.0, compression="avif")
+    assert stream.getvalue() == path.read_bytes()
+    with pytest.raises(ValueError, match="AVIF quality"):
+        AvifSettings(quality=101)
+    with pytest.raises(ValueError, match="AVIF speed"):
+        AvifSettings(speed=11)
+
+
+def test_corrupt_avif_tile_is_a_clear_error_naming_the_tile(he_mosaic, tmp_path) -> None:
+    path = tmp_path / "a.tif"
+    write_pyramid(he_mosaic[:512, :512].copy(), path, mpp=2.0, magnification=5.0, compression=Compression.AVIF)
+    with TiledTiff(path) as tiff:
+        offset, length = tiff.tile_byte_range(0, 1, 0)
+        good = tiff.read_tile(0, 0, 0)
+    data = bytearray(path.read_bytes())
+    data[offset:offset + length] = bytes(length)  # zeroed: no longer an AVIF image
+    path.write_bytes(bytes(data))
+    with TiledTiff(path) as tiff:
+        assert np.array_equal(tiff.read_tile(0, 0, 0), good)  # the other tiles still read
+        with pytest.raises(UnreadableSlide, match="tile 1 of level 0 does not decode"):
+            tiff.read_tile(0, 1, 0)
+
+
+def test_avif_lr_transcodes_to_zstd_that_openslide_reads_with_the_same_pixels(he_mosaic, tmp_path) -> None:
+    avif, zstd = tmp_path / "avif.tif", tmp_path / "zstd.tif"
+    write_pyramid(he_mosaic, avif, mpp=2.0, magnification=5.0, compression=Compression.AVIF,
+                  extra_metadata={"source_magnification": 20.0})
+    assert transcode_pyramid(avif, zstd)["compression"] == "avif"
+    with TiledTiff(avif) as a, TiledTiff(zstd) as z:
+        assert np.array_equal(a.read_region(0, 0, 0, 1500, 1000), z.read_region(0, 0, 0, 1500, 1000))
+        assert z.metadata["compression"] == "zstd" and z.metadata["transcoded_from"] == "avif"
+        assert z.metadata["source_magnification"] == 20.0 and "avif_quality" not in z.metadata
+        assert (z.mpp, z.magnification) == (2.0, 5.0)
+    with openslide.OpenSlide(str(zstd)) as slide:
+        assert slide.level_dimensions[0] == (1500, 1000)
+        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(2.0)
+    with pytest.raises(UnreadableSlide):  # a file our reader cannot open is refused, not copied
+        transcode_pyramid(_not_a_tiff(tmp_path), tmp_path / "x.tif")
+
+
+def _not_a_tiff(tmp_path):
+    path = tmp_path / "notes.tif"
+    path.write_bytes(b"not a tiff at all" * 10)
+    return path
 
 
 def test_written_pyramid_is_readable_by_openslide_and_open_slide(he_mosaic, tmp_path) -> None:
