@@ -9,8 +9,9 @@ HR ("40x") centre crop is
 
 * (a) compressed directly with JPEG 4:2:0, JPEG 2000, JPEG XL, WebP and AVIF over a sweep of
   settings, and
-* (b) box-downsampled by 8 / 4 / 2 (stored 5x / 10x / 20x), encoded as JPEG 4:4:4 (as ingest
-  stores LR tiles), JPEG XL, JPEG 2000, AVIF or losslessly (smallest of PNG / lossless WebP /
+* (b) box-downsampled by 8 / 4 / 2 (stored 5x / 10x / 20x), encoded as JPEG 4:4:4 (as tifffile
+  writes LR tiles with ``qc.lr_compression=jpeg``), JPEG XL, JPEG 2000, AVIF (at the speed ingest
+  uses; q70 is ingest's default) or losslessly (smallest of PNG / lossless WebP /
   lossless JPEG XL), decoded and brought back to 40x by each SR model and by bicubic.
 
 Rate is bits per 40x pixel: codestream bytes * 8 / HR pixels. The codec's fixed header (the
@@ -46,6 +47,7 @@ from model_zoo.images import as_rgb_uint8, load_rgb
 from model_zoo.inference import SuperResolver, load_model
 from model_zoo.metrics import delta_e, psnr, ssim
 from model_zoo.registry import DEFAULT_MODEL
+from slide_io.pyramid import AVIF_QUALITY, AVIF_SPEED
 
 CMU1 = Path("/work/shared/data/wsi_formats/aperio_svs/CMU-1-Small-Region.svs")
 SCALES = (8, 4, 2)  # stored 5x, 10x, 20x of a 40x original
@@ -53,9 +55,9 @@ STORED = {8: "5x", 4: "10x", 2: "20x"}
 SHAVE = max(SCALES)  # SR lacks context at the border; every method is scored on the same pixels
 METRICS = ("psnr", "ssim", "delta_e")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "delta_e": False}
-DEFAULT_LR = ("JPEG XL", "d1")  # what ingest writes (core.settings qc.lr_compression, slide_io.pyramid)
+DEFAULT_LR = ("AVIF", f"q{AVIF_QUALITY}")  # what ingest writes (core.settings qc.lr_compression, slide_io.pyramid)
 # Bicubic reference lines: the default codec, the previous default (JPEG q90) and lossless.
-BICUBIC_FOR = ("JPEG XL d1", "JPEG 4:4:4 q90", "lossless")
+BICUBIC_FOR = (" ".join(DEFAULT_LR), "JPEG XL d1", "JPEG 4:4:4 q90", "lossless")
 REFERENCE_40X = "JPEG 2000"  # the issue's floor compares with this codec alone
 # Native magnification of each source folder (MANIFEST.md): on a 20x source "40x" means its own
 # pixels and "stored 5x" is really 2.5x, so results are also reported per group.
@@ -111,10 +113,10 @@ def webp(quality: int) -> Codec:
                  lambda b: _rgb(ic.webp_decode(b)))
 
 
-def avif(quality: int, speed: int, threads: int = 1) -> Codec:
+def avif(quality: int, speed: int, threads: int = 1, *, name_speed: bool = False) -> Codec:
     # imagecodecs encodes RGB as 4:4:4 by default; speed 4 gains 0.2-0.45 dB over 6 on H&E
     # at 6x the time, and the reference must be at its best.
-    return Codec("AVIF", f"q{quality}",
+    return Codec("AVIF", f"q{quality}" + (f" s{speed}" if name_speed else ""),
                  lambda x: ic.avif_encode(x, level=quality, speed=speed, numthreads=threads),
                  lambda b: _rgb(ic.avif_decode(b)))
 
@@ -130,12 +132,16 @@ def direct_codecs(avif_speed: int, threads: int) -> list[Codec]:
             + [avif(q, avif_speed, threads) for q in (5, 15, 25, 35, 50, 65, 80, 90)])
 
 
-def stored_codecs(avif_speed: int, threads: int) -> list[Codec]:
-    """Lossy codecs for the stored LR; lossless is handled by ``smallest_lossless``."""
-    return ([jpeg(q, "444") for q in (80, 85, 90, 95)]
-            + [jpegxl(d, threads) for d in (0.5, 1, 2, 3)]
-            + [jpeg2000(db, threads) for db in (36, 42)]
-            + [avif(q, avif_speed, threads) for q in (70, 85)])
+def stored_codecs(avif_speeds: Sequence[int], threads: int, avif_qualities: Sequence[int] = (60, 70, 80, 85),
+                  families: Sequence[str] | None = None) -> list[Codec]:
+    """Lossy codecs for the stored LR; lossless is handled by ``smallest_lossless``. AVIF is
+    named with its speed when several speeds are compared; ``families`` keeps only those."""
+    codecs = ([jpeg(q, "444") for q in (80, 85, 90, 95)]
+              + [jpegxl(d, threads) for d in (0.5, 1, 2, 3)]
+              + [jpeg2000(db, threads) for db in (36, 42)]
+              + [avif(q, s, threads, name_speed=len(avif_speeds) > 1)
+                 for s in avif_speeds for q in avif_qualities])
+    return [c for c in codecs if families is None or c.family in families]
 
 
 LOSSLESS = (
@@ -530,7 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmu1", type=Path, default=CMU1, help="CMU-1 SVS for the WSI region ('' to skip)")
     p.add_argument("--out-dir", type=Path, default=Path("out") / "rate-distortion")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--avif-speed", type=int, default=4, help="AVIF encoder speed (0 slowest/best .. 10)")
+    p.add_argument("--avif-speed", type=int, default=4,
+                   help="AVIF encoder speed for the 40x image (0 slowest/best .. 10)")
+    p.add_argument("--lr-avif-speed", type=int, nargs="+", default=[AVIF_SPEED], metavar="SPEED",
+                   help="AVIF encoder speed(s) for the stored LR (default: what ingest uses)")
+    p.add_argument("--lr-avif-quality", type=int, nargs="+", default=[60, 70, 80, 85], metavar="Q",
+                   help="AVIF qualities for the stored LR")
+    p.add_argument("--stored-families", nargs="+", default=None, metavar="FAMILY",
+                   help="only these LR codec families, e.g. 'JPEG XL' AVIF (lossless always runs)")
     p.add_argument("--plot-only", action="store_true", help="redraw rd.png from the results.json in --out-dir")
     p.add_argument("--count-headers", action="store_true",
                    help="count each codec's fixed header bytes in the rate (default: left out)")
@@ -572,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no held-out images found", file=sys.stderr)
         return 2
     direct = direct_codecs(args.avif_speed, args.threads)
-    stored = stored_codecs(args.avif_speed, args.threads)
+    stored = stored_codecs(args.lr_avif_speed, args.threads, args.lr_avif_quality,
+                           args.stored_families)
     headers = {c.label: 0 if args.count_headers else header_bytes(c) for c in [*direct, *stored, *LOSSLESS]}
     points: list[Point] = []
     started = time.perf_counter()

@@ -110,7 +110,17 @@ def jpeg_roundtrip(image: np.ndarray, quality: int, full_chroma: bool = False) -
 
 def jpegxl_roundtrip(image: np.ndarray, distance: float) -> np.ndarray:
     """Encode and decode as JPEG XL at ``distance`` (effort 7), as slide_io stores LR tiles
-    by default."""
+    with lr_compression=jpegxl."""
     import imagecodecs  # optional at import time: only evaluation and benches need it
 
     return np.asarray(imagecodecs.jpegxl_decode(imagecodecs.jpegxl_encode(image, distance=distance, effort=7)))
+
+
+def avif_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode as AVIF at ``quality`` with slide_io's own tile settings (4:4:4, the
+    speed ingest uses): the LR as storage holds it by default."""
+    import imagecodecs  # optional at import time: only evaluation and benches need it
+
+    from slide_io.pyramid import AvifSettings
+
+    return np.asarray(imagecodecs.avif_decode(AvifSettings(quality=quality).encode(image)))[..., :3]

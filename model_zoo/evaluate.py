@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from .architecture import CascadeGenerator
 from .baselines import METHODS, interpolate
 from .data import default_data_dir, list_sources, source_name, split_sources
-from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, jpegxl_roundtrip, to_uint8
+from .degradation import avif_roundtrip, box_downsample, crop_to_multiple, jpeg_roundtrip, jpegxl_roundtrip, to_uint8
 from .images import load_rgb
 from .inference import SuperResolver, load_model
 from .metrics import delta_e, psnr, ssim
@@ -54,30 +54,35 @@ def load_custom(weights: Path, arch: str, device: str) -> SuperResolver:
     return SuperResolver(model, name=f"{weights.stem}", device=device)
 
 
-def stored_lr(lr: np.ndarray, lr_jpeg: int | None = None, lr_jpegxl: float | None = None) -> np.ndarray:
-    """The LR as storage holds it: JPEG 4:4:4 at ``lr_jpeg`` or JPEG XL at ``lr_jpegxl``
-    (slide_io's two lossy LR codecs), else lossless."""
-    if lr_jpeg and lr_jpegxl:
-        raise ValueError("choose one LR codec: JPEG or JPEG XL")
+def stored_lr(lr: np.ndarray, lr_jpeg: int | None = None, lr_jpegxl: float | None = None,
+              lr_avif: int | None = None) -> np.ndarray:
+    """The LR as storage holds it: JPEG 4:4:4 at ``lr_jpeg``, JPEG XL at ``lr_jpegxl`` or AVIF
+    at quality ``lr_avif`` (slide_io's lossy LR codecs), else lossless."""
+    if sum(codec is not None for codec in (lr_jpeg, lr_jpegxl, lr_avif)) > 1:
+        raise ValueError("choose one LR codec: JPEG, JPEG XL or AVIF")
     if lr_jpeg:
         return jpeg_roundtrip(lr, lr_jpeg, full_chroma=True)
     if lr_jpegxl:
         return jpegxl_roundtrip(lr, lr_jpegxl)
+    if lr_avif is not None:
+        return avif_roundtrip(lr, lr_avif)
     return lr
 
 
-def codec_words(lr_jpeg: int | None = None, lr_jpegxl: float | None = None) -> str:
+def codec_words(lr_jpeg: int | None = None, lr_jpegxl: float | None = None, lr_avif: int | None = None) -> str:
     if lr_jpeg:
         return f", then JPEG quality {lr_jpeg} (4:4:4, as slide_io stores LR tiles with lr_compression=jpeg)"
     if lr_jpegxl:
-        return f", then JPEG XL distance {lr_jpegxl:g} (as slide_io stores LR tiles by default)"
+        return f", then JPEG XL distance {lr_jpegxl:g} (as slide_io stores LR tiles with lr_compression=jpegxl)"
+    if lr_avif is not None:
+        return f", then AVIF quality {lr_avif} (4:4:4, as slide_io stores LR tiles by default)"
     return ""
 
 
 def evaluate_image(name: str, hr: np.ndarray, scale: int, models: dict[str, SuperResolver],
-                   lr_jpeg: int | None = None, lr_jpegxl: float | None = None
+                   lr_jpeg: int | None = None, lr_jpegxl: float | None = None, lr_avif: int | None = None
                    ) -> tuple[list[Row], dict[str, np.ndarray], np.ndarray]:
-    lr = stored_lr(to_uint8(box_downsample(hr, scale)), lr_jpeg, lr_jpegxl)
+    lr = stored_lr(to_uint8(box_downsample(hr, scale)), lr_jpeg, lr_jpegxl, lr_avif)
     rows, outputs = [], {}
     candidates: dict[str, object] = {m: m for m in BASELINES}
     # An x4/2 variant differs from its model at x2 only.
@@ -109,8 +114,8 @@ def summarise(rows: list[Row]) -> dict[int, dict[str, dict[str, float]]]:
 
 
 def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str], lr_jpeg: int | None = None,
-             lr_jpegxl: float | None = None) -> str:
-    jpeg = codec_words(lr_jpeg, lr_jpegxl)
+             lr_jpegxl: float | None = None, lr_avif: int | None = None) -> str:
+    jpeg = codec_words(lr_jpeg, lr_jpegxl, lr_avif)
     lines = [f"Validation split: {len(images)} held-out images ({', '.join(images)}).",
              f"LR = area (box) downsampling of the HR image, 8-bit{jpeg}; metrics skip an s-pixel border.",
              "", "| scale | method | PSNR dB | dPSNR vs bicubic | SSIM | dSSIM vs bicubic | dE00 | s/image |",
@@ -178,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-jpeg", type=int, default=None,
                    help="JPEG-compress the LR (4:4:4) at this quality, as lr_compression=jpeg stores it (q90)")
     p.add_argument("--lr-jpegxl", type=float, default=None, metavar="DISTANCE",
-                   help="JPEG XL-compress the LR at this distance, as ingest stores it by default (1.0)")
+                   help="JPEG XL-compress the LR at this distance, as lr_compression=jpegxl stores it (1.0)")
+    p.add_argument("--lr-avif", type=int, default=None, metavar="QUALITY",
+                   help="AVIF-compress the LR (4:4:4) at this quality, as ingest stores it by default (70)")
     p.add_argument("--x2-via-x4", action="store_true",
                    help="also evaluate each model's x2 as its x4 output area-averaged by 2")
     p.add_argument("--panel-size", type=int, default=256, help="HR pixels per panel column")
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     for index, path in enumerate(val_paths):
         hr = crop_to_multiple(load_rgb(path), max(args.scales))
         for scale in args.scales:
-            image_rows, outputs, lr = evaluate_image(path.stem, hr, scale, models, args.lr_jpeg, args.lr_jpegxl)
+            image_rows, outputs, lr = evaluate_image(path.stem, hr, scale, models, args.lr_jpeg, args.lr_jpegxl,
+                                                     args.lr_avif)
             rows += image_rows
             if index == 0:
                 panel(lr, outputs, hr, scale, args.panel_size).save(args.out_dir / f"panel_x{scale}.png",
@@ -220,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     table = summarise(rows)
     names = [p.stem for p in val_paths]
     (args.out_dir / "results.json").write_text(json.dumps(
-        {"images": names, "lr_jpeg": args.lr_jpeg, "lr_jpegxl": args.lr_jpegxl, "summary": {f"x{s}": v for s, v in table.items()},
+        {"images": names, "lr_jpeg": args.lr_jpeg, "lr_jpegxl": args.lr_jpegxl, "lr_avif": args.lr_avif,
+         "summary": {f"x{s}": v for s, v in table.items()},
          "rows": [r.__dict__ for r in rows]}, indent=1))
-    text = markdown(table, names, args.lr_jpeg, args.lr_jpegxl) + "\n" + per_source_markdown(
+    text = markdown(table, names, args.lr_jpeg, args.lr_jpegxl, args.lr_avif) + "\n" + per_source_markdown(
         rows, {p.stem: source_name(p) for p in val_paths})
     (args.out_dir / "results.md").write_text(text)
     print(text)

@@ -55,6 +55,12 @@ def test_stored_lr_is_the_codec_round_trip_and_one_codec_at_a_time() -> None:
     rows, _, used = evaluate_image("img", random_image(64, 48), 4, {}, lr_jpegxl=1.0)
     assert [r.method for r in rows] == list(BASELINES) and used.shape == (16, 12, 3)
     assert "JPEG XL distance 1" in markdown(summarise(rows), ["img"], lr_jpegxl=1.0)
+    avif = stored_lr(lr, lr_avif=70)
+    assert avif.shape == lr.shape and avif.dtype == np.uint8 and not np.array_equal(avif, lr)
+    assert np.abs(stored_lr(lr, lr_avif=95).astype(int) - lr).mean() < np.abs(avif.astype(int) - lr).mean()
+    with pytest.raises(ValueError, match="one LR codec"):
+        stored_lr(lr, lr_jpegxl=1.0, lr_avif=70)
+    assert "AVIF quality 70" in markdown(summarise(rows), ["img"], lr_avif=70)
 
 
 def test_flops_per_output_pixel_fall_with_scale() -> None:
