@@ -307,12 +307,16 @@ class QcAgentSettings(_Group):
     reference_image: Path | None = None
     # Colour-normalise the LR toward the reference before it is stored.
     normalise: bool = False
-    # JPEG XL (distance 1) is the default since the rate-distortion study (docs/rate-distortion.md):
-    # the same SR fidelity as JPEG q90 4:4:4 in ~27 % fewer bytes, and closer to 40x codecs at
-    # equal bytes. It is read by slidestream's own tile reader (tifffile + imagecodecs, by byte
-    # range), not by OpenSlide or browsers: "jpeg" (q90 4:4:4) keeps LR files that any TIFF
-    # viewer opens; "zstd" stores them lossless (~4x the bytes of JPEG q90).
-    lr_compression: Literal["jpeg", "jpegxl", "zstd"] = "jpegxl"
+    # LR tile codec (docs/rate-distortion.md). AVIF q70 is the default since the fourth run of the
+    # study: stored 5x + SR then beats the best 40x codec at equal bytes, in ~30 % fewer bytes than
+    # JPEG XL d1 (the default before) for ~0.2 dB less PSNR after SR. TIFF has no AVIF value, so
+    # such files carry a private one and only slidestream's tile reader (tifffile + imagecodecs, by
+    # byte range) opens them, as with "jpegxl" (OpenSlide and browsers read neither). "jpeg" (q90
+    # 4:4:4) keeps LR files that any TIFF viewer opens; "zstd" stores them lossless (~4x JPEG q90).
+    lr_compression: Literal["jpeg", "jpegxl", "avif", "zstd"] = "avif"
+    # AVIF quality (0-100) when lr_compression is "avif": 80 gives the SR fidelity of JPEG XL d1 in
+    # ~12 % fewer bytes; lower saves more bytes and loses fidelity (the study's table).
+    lr_avif_quality: int = Field(70, ge=0, le=100)
     # The lab's colour standard (quality/lab_standard.py): starts as the shipped standard (or the
     # config file's colour.standard_path) and learns from every slide that passes cleanly; every
     # QC worker on the host shares it. Default ``<state_dir>/qc/lab-colour-standard.json``;

@@ -32,6 +32,7 @@ from schemas.events import QcCheck
 from slide_io import (
     DEFAULT_LIMITS,
     ArraySlideSource,
+    AvifSettings,
     Compression,
     LrImage,
     PixelLimits,
@@ -53,7 +54,8 @@ class PipelineOptions:
     qc: QcConfig = QcConfig()
     judge: Literal["scan", "lr"] = "scan"
     normalise: bool = False
-    compression: Compression = Compression.JPEGXL  # settings.qc.lr_compression's default
+    compression: Compression = Compression.AVIF  # settings.qc.lr_compression's default
+    avif: AvifSettings = AvifSettings()  # used when compression is AVIF
     limits: PixelLimits = DEFAULT_LIMITS
     # The lab's learning colour standard (qc.service builds it from settings.qc); None: judge
     # against qc.colour.standard_path (or the shipped one), and learn nothing.
@@ -254,7 +256,7 @@ def _process(source: SlideSource, options: PipelineOptions, lr_path: Path, magni
     verdict.checks += report.event_checks()
     lr_mpp = lr.mpp if lr.mpp and math.isfinite(lr.mpp) else None
     write_pyramid(pixels, lr_path, mpp=lr_mpp, magnification=lr.magnification, compression=options.compression,
-                  extra_metadata={"source_magnification": mag, "downsample": lr.downsample,
+                  avif=options.avif, extra_metadata={"source_magnification": mag, "downsample": lr.downsample,
                                   "colour_normalised": verdict.corrected})
     verdict.lr_path = lr_path
     verdict.height, verdict.width = pixels.shape[:2]

@@ -34,7 +34,7 @@ from schemas.common import ObjectRef, QcFailureKind
 from schemas.events import SlideQcFailed, SlideQcPassed, SlideScanned
 from schemas.ids import ExamId, PatientId, SlideNumber
 from schemas.layout import ingest_released_key, lr_staging_key, qc_report_prefix
-from slide_io import Compression
+from slide_io import AvifSettings, Compression
 from storage.errors import MissingObject
 from storage.ingest_bucket import IngestBucket
 
@@ -78,6 +78,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         judge=agent.judge,
         normalise=agent.normalise or config.normalise.enabled,
         compression=Compression(agent.lr_compression),
+        avif=AvifSettings(quality=agent.lr_avif_quality),
         lab_standard=lab_standard,
     )
 

@@ -70,6 +70,19 @@ def test_jpegxl_setting_stores_a_jpegxl_lr_that_our_readers_open(tmp_path) -> No
         Settings(qc={"lr_compression": "webp"})
 
 
+def test_default_lr_is_avif_at_the_configured_quality_and_our_readers_open_it(tmp_path) -> None:
+    default = pipeline_options(Settings(state_dir=tmp_path))
+    assert default.compression is Compression.AVIF and default.avif.quality == 70
+    options = dataclasses.replace(pipeline_options(Settings(state_dir=tmp_path, qc={"lr_avif_quality": 85})),
+                                  qc=SAMPLED_NO_FOLDS.qc)
+    assert process_scan(SVS, options, tmp_path / "lr.tiff").passed
+    with TiledTiff(tmp_path / "lr.tiff") as lr:
+        assert lr.metadata["compression"] == "avif" and lr.metadata["avif_quality"] == 85
+        assert lr.read_tile(0, 0, 0).std() > 5
+    with pytest.raises(ValueError):
+        Settings(qc={"lr_avif_quality": 101})
+
+
 def test_real_defocus_fails_on_blur_while_the_same_field_in_focus_passes(tmp_path) -> None:
     blurred = process_scan(OUT_OF_FOCUS, SAMPLED, tmp_path / "a.tiff", magnification=40)
     sharp = process_scan(IN_FOCUS, SAMPLED, tmp_path / "b.tiff", magnification=40)
