@@ -117,7 +117,7 @@ def markdown(table: dict[int, dict[str, dict[str, float]]], images: list[str], l
              lr_jpegxl: float | None = None, lr_avif: int | None = None) -> str:
     jpeg = codec_words(lr_jpeg, lr_jpegxl, lr_avif)
     lines = [f"Validation split: {len(images)} held-out images ({', '.join(images)}).",
-             f"LR = area (box) downsampling of the HR image, 8-bit{jpeg}; metrics skip an s-pixel border.",
+             f"LR = area (box) downsampling of the HR image, 8-bit{jpeg}; metrics skip a border as wide as the scale factor.",
              "", "| scale | method | PSNR dB | dPSNR vs bicubic | SSIM | dSSIM vs bicubic | dE00 | s/image |",
              "|---|---|---|---|---|---|---|---|"]
     for scale, methods in table.items():
