@@ -31,7 +31,14 @@ from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
 from .data import Batch
-from .degradation import box_downsample, crop_to_multiple, jpeg_roundtrip, jpegxl_roundtrip, to_uint8
+from .degradation import (
+    avif_roundtrip,
+    box_downsample,
+    crop_to_multiple,
+    jpeg_roundtrip,
+    jpegxl_roundtrip,
+    to_uint8,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,8 @@ class LrVariant:
     jpeg_quality: int | None = None
     full_chroma: bool = True
     blur_sigma_lr: float = 0.0
-    jpegxl_distance: float | None = None  # through JPEG XL at this distance (ingest's default LR codec)
+    jpegxl_distance: float | None = None  # through JPEG XL at this distance (ingest's default before AVIF)
+    avif_quality: int | None = None  # through AVIF at this quality, as slide_io writes it (ingest's default)
 
 
 
@@ -59,6 +67,8 @@ def lr_versions(hr: np.ndarray, scale: int, variants: Sequence[LrVariant]) -> li
             lr = jpeg_roundtrip(lr, variant.jpeg_quality, full_chroma=variant.full_chroma)
         if variant.jpegxl_distance is not None:
             lr = jpegxl_roundtrip(lr, variant.jpegxl_distance)
+        if variant.avif_quality is not None:
+            lr = avif_roundtrip(lr, variant.avif_quality)
         out.append(lr)
     return out
 
@@ -86,7 +96,18 @@ STORED_JXL_MIX: tuple[LrVariant, ...] = (
     LrVariant("jpegxl-d0.5", 0.05, jpegxl_distance=0.5),
     LrVariant("blur", 0.10, blur_sigma_lr=0.4),
 )
-LR_MIXES = {"stored": STORED_MIX, "jxl": STORED_JXL_MIX}
+# Since the study's fourth run ingest stores AVIF q70 (slide_io.pyramid): that first, its
+# neighbours for sites that set another quality, and JPEG XL d1 for the slides stored before.
+STORED_AVIF_MIX: tuple[LrVariant, ...] = (
+    LrVariant("avif-q70", 0.35, avif_quality=70),
+    LrVariant("lossless", 0.15),
+    LrVariant("avif-q60", 0.10, avif_quality=60),
+    LrVariant("avif-q80", 0.10, avif_quality=80),
+    LrVariant("jpegxl-d1", 0.15, jpegxl_distance=1.0),
+    LrVariant("jpeg444-q90", 0.05, jpeg_quality=90),
+    LrVariant("blur", 0.10, blur_sigma_lr=0.4),
+)
+LR_MIXES = {"stored": STORED_MIX, "jxl": STORED_JXL_MIX, "avif": STORED_AVIF_MIX}
 
 
 def _chw(image: np.ndarray, device: torch.device) -> torch.Tensor:

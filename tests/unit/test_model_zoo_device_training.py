@@ -88,6 +88,20 @@ def test_the_jpeg_xl_mix_stores_lr_as_ingest_does() -> None:
     assert max(mix, key=lambda v: v.weight).jpegxl_distance == 1.0  # what storage holds comes first
 
 
+def test_the_avif_mix_stores_lr_as_ingest_does() -> None:
+    from model_zoo.degradation import avif_roundtrip
+    from model_zoo.device_sampler import LR_MIXES
+    from slide_io.pyramid import AVIF_QUALITY
+
+    hr = smooth_image(128, 128, 2)
+    lossless, avif = lr_versions(hr, 4, [LrVariant("l", 1), LrVariant("a", 1, avif_quality=AVIF_QUALITY)])
+    np.testing.assert_array_equal(avif, avif_roundtrip(lossless, AVIF_QUALITY))
+    assert avif.shape == lossless.shape and not np.array_equal(avif, lossless)
+    mix = LR_MIXES["avif"]
+    assert abs(sum(v.weight for v in mix) - 1.0) < 1e-9
+    assert max(mix, key=lambda v: v.weight).avif_quality == AVIF_QUALITY  # what ingest writes comes first
+
+
 @pytest.mark.parametrize("scale", [2, 4, 8])
 def test_device_batches_align_input_and_targets(scale: int) -> None:
     lossless_only = (LrVariant("lossless", 1.0),)
