@@ -15,6 +15,7 @@ BENCHES = {
     "compute": "bench.compute_bench",
     "viewer": "bench.viewer_bench",
     "rate-distortion": "bench.rate_distortion",
+    "consistency": "bench.consistency_bench",
     "distribution": "bench.distribution_bench",
 }
 
