@@ -102,8 +102,20 @@ class FoldConfig(_Section):
     its texture (coefficient of variation relative to the ring's) is >= ``min_texture_ratio``,
     and it is a band (``min_elongation``) covering >= ``min_region_fraction`` of the tissue.
     Dense epithelium and lymphoid aggregates are haematoxylin-heavy against their ring,
-    keratin and collagen eosin-heavy, muscle and dense stroma homogeneous; none passes all."""
+    keratin and collagen eosin-heavy, muscle and dense stroma homogeneous; none passes all.
 
+    ``detector = "learned"`` replaces the rules with a small network that sees a band and its
+    edges (quality/learned_folds.py): a fold is a connected region of cells whose probability
+    exceeds ``learned_probability`` covering >= ``min_region_fraction`` of the tissue, in which
+    both stains rise >= ``learned_min_ring_ratio`` x the ring around it, within
+    ``max_stain_imbalance`` of each other; the smoothing, candidate, texture and elongation
+    settings then do not apply."""
+
+    detector: Literal["classical", "learned"] = Field(
+        "classical", description="classical: the ring rules below (quality/folds.py); learned: FoldNet (learned_folds.py)")
+    learned_weights: str = Field("all", description="registered FoldNet weights (learned_folds.WEIGHTS)")
+    learned_probability: float = Field(0.7, gt=0, lt=1, description="learned: fold probability of a fold cell")
+    learned_min_ring_ratio: float = Field(1.2, gt=0, description="learned: each stain inside a region / its ring")
     smoothing_px: float = Field(16.0, gt=0, description="Gaussian sigma that erases nuclei (overview px)")
     relative_od: float = Field(1.6, gt=1, description="candidate: smoothed OD over its tissue median")
     min_ring_ratio: float = Field(1.4, gt=1, description="each stain inside / in the surrounding ring")

@@ -36,9 +36,10 @@ from PIL import Image
 
 from core.settings import get_settings
 from quality import synthetic
+from quality.artefacts import Detector
 from quality.blur import focus_judgeable, pixel_size
 from quality.bubbles import BubbleDetector
-from quality.config import QcConfig
+from quality.config import FoldConfig, QcConfig
 from quality.datasets import FOLDS, CleanImage, clean_images, load_rgb
 from quality.folds import FoldDetector
 from quality.pen import PenDetector
@@ -62,6 +63,7 @@ class Variant:
     label: str
     positive: bool
     score: float = float("nan")  # the check's score (colour: descriptor index below)
+    tuning_score: float = float("nan")  # folds: the score from the detector that tunes this half
     descriptor: np.ndarray | None = None
     blur_tiles: np.ndarray | None = None
     strength: float = 0.0
@@ -71,7 +73,8 @@ class Variant:
 class CleanResult:
     image: CleanImage
     half: int  # index into FOLDS: which half this source belongs to
-    m: QcMeasurements
+    m: QcMeasurements  # folds measured by the held-out detector (``fold_detectors``)
+    tuning_fold_area: float = 0.0  # folds by the detector that tunes this image's half
     variants: list[Variant] = field(default_factory=list)
 
 
@@ -87,14 +90,36 @@ def _colour_only(pixels: np.ndarray, mpp: float | None = None) -> QcMeasurements
     return measure(ArraySlideSource(pixels, mpp=mpp), QcConfig(colour={"metric": "histogram_distance"}), detectors=[])
 
 
-def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> CleanResult:
+def fold_detectors(folds: FoldConfig, half: int) -> tuple[Detector, Detector]:
+    """(tuning, held-out) fold detectors for an image of ``half``. The classical one has no
+    training: both are the same. A learned one must never have seen the image it reports on:
+    the held-out verdict comes from the weights trained on the other half, and the threshold
+    that verdict is judged by is tuned with those same weights on that half's own images."""
+    if folds.detector == "classical":
+        detector = FoldDetector(folds)
+        return detector, detector
+    from quality.learned_folds import LearnedFoldDetector
+
+    return (LearnedFoldDetector(folds, f"half{half + 1}"), LearnedFoldDetector(folds, f"half{2 - half}"))
+
+
+def _fold_score(detector: Detector, folded: np.ndarray, band: np.ndarray, tissue: np.ndarray) -> float:
+    """Fold area / tissue when the detection lies on the painted band (elsewhere: not this fold)."""
+    detection = detector.detect(folded, tissue_mask(folded))
+    found = (detection.mask & band).sum() > 0.5 * max(1, detection.mask.sum())
+    return float(detection.mask.sum() / max(1, tissue.sum())) if found else 0.0
+
+
+def score_clean(image: CleanImage, half: int, rng: np.random.Generator, folds: FoldConfig = FoldConfig()) -> CleanResult:
     """``image.mpp``: the pixel size its data set states (quality/datasets.py), as a scanner's
     file would carry it; focus is judged at the standard pixel size (quality/blur.py)."""
     pixels = image.load()
-    config = QcConfig(colour={"metric": "histogram_distance"})  # the standard is attached per half later
-    detectors = [FoldDetector(config.folds), BubbleDetector(config.bubbles), PenDetector(config.pen)]
-    result = CleanResult(image, half, _light(measure(ArraySlideSource(pixels, mpp=image.mpp), config,
-                                                     detectors=detectors)))
+    config = QcConfig(colour={"metric": "histogram_distance"}, folds=folds)  # the standard is attached per half later
+    tuning, held_out = fold_detectors(folds, half)
+    detectors = [held_out, BubbleDetector(config.bubbles), PenDetector(config.pen)]
+    m = measure(ArraySlideSource(pixels, mpp=image.mpp), config, detectors=detectors)
+    own = m.detections["folds"] if tuning is held_out else tuning.detect(m.overview, m.tissue)
+    result = CleanResult(image, half, _light(m), float((own.mask & m.tissue).sum() / max(1, m.tissue.sum())))
     tissue = tissue_mask(pixels)
 
     sigma, radius = rng.uniform(1.5, 3.0), rng.uniform(3.0, 6.0)
@@ -112,10 +137,10 @@ def score_clean(image: CleanImage, half: int, rng: np.random.Generator) -> Clean
     result.variants.append(Variant("stain", f"H x{h_gain:.2f} E x{e_gain:.2f}", False, descriptor=_descriptor(m)))
 
     folded, band = synthetic.add_fold(pixels, rng)
-    detection = FoldDetector(config.folds).detect(folded, tissue_mask(folded))
-    found = (detection.mask & band).sum() > 0.5 * max(1, detection.mask.sum())
-    fraction = detection.mask.sum() / max(1, tissue.sum()) if found else 0.0  # elsewhere: not this fold
-    result.variants.append(Variant("fold", "fold", bool((band & tissue).mean() > 0.02), score=float(fraction)))
+    score = _fold_score(held_out, folded, band, tissue)
+    own_score = score if tuning is held_out else _fold_score(tuning, folded, band, tissue)
+    result.variants.append(Variant("fold", "fold", bool((band & tissue).mean() > 0.02), score=score,
+                                   tuning_score=own_score))
     bubbled, _ = synthetic.add_bubble(pixels, rng)
     count = len(BubbleDetector(config.bubbles).detect(bubbled, tissue_mask(bubbled)).regions)
     result.variants.append(Variant("bubble", "bubble", True, score=float(count)))
@@ -201,8 +226,8 @@ def tune_half(results: list[CleanResult], half: int, base: QcConfig) -> Half:
     clean_blur = np.array([blur_score(_tiles(r.m), base) for r in mine])
     blurred_scores = np.array([blur_score(v.blur_tiles, base) for r in mine for v in r.variants if v.kind == "blur"])
     blur_limit = tune(clean_blur, blurred_scores, higher_is_bad=False)
-    clean_folds = np.array([_area(r.m, "folds") for r in mine])
-    folds = np.array([v.score for r in mine for v in r.variants if v.kind == "fold" and v.positive])
+    clean_folds = np.array([r.tuning_fold_area for r in mine])
+    folds = np.array([v.tuning_score for r in mine for v in r.variants if v.kind == "fold" and v.positive])
     fold_limit = max(base.folds.max_area_fraction, tune(clean_folds, folds[folds > 0]))
     config = base.model_copy(update={
         "colour": base.colour.model_copy(update={"max_standard_distance": colour_limit}),
@@ -210,10 +235,6 @@ def tune_half(results: list[CleanResult], half: int, base: QcConfig) -> Half:
         "folds": base.folds.model_copy(update={"max_area_fraction": fold_limit}),
     })
     return Half(FOLDS[half], standard, config)
-
-
-def _area(m: QcMeasurements, name: str) -> float:
-    return float((m.detections[name].mask & m.tissue).sum() / max(1, m.tissue.sum()))
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -377,7 +398,7 @@ def _thumb(path: Path) -> np.ndarray:
         return slide.thumbnail(2048)
 
 
-def score_all(images: list[CleanImage], cache: Path | None) -> list[CleanResult]:
+def score_all(images: list[CleanImage], cache: Path | None, folds: FoldConfig = FoldConfig()) -> list[CleanResult]:
     """Measure every clean image and its variants (or reuse ``cache``: tuning and reporting
     can then be rerun in seconds; delete it after changing a detector)."""
     if cache is not None and cache.is_file():
@@ -388,7 +409,7 @@ def score_all(images: list[CleanImage], cache: Path | None) -> list[CleanResult]
     half_of = {source: i for i, sources in enumerate(FOLDS) for source in sources}
     results = []
     for i, image in enumerate(images, 1):
-        results.append(score_clean(image, half_of[image.source], rng))
+        results.append(score_clean(image, half_of[image.source], rng, folds))
         if i % 20 == 0:
             print(f"  scored {i}/{len(images)} clean images and their variants ({time.perf_counter() - started:.0f} s)",
                   flush=True)
@@ -401,7 +422,7 @@ def score_all(images: list[CleanImage], cache: Path | None) -> list[CleanResult]
 def evaluate(data: Path, base: QcConfig = QcConfig(), cache: Path | None = None) -> str:
     started = time.perf_counter()
     images = clean_images(data)
-    results = score_all(images, cache)
+    results = score_all(images, cache, base.folds)
     halves = [tune_half(results, i, base) for i in range(len(FOLDS))]
     spec_lines, spec = specificity_table(results, halves)
     sens_lines = sensitivity_table(results, halves)
@@ -571,9 +592,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; do not rewrite EVALUATION.md")
     parser.add_argument("--data", type=Path, default=get_settings().shared_data)
     parser.add_argument("--cache", type=Path, help="keep (or reuse) the measurements in this file")
+    parser.add_argument("--folds", choices=["classical", "learned"], help="fold detector (default: the configured one)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    body = evaluate(args.data, cache=args.cache)
+    base = QcConfig(folds={"detector": args.folds}) if args.folds else QcConfig()
+    body = evaluate(args.data, base, cache=args.cache)
     print(body)
     if not args.no_write:
         (HERE / "EVALUATION.md").write_text(HEADER + "\n" + body + "\n")

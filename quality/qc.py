@@ -73,8 +73,16 @@ class QcMeasurements:
         return float(self.tissue.mean())
 
 
+def fold_detector(config: QcConfig) -> Detector:
+    if config.folds.detector == "learned":
+        from quality.learned_folds import LearnedFoldDetector  # loads torch: only when asked for
+
+        return LearnedFoldDetector(config.folds)
+    return FoldDetector(config.folds)
+
+
 def default_detectors(config: QcConfig) -> list[Detector]:
-    detectors: list[Detector] = [FoldDetector(config.folds), BubbleDetector(config.bubbles)]
+    detectors: list[Detector] = [fold_detector(config), BubbleDetector(config.bubbles)]
     if config.pen.enabled:
         detectors.append(PenDetector(config.pen))
     return detectors
