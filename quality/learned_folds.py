@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 # name -> (file under MODELS_DIR, sha256), as ``python -m quality.train_folds`` printed them.
 WEIGHTS: dict[str, tuple[str, str]] = {
+    "all": ("folds-all.pt", "6ee425b15f293ad7830beb63e0d1dd438a2964ca7ee3e7fbe69a03289c6e8b1c"),
     "half1": ("folds-half1.pt", "d8c2bf949a4d71610a63c4a03407faa4f04e53b16b8f457f9da33448f40e3a46"),
     "half2": ("folds-half2.pt", "a4d0f8cf992f23bb8178603389e9081011ac67d5dc355d5f7ea5bdc7fe507987"),
 }

@@ -20,6 +20,7 @@ DATA = get_settings().shared_data
 QC = DATA / "qc_artefacts"
 CMU1 = DATA / "wsi_formats/aperio_svs/CMU-1-Small-Region.svs"
 RED_PEN_FOLD = QC / "histolab/high-nuclei-score-red-pen-level1.png"
+CLASSICAL = QcConfig(folds={"detector": "classical"})  # these tests are of quality/folds.py
 pytestmark = [
     pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -35,7 +36,7 @@ def test_normal_skin_with_dense_keratin_passes_the_fold_check() -> None:
     # CMU-1 (Aperio sample, normal skin): its keratin / granular layer is dark and
     # haematoxylin-heavy, which a density-only rule called a fold covering 10% of the tissue.
     with open_slide(CMU1) as slide:
-        report = run_qc(slide, QcConfig())
+        report = run_qc(slide, CLASSICAL)
     folds = report.check("folds")
     assert folds.judged and folds.passed and folds.region_count == 0
     assert report.passed, report.summary()
@@ -43,7 +44,7 @@ def test_normal_skin_with_dense_keratin_passes_the_fold_check() -> None:
 
 def test_real_tissue_fold_is_still_flagged_and_localised_on_the_dark_band() -> None:
     image = load(RED_PEN_FOLD)[:, :, :3]
-    report = run_qc(image)
+    report = run_qc(image, CLASSICAL)
     folds = report.check("folds")
     assert not folds.passed and folds.region_count == 1
     # The fold is the dark band crossing the image from the left edge at about y = 240 down
@@ -99,7 +100,7 @@ def test_doubled_bands_of_clean_tissue_are_mostly_found() -> None:
     for seed, name in enumerate(names):
         clean = load(DATA / "monuseg2018" / name)
         folded, band = add_fold(clean, np.random.default_rng(seed))
-        assert run_qc(clean).check("folds").passed
+        assert run_qc(clean, CLASSICAL).check("folds").passed
         detection = FoldDetector().detect(folded, tissue_mask(folded))
         if detection.regions:
             assert (detection.mask & band).sum() > 0.6 * detection.mask.sum()  # found where painted
