@@ -1,5 +1,5 @@
 """Slide quality control (SPEC 1): tissue, colour cast, blur, bubbles, folds, pen marks,
-colour normalisation. Pure numpy/scipy/scikit-image, no servers.
+colour normalisation. numpy/scipy/scikit-image (and a small torch network for folds), no servers.
 
     from quality import QcConfig, run_qc
     report = run_qc(pixels_or_source_or_path, QcConfig())   # colour vs the shipped standard

@@ -112,7 +112,7 @@ class FoldConfig(_Section):
     settings then do not apply."""
 
     detector: Literal["classical", "learned"] = Field(
-        "classical", description="classical: the ring rules below (quality/folds.py); learned: FoldNet (learned_folds.py)")
+        "learned", description="classical: the ring rules below (quality/folds.py); learned: FoldNet (learned_folds.py)")
     learned_weights: str = Field("all", description="registered FoldNet weights (learned_folds.WEIGHTS)")
     learned_probability: float = Field(0.7, gt=0, lt=1, description="learned: fold probability of a fold cell")
     learned_min_ring_ratio: float = Field(1.2, gt=0, description="learned: each stain inside a region / its ring")
