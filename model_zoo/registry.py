@@ -81,8 +81,9 @@ REGISTRY: dict[str, ModelSpec] = {
             name="sr-cascade-small-psnr",
             architecture="small",
             weights="sr-cascade-small-psnr.pt",
-            sha256="7a6af27e802a6613451f7c48c66a07f752567258bd7128f4dbf33d6d179a09ae",
-            description="default (v4): pixel phase only, v3 fine-tuned on a GPU on LR stored as JPEG XL (MODEL_CARD.md)",
+            sha256="9e7a4a261f56c421681def13f2f7d986a82511d9baf177cf4b1b21246b23aa65",
+            description="default (v5): v4 (GPU, LR stored as JPEG XL) fine-tuned on the CPU on LR stored as AVIF, "
+                        "ingest's codec (MODEL_CARD.md)",
             # On LR as ingest stores it (JPEG XL d1) its x2 stage beats Lanczos by 0.39 dB, but at
             # 183 kFLOP per output pixel a 10x screen costs ~2.7 s of 2-thread CPU (a 40x one ~0.5 s);
             # on lossless LR Lanczos is ahead. CPU workers keep Lanczos; GPU workers can set
