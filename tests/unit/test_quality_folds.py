@@ -12,6 +12,7 @@ from quality import QcConfig, run_qc
 from quality.artefacts import Detector
 from quality.datasets import load_rgb
 from quality.folds import FoldDetector
+from quality.qc import fold_detector
 from quality.synthetic import add_fold
 from quality.tissue import tissue_mask
 from slide_io import open_slide
@@ -56,8 +57,9 @@ def test_real_tissue_fold_is_still_flagged_and_localised_on_the_dark_band() -> N
     assert band[:, :60].any(axis=1)[200:300].any()  # left end of the band is inside the mask
 
 
-def test_fold_needs_both_stains_raised_against_the_tissue_beside_it() -> None:
-    # A band where only haematoxylin is raised (as over crowded nuclei or a lymphoid aggregate)
+@pytest.mark.parametrize("detector", ["classical", "learned"])
+def test_fold_needs_both_stains_raised_against_the_tissue_beside_it(detector: str) -> None:
+    # Both detectors: a band where only haematoxylin is raised (as over crowded nuclei or a lymphoid aggregate)
     # is dense tissue, not a fold; the same band with both stains doubled is one.
     from skimage.color import hed2rgb, rgb2hed
 
@@ -70,7 +72,7 @@ def test_fold_needs_both_stains_raised_against_the_tissue_beside_it() -> None:
         changed[band, 0] *= gains[0]
         changed[band, 1] *= gains[1]
         image = np.clip(np.rint(hed2rgb(changed) * 255), 0, 255).astype(np.uint8)
-        detection = FoldDetector().detect(image, tissue_mask(image))
+        detection = fold_detector(QcConfig(folds={"detector": detector})).detect(image, tissue_mask(image))
         assert bool(detection.regions) is is_fold, gains
         if is_fold:
             assert (detection.mask & band).sum() > 0.6 * detection.mask.sum()
