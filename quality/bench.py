@@ -78,9 +78,11 @@ def main() -> None:
     print(f"LR slide: {WIDTH} x {HEIGHT} px = {WIDTH * HEIGHT / 1e6:.1f} Mpx of real H&E tiles on glass\n")
     print("| LR storage | file size | PSNR vs source | write s |")
     print("|---|---|---|---|")
-    for label, kwargs in (("JPEG q90 (default)", {}), ("JPEG q80", {"jpeg_quality": 80}),
-                          ("ZSTD lossless", {"compression": "zstd"})):
-        path = workdir / f"{label.split()[0]}{kwargs.get('jpeg_quality', '')}.tif"
+    for index, (label, kwargs) in enumerate((
+            ("JPEG q90 (write_pyramid's default)", {}), ("JPEG q80", {"jpeg_quality": 80}),
+            ("JPEG XL d1", {"compression": "jpegxl"}), ("AVIF q70 (ingest's default)", {"compression": "avif"}),
+            ("ZSTD lossless", {"compression": "zstd"}))):
+        path = workdir / f"lr-{index}.tif"
         def write(path: Path = path, kwargs: dict = kwargs) -> None:
             write_pyramid(pixels, path, mpp=LR_MPP, magnification=LR_MAGNIFICATION, **kwargs)
 
