@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from quality.colourspace import optical_density
+from quality.folds import block_mean
 
 BLOCK = 4  # overview px per input cell: nuclei are averaged out, a 30-px band keeps 7 cells
 STRIDE = 2  # the network's output is this much coarser than its input
@@ -33,12 +34,6 @@ def padded(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return rgb, tissue
 
 
-def blocks(image: np.ndarray, k: int) -> np.ndarray:
-    """Mean over k x k blocks; the shape must be a multiple of k."""
-    h, w = image.shape[:2]
-    return image.reshape(h // k, k, w // k, k, *image.shape[2:]).mean(axis=(1, 3))
-
-
 def fold_inputs(rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     """(CHANNELS, H / BLOCK, W / BLOCK) float32 for uint8 RGB whose sides are multiples of CELL."""
     return inputs_and_od(rgb, tissue)[0]
@@ -47,10 +42,10 @@ def fold_inputs(rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
 def inputs_and_od(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``fold_inputs`` and the block-mean optical density (H / BLOCK, W / BLOCK, 3) it came from."""
     od = optical_density(rgb)
-    mean_od = blocks(od, BLOCK)  # (h, w, 3)
+    mean_od = block_mean(od, BLOCK)  # (h, w, 3)
     grey = od.mean(axis=-1)
-    texture = np.sqrt(np.maximum(blocks(grey * grey, BLOCK) - blocks(grey, BLOCK) ** 2, 0.0))
-    share = blocks(tissue.astype(np.float32), BLOCK)
+    texture = np.sqrt(np.maximum(block_mean(grey * grey, BLOCK) - block_mean(grey, BLOCK) ** 2, 0.0))
+    share = block_mean(tissue.astype(np.float32), BLOCK)
     inside = share > 0.5
     if inside.sum() >= 4:
         reference = np.median(mean_od[inside], axis=0)
@@ -66,6 +61,6 @@ def inputs_and_od(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.n
 
 def cell_target(band: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per output cell: fold (band over tissue covers half of it) and weight (tissue present)."""
-    target = blocks((band & tissue).astype(np.float32), CELL) > 0.5
-    weight = blocks(tissue.astype(np.float32), CELL) > 0.25
+    target = block_mean((band & tissue).astype(np.float32), CELL) > 0.5
+    weight = block_mean(tissue.astype(np.float32), CELL) > 0.25
     return target.astype(np.float32), weight.astype(np.float32)

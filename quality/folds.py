@@ -28,6 +28,7 @@ from skimage.measure import regionprops
 from quality.artefacts import Detection, Region
 from quality.colourspace import optical_density
 from quality.config import FoldConfig
+from quality.fold_stains import doubled
 
 EPS = 1e-4
 
@@ -56,8 +57,7 @@ class FoldCandidate:
     tissue_share: float
 
     def is_fold(self, c: FoldConfig) -> bool:
-        low, high = sorted((self.h_ratio, self.e_ratio))
-        return (low >= c.min_ring_ratio and high <= c.max_stain_imbalance * low
+        return (doubled(self.h_ratio, self.e_ratio, c.min_ring_ratio, c.max_stain_imbalance)
                 and self.texture_ratio >= c.min_texture_ratio and self.elongation >= c.min_elongation
                 and self.tissue_share >= c.min_region_fraction)
 

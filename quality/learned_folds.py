@@ -21,8 +21,9 @@ from scipy import ndimage as ndi
 
 from quality.artefacts import Detection, regions_from_mask
 from quality.config import FoldConfig
-from quality.fold_inputs import BLOCK, CELL, STRIDE, blocks, inputs_and_od, padded
+from quality.fold_inputs import BLOCK, CELL, STRIDE, inputs_and_od, padded
 from quality.fold_stains import doubled, stain_ratios
+from quality.folds import block_mean
 from slide_io.pixels import to_rgb8
 
 if TYPE_CHECKING:
@@ -68,11 +69,11 @@ class LearnedFoldDetector:
             self.path, self.sha256 = weights_file(weights, models_dir)
         self.network = _network(self.path, self.sha256)  # fails here, not mid-slide, on bad weights
 
-    def cells(self, rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fold probability per output cell (CELL px) and block-mean OD per input cell (BLOCK px)."""
+    def cells(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fold probability per output cell (CELL px) and block-mean OD per input cell (BLOCK px),
+        for an image and tissue mask already ``padded`` to whole cells."""
         import torch
 
-        image, mask = padded(rgb, tissue)
         inputs, mean_od = inputs_and_od(image, mask)
         with torch.inference_mode():
             probability = torch.sigmoid(self.network(torch.from_numpy(inputs)[None]))[0].numpy()
@@ -81,7 +82,7 @@ class LearnedFoldDetector:
     def probability(self, rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
         """Fold probability per overview pixel (float32, the image's shape)."""
         h, w = tissue.shape
-        return _up(self.cells(rgb, tissue)[0], CELL)[:h, :w]
+        return _up(self.cells(*padded(rgb, tissue))[0], CELL)[:h, :w]
 
     def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
         rgb = to_rgb8(np.asarray(rgb))  # greyscale, alpha and 16-bit as every reader returns them
@@ -91,8 +92,9 @@ class LearnedFoldDetector:
         if not tissue.any() or min(tissue.shape) < MIN_SIDE:
             return Detection(np.zeros(tissue.shape, bool))
         c = self.config
-        probability, mean_od = self.cells(rgb, tissue)
-        grid_tissue = blocks(padded(rgb, tissue)[1].astype(np.float32), BLOCK) > 0.5
+        image, mask = padded(rgb, tissue)
+        probability, mean_od = self.cells(image, mask)
+        grid_tissue = block_mean(mask.astype(np.float32), BLOCK) > 0.5
         marked = _up(probability > c.learned_probability, STRIDE) & grid_tissue
         labels, count = ndi.label(marked, structure=np.ones((3, 3)))
         min_cells = c.min_region_fraction * grid_tissue.sum()
