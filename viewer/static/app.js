@@ -742,6 +742,7 @@ function debugSnapshot() {
     failed: v ? v.failed : 0,
     flagged: v ? v.flagged : [],
     magnification: v ? v.magnification : null,
+    settled: v ? v.settled : false,
     level: v ? v.level : null,
     lrLevel: view ? view.lrLevel : null,
     maxLevel: view ? view.maxLevel : null,

@@ -131,6 +131,13 @@ export class SlideView {
     return this.hrMag * z;
   }
 
+  /** True once the zoom animation has reached its target (OpenSeadragon springs towards it). */
+  get settled() {
+    if (!this.opened) return false;
+    const vp = this.main.viewport;
+    return Math.abs(vp.getZoom(true) - vp.getZoom(false)) <= 1e-9 * vp.getZoom(false);
+  }
+
   /** Screen pixels per full-resolution pixel (CSS pixels). */
   imageZoom() {
     const item = this.opened ? this.main.world.getItemAt(0) : null;
@@ -233,6 +240,7 @@ export class SlideView {
       recentSwaps: this.recentSwaps.slice(-20),
       tileErrors: this.tileErrors,
       magnification: this.magnification,
+      settled: this.settled,
       level: this.drawLevel,
       view: this.viewKind,
       compare: this.compare,
