@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # One lent-GPU session for the model zoo (issue 16): fine-tune the default `small` model
 # and train the `large` size side by side for a fixed wall-clock budget on the packed
-# training split, with the LR codecs storage holds (--lr-mix jxl), then time both on the
-# GPU (bf16, viewport-sized batches of windows). Everything the session produces goes
-# to $OUT: fp16 weights, the small model's full checkpoint (to resume on CPU), logs and
-# the bench tables (8 files: what one call can bring back).
+# training split, with the LR codecs storage holds (--lr-mix avif: AVIF q70 first, as
+# ingest writes it), then time both on the GPU (bf16, viewport-sized batches of windows).
+# Everything the session produces goes to $OUT: fp16 weights, the small model's full
+# checkpoint (to resume on CPU), logs and the bench tables (8 files: what one call can
+# bring back).
 #
-#   .venv/bin/python -m model_zoo.datapack .pack     # here, once: the training split
-#   # here, once: JPEG XL for the LR mix, slimmed to fit the call (imagecodecs wheel,
-#   # only its jpegxl module and libraries), as .gpu/imagecodecs-slim.tar.xz
+# The GPU image has torch, numpy, scipy, pillow, scikit-image and tifffile but not
+# imagecodecs, pydantic or OpenSlide, which the AVIF round trip needs (it encodes with
+# slide_io's own tile settings, and importing slide_io loads them). Prepared here, once,
+# in .gpu/ (git-ignored, carried with the call, ~13 MB):
+#   .venv/bin/python -m model_zoo.datapack .pack     # the training split
+#   .gpu/imagecodecs-slim.tar.xz   the imagecodecs wheel's package with only its avif and
+#                                  jpegxl modules and their libraries (abi3: any Python 3)
+#   .gpu/wheels/*.whl              pydantic, pydantic-core (cp312), typing-inspection,
+#                                  annotated-types, openslide-python, openslide-bin, fetched
+#                                  with pip download --python-version 3.12 --no-deps
 #   OUT=out/gpu bash model_zoo/gpu_session.sh 330   # there: budget in seconds
+#   (run with carry [".pack", ".gpu"])
 #
-# BUDGET is per model; both train at once. A CPU dry run of the same steps:
+# BUDGET is per model; both train at once. Without AVIF there the mix falls back to JPEG
+# XL, then to JPEG. A CPU dry run of the same steps:
 #   OUT=/tmp/g DEVICE=cpu PY=.venv/bin/python LARGE=tiny SMALL=tiny INIT= BENCH_LR=64 bash model_zoo/gpu_session.sh 20
 set -euo pipefail
 budget=${1:-330}
@@ -25,16 +35,29 @@ INIT=${INIT-sr-cascade-small-psnr}  # the small model starts from the shipped we
 BENCH_LR=${BENCH_LR:-1024}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-if [ -f .gpu/imagecodecs-slim.tar.xz ]; then
-    mkdir -p /tmp/site && tar -C /tmp/site -xJf .gpu/imagecodecs-slim.tar.xz
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# Only what this Python lacks (a dry run here has it all; the cp312 wheels would not load).
+mkdir -p /tmp/site
+WHEELS=${WHEELS:-.gpu/wheels}
+if ! $PY -c "import pydantic, openslide" 2>/dev/null && compgen -G "$WHEELS/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl
 fi
-mix=jxl
+if ! $PY -c "import imagecodecs" 2>/dev/null && [ -f .gpu/imagecodecs-slim.tar.xz ]; then
+    tar -C /tmp/site -xJf .gpu/imagecodecs-slim.tar.xz
+fi
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# The LR mix: the best codec whose round trip works here, exactly as training will call it.
+codec_ok() {
+    $PY -c "import numpy as np; from model_zoo.degradation import $1; $1(np.zeros((16, 16, 3), np.uint8), $2)" \
+        && echo "$1 ok"
+}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  $PY -c "import numpy as np, imagecodecs; imagecodecs.jpegxl_decode(imagecodecs.jpegxl_encode(np.zeros((16,16,3),np.uint8), distance=1.0)); print('imagecodecs', imagecodecs.__version__, 'jpegxl ok')" \
-      || { echo "no JPEG XL here: training on --lr-mix stored"; false; }
-} >"$OUT/machine.txt" 2>&1 || mix=stored
+} >"$OUT/machine.txt" 2>&1
+if codec_ok avif_roundtrip 70 >>"$OUT/machine.txt" 2>&1; then mix=avif
+elif codec_ok jpegxl_roundtrip 1.0 >>"$OUT/machine.txt" 2>&1; then mix=jxl
+else mix=stored
+fi
+echo "LR mix: $mix" >>"$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
 # Hard stop a little after the budget: probing is an estimate. Pixel phase only: the
