@@ -9,14 +9,10 @@
 #
 # The GPU image has torch, numpy, scipy, pillow, scikit-image and tifffile but not
 # imagecodecs, pydantic or OpenSlide, which the AVIF round trip needs (it encodes with
-# slide_io's own tile settings, and importing slide_io loads them). Prepared here, once,
-# in .gpu/ (git-ignored, carried with the call, ~13 MB):
-#   .venv/bin/python -m model_zoo.datapack .pack     # the training split
-#   .gpu/imagecodecs-slim.tar.xz   the imagecodecs wheel's package with only its avif and
-#                                  jpegxl modules and their libraries (abi3: any Python 3)
-#   .gpu/wheels/*.whl              pydantic, pydantic-core (cp312), typing-inspection,
-#                                  annotated-types, openslide-python, openslide-bin, fetched
-#                                  with pip download --python-version 3.12 --no-deps
+# slide_io's own tile settings, and importing slide_io loads them). Prepared here, once
+# per checkout (git-ignored; carried with the call, ~57 MB together):
+#   bash model_zoo/prepare_gpu.sh    # .pack: the training split; .gpu: a slim imagecodecs
+#                                    # (avif + jpegxl) and cp312 wheels of the rest
 #   OUT=out/gpu bash model_zoo/gpu_session.sh 330   # there: budget in seconds
 #   (run with carry [".pack", ".gpu"])
 #
