@@ -188,8 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AVIF-compress the LR (4:4:4) at this quality, as ingest stores it by default (70)")
     p.add_argument("--x2-via-x4", action="store_true",
                    help="also evaluate each model's x2 as its x4 output area-averaged by 2")
-    p.add_argument("--self-ensemble", action="store_true",
-                   help="also evaluate each model averaged over the 8 flips/rotations of its input")
     p.add_argument("--panel-size", type=int, default=256, help="HR pixels per panel column")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -210,11 +208,6 @@ def main(argv: list[str] | None = None) -> int:
         for label, resolver in list(models.items()):
             models[f"{label} (x4/2)"] = SuperResolver(resolver.model, name=f"{label} (x4/2)",
                                                       device=args.device, x2_path="x4")
-    if args.self_ensemble:
-        for label, resolver in list(models.items()):
-            models[f"{label} (self-ensemble)"] = SuperResolver(
-                resolver.model, name=f"{label} (self-ensemble)", device=args.device, x2_path=resolver.x2_path,
-                self_ensemble=True)
     _, val_paths = split_sources(list_sources(args.data_dir or default_data_dir()))
     val_paths = val_paths[:args.max_images]
     if not val_paths:

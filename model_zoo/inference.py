@@ -30,20 +30,16 @@ class SuperResolver:
     def __init__(self, model: CascadeGenerator, *, name: str = "custom",
                  device: str | torch.device = "cpu", tile: int | None = None,
                  max_batch_bytes: int | None = None, max_output_bytes: int = 8 << 30,
-                 compile: bool = False, x2_path: X2Path = "model", margin_cap: int | None = None,
-                 self_ensemble: bool = False) -> None:
+                 compile: bool = False, x2_path: X2Path = "model", margin_cap: int | None = None) -> None:
         """``x2_path``: how x2 is answered - the cascade's own x2 stage ("model"), its x4
         output area-averaged by 2 ("x4"), or Lanczos ("lanczos") where neither beats it
         (see MODEL_CARD.md, "x2"). ``margin_cap``: the registry's measured context cap for
         these weights, for callers that cut windows themselves (the compute service); this
-        class's own tiling keeps the full margin. ``self_ensemble``: average the model over
-        the eight flips and rotations of each window, eight times the compute for a
-        closer image (for GPU workers; MODEL_CARD.md, "Self-ensemble")."""
+        class's own tiling keeps the full margin."""
         if x2_path not in X2_PATHS:
             raise ValueError(f"x2_path must be one of {X2_PATHS}, got {x2_path!r}")
         self.name = name
         self.margin_cap = margin_cap
-        self.self_ensemble = self_ensemble
         self.x2_path: X2Path = "model" if x2_path == "x4" and 4 not in model.scales else x2_path
         self.device = torch.device(device)
         self.tile = tile
@@ -67,8 +63,7 @@ class SuperResolver:
         """What answers ``scale``, as reported to users: the model, or Lanczos at x2."""
         if self._lanczos(scale):
             return "lanczos"
-        name = f"{self.name} (x4/2)" if self.model_scale(scale) != scale else self.name
-        return f"{name} (self-ensemble)" if self.self_ensemble else name
+        return f"{self.name} (x4/2)" if self.model_scale(scale) != scale else self.name
 
     def _lanczos(self, scale: int) -> bool:
         return scale == 2 and self.x2_path == "lanczos"
@@ -172,33 +167,13 @@ class SuperResolver:
         x = torch.from_numpy(windows).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         run_scale = self.model_scale(scale)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._autocast):
-            y = self._ensemble(x, run_scale) if self.self_ensemble else self._forward(x, run_scale)[run_scale]
+            y = self._forward(x, run_scale)[run_scale]
         if run_scale != scale:  # average the displayable x4 image, as a camera would
             y = torch.nn.functional.avg_pool2d(y.float().clamp(0.0, 1.0), run_scale // scale)
         y = y.float().clamp_(0.0, 1.0)
         if as_uint8:
             y = y.mul_(255.0).round_().to(torch.uint8)
         return y.permute(0, 2, 3, 1).cpu().numpy()
-
-    def _ensemble(self, x: torch.Tensor, scale: int) -> torch.Tensor:
-        """Mean of the model over the eight symmetries of the square. Each pass sees the
-        window transformed, so tiles still match a whole-image pass."""
-        total: torch.Tensor | None = None
-        for k in range(8):
-            y = _undihedral(self._forward(_dihedral(x, k), scale)[scale].float(), k)
-            total = y if total is None else total.add_(y)
-        assert total is not None
-        return total.div_(8.0)
-
-
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Symmetry ``k`` of 8 (NCHW): a horizontal flip for k >= 4, then k % 4 quarter turns."""
-    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
-
-
-def _undihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
-    return x.flip(-1) if k >= 4 else x
 
 
 def _window(image: np.ndarray, tile: Tile) -> np.ndarray:

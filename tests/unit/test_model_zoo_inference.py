@@ -166,34 +166,3 @@ def test_uint8_output_is_the_float_output_rounded() -> None:
     image = random_image(30, 21)
     expected = np.rint(resolver.upscale_float(image, 4) * 255.0).astype(np.uint8)
     np.testing.assert_array_equal(resolver.upscale(image, 4), expected)
-
-
-def _symmetries(image: np.ndarray) -> list[np.ndarray]:
-    """The eight flips/rotations of an (H, W, C) image."""
-    return [np.rot90(np.fliplr(image) if k >= 4 else image, k % 4) for k in range(8)]
-
-
-@pytest.mark.parametrize("scale", [2, 8])
-def test_self_ensemble_commutes_with_flips_and_rotations(scale: int) -> None:
-    """A random network is not symmetric, its eight-way average is: transforming the input
-    transforms the output the same way (a wrong inverse transform breaks this)."""
-    model = random_generator()
-    image = random_image(13, 9, seed=5)
-    plain = SuperResolver(model)
-    ensemble = SuperResolver(model, self_ensemble=True)
-    outputs = [ensemble.upscale_float(np.ascontiguousarray(t), scale) for t in _symmetries(image)]
-    plain_outputs = [plain.upscale_float(np.ascontiguousarray(t), scale) for t in _symmetries(image)]
-    for expected, got in zip(_symmetries(outputs[0]), outputs):
-        np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert max(np.abs(got - expected).max() for expected, got in zip(_symmetries(plain_outputs[0]), plain_outputs)) > 1e-3
-    assert ensemble.method_for(scale) == "custom (self-ensemble)"
-
-
-def test_self_ensemble_tiles_equal_its_whole_image_pass() -> None:
-    model = random_generator()
-    image = random_image(41, 30, seed=6)
-    whole = SuperResolver(model, self_ensemble=True).upscale_float(image, 4)
-    tiled = SuperResolver(model, tile=12, max_batch_bytes=1, self_ensemble=True)
-    assert len(plan_tiles(41, 30, 12, tiled.margin_for(4))) > 1
-    np.testing.assert_allclose(tiled.upscale_float(image, 4), whole, atol=1e-5)
-    assert np.abs(whole - SuperResolver(model).upscale_float(image, 4)).max() > 1e-3
