@@ -10,7 +10,7 @@
 # The GPU image has torch, numpy, scipy, pillow, scikit-image and tifffile but not
 # imagecodecs, pydantic or OpenSlide, which the AVIF round trip needs (it encodes with
 # slide_io's own tile settings, and importing slide_io loads them). Prepared here, once
-# per checkout (git-ignored; carried with the call, ~57 MB together):
+# per checkout (git-ignored; carried with the call: 58 MB, 63 MiB with the tree):
 #   bash model_zoo/prepare_gpu.sh    # .pack: the training split; .gpu: a slim imagecodecs
 #                                    # (avif + jpegxl) and cp312 wheels of the rest
 #   OUT=out/gpu bash model_zoo/gpu_session.sh 330   # there: budget in seconds
