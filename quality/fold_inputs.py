@@ -39,8 +39,9 @@ def fold_inputs(rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     return inputs_and_od(rgb, tissue)[0]
 
 
-def inputs_and_od(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``fold_inputs`` and the block-mean optical density (H / BLOCK, W / BLOCK, 3) it came from."""
+def inputs_and_od(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fold_inputs``, the block-mean optical density (H / BLOCK, W / BLOCK, 3) it came from and
+    the input cells that are mostly tissue (H / BLOCK, W / BLOCK), for the stain test."""
     od = optical_density(rgb)
     mean_od = block_mean(od, BLOCK)  # (h, w, 3)
     grey = od.mean(axis=-1)
@@ -56,7 +57,7 @@ def inputs_and_od(rgb: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.n
     hue = mean_od / np.maximum(mean_od.sum(axis=-1, keepdims=True), 0.05)  # faint glass: towards 0
     texture = texture / max(texture_reference, 1e-3)
     stacked = np.concatenate([relative.transpose(2, 0, 1), hue.transpose(2, 0, 1), texture[None], share[None]])
-    return np.clip(stacked, 0.0, MAX_RELATIVE).astype(np.float32), mean_od
+    return np.clip(stacked, 0.0, MAX_RELATIVE).astype(np.float32), mean_od, inside
 
 
 def cell_target(band: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

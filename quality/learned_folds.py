@@ -23,7 +23,6 @@ from quality.artefacts import Detection, regions_from_mask
 from quality.config import FoldConfig
 from quality.fold_inputs import BLOCK, CELL, STRIDE, inputs_and_od, padded
 from quality.fold_stains import doubled, stain_ratios
-from quality.folds import block_mean
 from slide_io.pixels import to_rgb8
 
 if TYPE_CHECKING:
@@ -69,15 +68,15 @@ class LearnedFoldDetector:
             self.path, self.sha256 = weights_file(weights, models_dir)
         self.network = _network(self.path, self.sha256)  # fails here, not mid-slide, on bad weights
 
-    def cells(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fold probability per output cell (CELL px) and block-mean OD per input cell (BLOCK px),
-        for an image and tissue mask already ``padded`` to whole cells."""
+    def cells(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fold probability per output cell (CELL px), and block-mean OD and the mostly-tissue
+        cells per input cell (BLOCK px), for an image and mask already ``padded`` to whole cells."""
         import torch
 
-        inputs, mean_od = inputs_and_od(image, mask)
+        inputs, mean_od, grid_tissue = inputs_and_od(image, mask)
         with torch.inference_mode():
             probability = torch.sigmoid(self.network(torch.from_numpy(inputs)[None]))[0].numpy()
-        return probability, mean_od
+        return probability, mean_od, grid_tissue
 
     def probability(self, rgb: np.ndarray, tissue: np.ndarray) -> np.ndarray:
         """Fold probability per overview pixel (float32, the image's shape)."""
@@ -92,9 +91,7 @@ class LearnedFoldDetector:
         if not tissue.any() or min(tissue.shape) < MIN_SIDE:
             return Detection(np.zeros(tissue.shape, bool))
         c = self.config
-        image, mask = padded(rgb, tissue)
-        probability, mean_od = self.cells(image, mask)
-        grid_tissue = block_mean(mask.astype(np.float32), BLOCK) > 0.5
+        probability, mean_od, grid_tissue = self.cells(*padded(rgb, tissue))
         marked = _up(probability > c.learned_probability, STRIDE) & grid_tissue
         labels, count = ndi.label(marked, structure=np.ones((3, 3)))
         min_cells = c.min_region_fraction * grid_tissue.sum()
