@@ -1,6 +1,6 @@
 """The interface of localised artefact detectors, so a trained network (the patent names
 Faster R-CNN / CenterNet / YOLO) can replace the classical ones without touching ``run_qc``:
-implement ``Detector.detect(rgb, tissue) -> Detection``. The classical detectors live in
+implement ``Detector.detect(rgb, tissue, pixel_size) -> Detection``. The classical detectors live in
 ``folds.py``, ``bubbles.py`` and ``pen.py``.
 """
 
@@ -43,8 +43,9 @@ class Detection:
 class Detector(Protocol):
     name: str
 
-    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
-        """Find the artefact in an (H, W, 3) uint8 image given its tissue mask."""
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
+        """Find the artefact in an (H, W, 3) uint8 image given its tissue mask; ``pixel_size``:
+        microns per pixel of ``rgb`` when the slide states it (None: judge in pixels)."""
         ...
 
 

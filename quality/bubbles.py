@@ -48,7 +48,8 @@ class BubbleDetector:
         broad = ndi.binary_opening(black, structure=disk(half + 1))
         return ndi.binary_dilation(coloured | broad, iterations=half)
 
-    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
+        # pixel_size unused: this detector judges in overview pixels (quality/EVALUATION.md)
         c = self.config
         rim = self.rim_mask(rgb)
         ink = self.ink_mask(rgb)

@@ -147,13 +147,19 @@ class PenConfig(_Section):
     Nuclei (blue/black hues), red cells (red) and pigment share ink's colour in places but not
     its size or shape: in those colours a component is ink only when it covers
     ``min_blob_fraction`` of the image or is a stroke (a band at least ``min_stroke_length`` of
-    the longer image side and 4x longer than wide). Green ink has no tissue look-alike."""
+    the longer image side and 4x longer than wide). Green ink has no tissue look-alike. Where the
+    slide states its pixel size, such a blob or stroke must also have a marker's size: at high
+    magnification a vessel full of red cells is a long red band and a pigment deposit a large
+    black blob *of the image*, but tens of microns across, where a marker's line is a few tenths
+    of a millimetre wide and several times as long."""
 
     enabled: bool = True
     affects_verdict: bool = Field(False, description="QcCheckName has no pen check yet; report only")
     min_region_fraction: float = Field(1e-3, gt=0, lt=1)
     min_blob_fraction: float = Field(0.01, gt=0, lt=1, description="blue/black/red blobs smaller than this are cells")
     min_stroke_length: float = Field(0.05, gt=0, le=1, description="of the longer image side")
+    min_blob_mm2: float = Field(0.01, ge=0, description="blue/black/red blobs smaller than this (in mm^2) are cells")
+    min_stroke_mm: float = Field(0.5, ge=0, description="blue/black/red strokes shorter than this (mm) are vessels")
     max_area_fraction: float = Field(0.005, ge=0, le=1, description="of the image area")
 
 

@@ -111,7 +111,8 @@ class FoldDetector:
                 region.area / t.sum()))
         return found
 
-    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
+        # pixel_size unused: this detector judges in overview pixels (quality/EVALUATION.md)
         mask = np.zeros(tissue.shape, bool)
         if not tissue.any():
             return Detection(mask)

@@ -83,7 +83,8 @@ class LearnedFoldDetector:
         h, w = tissue.shape
         return _up(self.cells(*padded(rgb, tissue))[0], CELL)[:h, :w]
 
-    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
+        # pixel_size unused: this detector judges in overview pixels (quality/EVALUATION.md)
         rgb = to_rgb8(np.asarray(rgb))  # greyscale, alpha and 16-bit as every reader returns them
         tissue = np.asarray(tissue, bool)
         if tissue.shape != rgb.shape[:2]:

@@ -7,8 +7,10 @@
 * black ink: very dark and near neutral (the darkest nuclei stay clearly purple).
 Blue, red and black have look-alikes in tissue - blue-tinted or very dark nuclei, red blood
 cells, pigment - which are small and compact, so in those colours only large blobs or long
-strokes are ink (``PenConfig``). Ink is never tissue, and a slide mostly covered by it is not
-judgeable (quality/judgeable.py).
+strokes are ink (``PenConfig``), and where the pixel size is known only those of a marker's size
+(a vessel of red cells or a pigment deposit seen at 40x is large in the image, not on the
+glass). Ink is never tissue, and a slide mostly covered by it is not judgeable
+(quality/judgeable.py).
 """
 
 from __future__ import annotations
@@ -52,15 +54,15 @@ class PenDetector:
         green, cell_coloured = self.ink_classes(rgb)
         return green | cell_coloured
 
-    def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+    def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
         green, cell_coloured = self.ink_classes(rgb)
         size = rgb.shape[0] * rgb.shape[1]
         min_px = max(16, int(self.config.min_region_fraction * size))
-        ink = _clean(green, min_px) | self._not_cells(_clean(cell_coloured, 16), max(rgb.shape[:2]))
+        ink = _clean(green, min_px) | self._not_cells(_clean(cell_coloured, 16), max(rgb.shape[:2]), pixel_size)
         mask, regions = regions_from_mask(ink, min_px)
         return Detection(mask, regions)
 
-    def _not_cells(self, mask: np.ndarray, long_side: int) -> np.ndarray:
+    def _not_cells(self, mask: np.ndarray, long_side: int, pixel_size: float | None) -> np.ndarray:
         """Keep large blobs and long strokes; drop nucleus-, red-cell- and pigment-sized bits."""
         labels, count = ndi.label(mask, structure=np.ones((3, 3)))
         if not count:
@@ -71,6 +73,10 @@ class PenDetector:
             blob = region.area >= c.min_blob_fraction * mask.size
             length, width = region.axis_major_length, max(region.axis_minor_length, 1.0)
             stroke = length >= c.min_stroke_length * long_side and length >= 4 * width
+            if pixel_size:  # and a marker's size on the glass
+                mm = pixel_size / 1000
+                blob = blob and region.area * mm * mm >= c.min_blob_mm2
+                stroke = stroke and length * mm >= c.min_stroke_mm
             keep[region.label] = blob or stroke
         return keep[labels]
 

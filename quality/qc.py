@@ -72,6 +72,12 @@ class QcMeasurements:
     def tissue_fraction(self) -> float:
         return float(self.tissue.mean())
 
+    @property
+    def overview_pixel_size(self) -> float | None:
+        """Microns per overview pixel, when the slide states its pixel size or magnification."""
+        level0 = blur_mod.pixel_size(self.mpp, self.magnification)
+        return level0 / self.overview_scale if level0 else None
+
 
 def fold_detector(config: QcConfig) -> Detector:
     if config.folds.detector == "learned":
@@ -118,13 +124,15 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     width, height = source.dimensions
     overview = source.thumbnail(config.overview_max_side)
     scale = overview.shape[1] / width
+    level0_um = blur_mod.pixel_size(source.mpp, source.effective_magnification())
+    overview_um = level0_um / scale if level0_um else None  # detectors size look-alikes by it
     tissue = tissue_mask(overview, config.tissue)
     detectors = list(detectors) if detectors is not None else default_detectors(config)
     detections: dict[str, Detection] = {}
     ink_cover = 0.0
     pen = next((d for d in detectors if d.name == "pen_marks"), None)
     if pen is not None:  # ink is not tissue: it must not pass as tissue nor be judged for blur
-        detections[pen.name] = pen.detect(overview, tissue)
+        detections[pen.name] = pen.detect(overview, tissue, overview_um)
         ink_cover = covered_share(tissue, detections[pen.name].mask)
         tissue = tissue & ~detections[pen.name].mask
     _, brightness = brightfield(overview, config.judgeable)
@@ -142,12 +150,11 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
         reference = load_reference(Path(config.colour.reference_path), config.colour, config.tissue)
     standard = _standard(config, standard) if config.colour.enabled else None
     sharpness: list[blur_mod.TileSharpness] = []
-    pixel_size = blur_mod.pixel_size(source.mpp, source.effective_magnification())  # focus is judged at a standard one
     colour = empty_stats(config.colour) if reference is not None else None
     profile = ColourProfile.empty() if config.colour.enabled else None
     for tile in judged:
         pixels = source.read_region(0, tile.x, tile.y, tile.width, tile.height)
-        sharpness.append(blur_mod.tile_sharpness(pixels, config.blur, pixel_size))
+        sharpness.append(blur_mod.tile_sharpness(pixels, config.blur, level0_um))  # judged at a standard size
         if colour is None and profile is None:
             continue
         mask = pixel_tissue(pixels, config.tissue) & _overview_window(tissue, tile, scale, pixels.shape[:2])
@@ -162,7 +169,7 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
         if detector.name in detections:
             continue
         clock = time.perf_counter()
-        detections[detector.name] = detector.detect(overview, tissue)
+        detections[detector.name] = detector.detect(overview, tissue, overview_um)
         timings[detector.name] = time.perf_counter() - clock
     return QcMeasurements(width, height, source.mpp, source.effective_magnification(), config.sampling.mode,
                           overview, scale, tissue, grid, tissue_tiles, judged, sharpness, colour, reference,

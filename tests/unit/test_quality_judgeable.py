@@ -13,6 +13,7 @@ from quality.datasets import load_rgb
 from quality.pen import PenDetector
 from quality.synthetic import ink_over, stain_variation
 from quality.tissue import tissue_mask
+from slide_io import ArraySlideSource
 
 DATA = get_settings().shared_data
 pytestmark = [
@@ -114,6 +115,27 @@ def test_blue_tinted_nuclei_are_not_blue_ink(he) -> None:
     stroke = hed_blue.copy()
     stroke[480:520, 50:950] = (40, 90, 230)  # a real blue stroke across it is still ink
     assert PenDetector().detect(stroke, tissue_mask(stroke)).area_px > 0.6 * 40 * 900
+
+
+@pytest.mark.parametrize(("path", "mpp"), [("monuseg2018/TCGA-HE-7129-01Z-00-DX1.tif", 0.25),  # red cells in vessels
+                                             ("crchistophenotypes/crc_img11.bmp", 0.55)])  # black pigment
+def test_look_alikes_of_a_markers_shape_but_not_its_size_are_not_ink(path, mpp) -> None:
+    # Both are ink in the image's own terms (a long red band, a black blob of 4 % of the image)
+    # but tens of microns across: with the slide's pixel size they are not ink.
+    image = load_rgb(DATA / path)[:, :, :3]
+    tissue = tissue_mask(image)
+    assert PenDetector().detect(image, tissue).area_px > 0
+    assert PenDetector().detect(image, tissue, pixel_size=mpp).area_px == 0
+    assert run_qc(ArraySlideSource(image, mpp=mpp)).check("pen_marks").score == 0
+
+
+def test_a_marker_stroke_is_ink_at_any_known_pixel_size(he) -> None:
+    stroke = he.copy()
+    stroke[480:520, 50:950] = (200, 30, 50)  # 900 px long: 1.8 mm on a 2 um/px overview
+    tissue = tissue_mask(stroke)
+    assert PenDetector().detect(stroke, tissue, pixel_size=2.0).area_px > 0.6 * 40 * 900
+    # The same band 225 um long (0.25 um/px) is a vessel's length, not a marker's.
+    assert PenDetector().detect(stroke, tissue, pixel_size=0.25).area_px == 0
 
 
 def test_config_for_judgeability_is_validated() -> None:

@@ -135,7 +135,7 @@ def test_a_trained_detector_can_replace_a_classical_one(he) -> None:
     class BoxDetector:  # e.g. a YOLO model: returns boxes and a mask
         name = "folds"
 
-        def detect(self, rgb: np.ndarray, tissue: np.ndarray) -> Detection:
+        def detect(self, rgb: np.ndarray, tissue: np.ndarray, pixel_size: float | None = None) -> Detection:
             mask = np.zeros(tissue.shape, bool)
             mask[100:300, 200:600] = True
             return Detection(mask, [Region(200, 100, 400, 200, int(mask.sum()), 0.9)])
