@@ -54,13 +54,15 @@ TARGET_SPECIFICITY = 0.98
 TARGET_SENSITIVITY = 0.95
 STRONG_CAST = 0.2  # strength (channel gain loss) from which a cast is "strong"
 STRONG_HAEMATOXYLIN = 2.0  # haematoxylin gain of the "strongly stained" copies in the ink table
+INK_COPIES = {"clean": "clean H&E as scanned", "stain": "another lab's staining (H, E x0.7-1.4)",
+              "strong haematoxylin": f"strongly stained nuclei (H x{STRONG_HAEMATOXYLIN:g})"}
 
 
 @dataclass
 class Variant:
     """One image derived from a clean one, with what it should do to one check."""
 
-    kind: str  # blur | cast | stain | fold | bubble | ink (ink found where there is none)
+    kind: str  # blur | cast | stain | fold | bubble
     label: str
     positive: bool
     score: float = float("nan")  # the check's score (colour: descriptor index below)
@@ -76,7 +78,9 @@ class CleanResult:
     half: int  # index into FOLDS: which half this source belongs to
     m: QcMeasurements  # folds measured by the held-out detector (``fold_detectors``)
     tuning_fold_area: float = 0.0  # folds by the detector that tunes this image's half
-    ink_share: float = 0.0  # of the image, called ink by the pen detector (there is none)
+    # Share of the image the pen detector calls ink (there is none), per copy: as scanned,
+    # restained (the "stain" variant), haematoxylin doubled (``INK_COPIES``).
+    ink: dict[str, float] = field(default_factory=dict)
     variants: list[Variant] = field(default_factory=list)
 
 
@@ -131,7 +135,7 @@ def score_clean(image: CleanImage, half: int, rng: np.random.Generator, folds: F
     m = measure(ArraySlideSource(pixels, mpp=image.mpp), config, detectors=detectors)
     own = m.detections["folds"] if tuning is held_out else tuning.detect(m.overview, m.tissue, m.overview_pixel_size)
     result = CleanResult(image, half, _light(m), float((own.mask & m.tissue).sum() / max(1, m.tissue.sum())))
-    result.ink_share = _ink_share(m, pen)
+    result.ink["clean"] = _ink_share(m, pen)
     tissue = tissue_mask(pixels)
 
     sigma, radius = rng.uniform(1.5, 3.0), rng.uniform(3.0, 6.0)
@@ -147,10 +151,10 @@ def score_clean(image: CleanImage, half: int, rng: np.random.Generator, folds: F
     h_gain, e_gain = rng.uniform(0.7, 1.4, size=2)
     m = _colour_only(synthetic.stain_variation(pixels, float(h_gain), float(e_gain)), image.mpp)
     result.variants.append(Variant("stain", f"H x{h_gain:.2f} E x{e_gain:.2f}", False, descriptor=_descriptor(m)))
-    result.variants.append(Variant("ink", "stain", False, score=_ink_share(m, pen)))
+    result.ink["stain"] = _ink_share(m, pen)
     # Strongly stained nuclei (haematoxylin doubled, no draw from rng): dark, blue-tinted, never ink.
     m = _colour_only(synthetic.stain_variation(pixels, STRONG_HAEMATOXYLIN, 1.0), image.mpp)
-    result.variants.append(Variant("ink", "strong haematoxylin", False, score=_ink_share(m, pen)))
+    result.ink["strong haematoxylin"] = _ink_share(m, pen)
 
     folded, band = synthetic.add_fold(pixels, rng)
     score = _fold_score(held_out, folded, band, tissue)
@@ -321,14 +325,10 @@ def sensitivity_table(results: list[CleanResult], halves: list[Half]) -> list[st
 def ink_table(results: list[CleanResult], config: QcConfig) -> list[str]:
     """Ink found on images that carry none (every clean image; the pen detector is not tuned):
     any region at all, and what the pen check would flag."""
-    what = {"clean": "clean H&E as scanned",
-            "stain": "another lab's staining (H, E x0.7-1.4)",
-            "strong haematoxylin": f"strongly stained nuclei (H x{STRONG_HAEMATOXYLIN:g})"}
     lines = ["| image (no ink on it) | images | any ink region | pen check flagged | most ink found |",
              "|---|---|---|---|---|"]
-    for label, name in what.items():
-        shares = np.array([r.ink_share for r in results] if label == "clean" else
-                          [v.score for r in results for v in r.variants if v.kind == "ink" and v.label == label])
+    for copy, name in INK_COPIES.items():
+        shares = np.array([r.ink[copy] for r in results if copy in r.ink])
         if shares.size:
             lines.append(f"| {name} | {shares.size} | {int((shares > 0).sum())} "
                          f"| {int((shares > config.pen.max_area_fraction).sum())} | {shares.max():.2%} of the image |")

@@ -11,10 +11,8 @@ from quality.evaluate import Variant, ink_table
 
 
 def _result(clean: float, stained: float, strong: float) -> SimpleNamespace:
-    return SimpleNamespace(image=CleanImage("glas", Path("x.png")), ink_share=clean,
-                           variants=[Variant("stain", "H x1.00 E x1.00", False),
-                                     Variant("ink", "stain", False, score=stained),
-                                     Variant("ink", "strong haematoxylin", False, score=strong)])
+    return SimpleNamespace(image=CleanImage("glas", Path("x.png")), variants=[Variant("stain", "H x1.00 E x1.00", False)],
+                           ink={"clean": clean, "stain": stained, "strong haematoxylin": strong})
 
 
 def test_ink_rows_count_any_region_and_what_the_pen_check_flags() -> None:
