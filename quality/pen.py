@@ -68,13 +68,13 @@ class PenDetector:
         if not count:
             return mask
         c = self.config
+        mm = pixel_size / 1000 if pixel_size else None  # then a marker's size on the glass too
         keep = np.zeros(count + 1, bool)
         for region in regionprops(labels):
             blob = region.area >= c.min_blob_fraction * mask.size
             length, width = region.axis_major_length, max(region.axis_minor_length, 1.0)
             stroke = length >= c.min_stroke_length * long_side and length >= 4 * width
-            if pixel_size:  # and a marker's size on the glass
-                mm = pixel_size / 1000
+            if mm is not None:
                 blob = blob and region.area * mm * mm >= c.min_blob_mm2
                 stroke = stroke and length * mm >= c.min_stroke_mm
             keep[region.label] = blob or stroke

@@ -74,9 +74,12 @@ class QcMeasurements:
 
     @property
     def overview_pixel_size(self) -> float | None:
-        """Microns per overview pixel, when the slide states its pixel size or magnification."""
-        level0 = blur_mod.pixel_size(self.mpp, self.magnification)
-        return level0 / self.overview_scale if level0 else None
+        return overview_pixel_size(blur_mod.pixel_size(self.mpp, self.magnification), self.overview_scale)
+
+
+def overview_pixel_size(level0_um: float | None, scale: float) -> float | None:
+    """Microns per overview pixel, when the slide states its pixel size or magnification."""
+    return level0_um / scale if level0_um else None
 
 
 def fold_detector(config: QcConfig) -> Detector:
@@ -124,8 +127,9 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
     width, height = source.dimensions
     overview = source.thumbnail(config.overview_max_side)
     scale = overview.shape[1] / width
-    level0_um = blur_mod.pixel_size(source.mpp, source.effective_magnification())
-    overview_um = level0_um / scale if level0_um else None  # detectors size look-alikes by it
+    magnification = source.effective_magnification()
+    level0_um = blur_mod.pixel_size(source.mpp, magnification)
+    overview_um = overview_pixel_size(level0_um, scale)  # detectors size look-alikes by it
     tissue = tissue_mask(overview, config.tissue)
     detectors = list(detectors) if detectors is not None else default_detectors(config)
     detections: dict[str, Detection] = {}
@@ -171,7 +175,7 @@ def _measure(source: SlideSource, config: QcConfig, reference: ColourReference |
         clock = time.perf_counter()
         detections[detector.name] = detector.detect(overview, tissue, overview_um)
         timings[detector.name] = time.perf_counter() - clock
-    return QcMeasurements(width, height, source.mpp, source.effective_magnification(), config.sampling.mode,
+    return QcMeasurements(width, height, source.mpp, magnification, config.sampling.mode,
                           overview, scale, tissue, grid, tissue_tiles, judged, sharpness, colour, reference,
                           detections, timings, profile, standard, brightness, colourfulness, stain, ink_cover)
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 from quality.config import QcConfig
-from quality.datasets import CleanImage
-from quality.evaluate import Variant, ink_table
+from quality.evaluate import ink_table
 
 
 def _result(clean: float, stained: float, strong: float) -> SimpleNamespace:
-    return SimpleNamespace(image=CleanImage("glas", Path("x.png")), variants=[Variant("stain", "H x1.00 E x1.00", False)],
-                           ink={"clean": clean, "stain": stained, "strong haematoxylin": strong})
+    return SimpleNamespace(ink={"clean": clean, "stain": stained, "strong haematoxylin": strong})
 
 
 def test_ink_rows_count_any_region_and_what_the_pen_check_flags() -> None:
